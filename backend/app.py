@@ -1,0 +1,37 @@
+"""The backend's composition root: create_app(settings) wires the engine, routes and errors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from backend.db import create_session_factory, create_write_engine
+from backend.errors import install_error_handlers
+from backend.middleware import BodySizeLimit
+from backend.routes import auth, health, tasks, users
+from shared.settings import Settings
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_write_engine(settings)
+        app.state.engine = engine
+        app.state.sessions = create_session_factory(engine)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(title="taskgate backend", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.log = logging.getLogger("backend")
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    for router in (users.router, auth.router, tasks.router):
+        app.include_router(router, prefix="/api/v1")
+    app.include_router(health.router)
+    return app

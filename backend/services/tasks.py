@@ -1,0 +1,141 @@
+"""The task rules: a user sees and changes only their own tasks; creates are idempotent by key."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from sqlalchemy import and_, delete, func, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.cursor import Keyset
+from shared.errors import ErrorCode, TaskgateError
+from shared.models import IdempotencyKey, Task
+from shared.schemas import Status, TaskCreate, TaskUpdate
+
+
+@dataclass(frozen=True)
+class Written:
+    """A committed write and the WAL position of its commit, for read-your-writes."""
+
+    task: Task | None
+    commit_lsn: str
+
+
+async def _commit_lsn(session: AsyncSession) -> str:
+    await session.commit()
+    # Taken after the commit on the same connection, so it is at or past the commit record.
+    lsn = await session.scalar(text("SELECT pg_current_wal_lsn()::text"))
+    await session.commit()
+    return str(lsn)
+
+
+def _request_hash(data: TaskCreate) -> str:
+    body = json.dumps(data.model_dump(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+async def create_task(
+    session: AsyncSession, user_id: int, data: TaskCreate, idempotency_key: str | None
+) -> tuple[Written, bool]:
+    """Create a task. Returns the write and whether it was replayed from an earlier call."""
+    if idempotency_key is None:
+        task = Task(user_id=user_id, title=data.title, description=data.description)
+        session.add(task)
+        await session.flush()
+        await session.refresh(task)
+        return Written(task, await _commit_lsn(session)), False
+
+    request_hash = _request_hash(data)
+    # The primary key (user_id, key) serialises concurrent retries: the losers wait for the
+    # winner's commit, insert nothing, and read the winner's task below.
+    claimed = await session.scalar(
+        insert(IdempotencyKey)
+        .values(user_id=user_id, key=idempotency_key, request_hash=request_hash)
+        .on_conflict_do_nothing()
+        .returning(IdempotencyKey.key)
+    )
+    if claimed is not None:
+        task = Task(user_id=user_id, title=data.title, description=data.description)
+        session.add(task)
+        await session.flush()
+        await session.execute(
+            update(IdempotencyKey)
+            .where(IdempotencyKey.user_id == user_id, IdempotencyKey.key == idempotency_key)
+            .values(task_id=task.id)
+        )
+        await session.refresh(task)
+        return Written(task, await _commit_lsn(session)), False
+
+    record = await session.get(IdempotencyKey, (user_id, idempotency_key))
+    if record is None or record.request_hash != request_hash:
+        raise TaskgateError(
+            ErrorCode.CONFLICT,
+            "this Idempotency-Key was already used with a different request body",
+            {"header": "Idempotency-Key"},
+        )
+    replayed = await session.get(Task, record.task_id) if record.task_id is not None else None
+    if replayed is None:
+        raise TaskgateError(
+            ErrorCode.CONFLICT,
+            "the task created with this Idempotency-Key has since been deleted",
+            {"header": "Idempotency-Key"},
+        )
+    return Written(replayed, await _commit_lsn(session)), True
+
+
+async def get_task(session: AsyncSession, user_id: int, task_id: int) -> Task:
+    task = await session.scalar(select(Task).where(Task.id == task_id, Task.user_id == user_id))
+    if task is None:
+        # Another user's task answers the same as a missing one, so existence does not leak.
+        raise TaskgateError(ErrorCode.NOT_FOUND, f"task {task_id} not found", {"task_id": task_id})
+    return task
+
+
+async def list_tasks(
+    session: AsyncSession, user_id: int, status: Status, limit: int, after: Keyset | None
+) -> list[Task]:
+    query = select(Task).where(Task.user_id == user_id)
+    if status != "all":
+        query = query.where(Task.completed == (status == "completed"))
+    if after is not None:
+        query = query.where(
+            or_(
+                Task.created_at < after.created_at,
+                and_(Task.created_at == after.created_at, Task.id < after.id),
+            )
+        )
+    query = query.order_by(Task.created_at.desc(), Task.id.desc()).limit(limit)
+    return list((await session.scalars(query)).all())
+
+
+async def update_task(
+    session: AsyncSession, user_id: int, task_id: int, data: TaskUpdate
+) -> Written:
+    changes = data.model_dump(exclude_unset=True)
+    if "title" in changes and changes["title"] is None:
+        raise TaskgateError(ErrorCode.VALIDATION_ERROR, "title cannot be null", {"field": "title"})
+    if "completed" in changes and changes["completed"] is None:
+        raise TaskgateError(
+            ErrorCode.VALIDATION_ERROR, "completed cannot be null", {"field": "completed"}
+        )
+    task = await session.scalar(
+        update(Task)
+        .where(Task.id == task_id, Task.user_id == user_id)
+        .values(**changes, updated_at=func.now())
+        .returning(Task)
+    )
+    if task is None:
+        raise TaskgateError(ErrorCode.NOT_FOUND, f"task {task_id} not found", {"task_id": task_id})
+    return Written(task, await _commit_lsn(session))
+
+
+async def delete_task(session: AsyncSession, user_id: int, task_id: int) -> Written:
+    deleted = await session.scalar(
+        delete(Task).where(Task.id == task_id, Task.user_id == user_id).returning(Task.id)
+    )
+    if deleted is None:
+        raise TaskgateError(ErrorCode.NOT_FOUND, f"task {task_id} not found", {"task_id": task_id})
+    return Written(None, await _commit_lsn(session))

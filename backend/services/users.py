@@ -1,0 +1,37 @@
+"""Sign-up and login: the rules about users."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend.security import hash_password, verify_password
+from shared.errors import ErrorCode, TaskgateError
+from shared.models import User
+from shared.schemas import UserCreate
+
+
+async def create_user(session: AsyncSession, data: UserCreate) -> User:
+    # argon2 is CPU-bound; keep the event loop free for other requests.
+    password_hash = await asyncio.to_thread(hash_password, data.password)
+    user = User(email=data.email.lower(), password_hash=password_hash)
+    session.add(user)
+    try:
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        raise TaskgateError(
+            ErrorCode.CONFLICT, "a user with this email already exists", {"field": "email"}
+        ) from None
+    return user
+
+
+async def authenticate(session: AsyncSession, email: str, password: str) -> User:
+    user = await session.scalar(select(User).where(User.email == email.strip().lower()))
+    ok = await asyncio.to_thread(verify_password, user.password_hash if user else None, password)
+    if user is None or not ok:
+        raise TaskgateError(ErrorCode.UNAUTHORIZED, "email or password is wrong")
+    return user

@@ -1,0 +1,77 @@
+"""What a gateway process holds open: the backend client, the read model and the caller identity."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from gateway.auth import Identity, configured_caller
+from gateway.backend_client import BackendClient, create_http_client
+from readmodel.cache import ReadCache, TtlPolicy, build_cache
+from readmodel.engine import create_read_engine
+from readmodel.reader import TaskReader
+from shared.settings import Settings
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    backend: BackendClient
+    reader: TaskReader
+    identity: Identity
+
+
+@asynccontextmanager
+async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    http = create_http_client(settings)
+    replica = create_read_engine(settings, settings.read_database_url)
+    fallback = (
+        create_read_engine(settings, settings.read_fallback_database_url)
+        if settings.read_fallback_database_url
+        else None
+    )
+    cache = ReadCache(
+        build_cache(settings.cache_url),
+        TtlPolicy(settings.cache_ttl, settings.cache_ttl_overrides),
+        lock_lease=settings.replica_timeout,
+    )
+    try:
+        reader = TaskReader(
+            replica,
+            cache,
+            cursor_secret=settings.jwt_secret.get_secret_value().encode(),
+            ryw_wait_timeout=settings.ryw_wait_timeout,
+            replica_timeout=settings.replica_timeout,
+            fallback=fallback,
+        )
+        identity = Identity(settings, await configured_caller(settings, http))
+        yield Runtime(settings, BackendClient(http), reader, identity)
+    finally:
+        await http.aclose()
+        await replica.dispose()
+        if fallback is not None:
+            await fallback.dispose()
+        await cache.close()
+
+
+class RuntimeRef:
+    """The runtime of a server built before its lifespan opens it. Tools read it per call."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._runtime: Runtime | None = None
+
+    def get(self) -> Runtime:
+        if self._runtime is None:
+            raise RuntimeError("the gateway's lifespan has not started")
+        return self._runtime
+
+    @asynccontextmanager
+    async def lifespan(self, _server: object) -> AsyncIterator[None]:
+        async with open_runtime(self.settings) as runtime:
+            self._runtime = runtime
+            try:
+                yield
+            finally:
+                self._runtime = None

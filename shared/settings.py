@@ -1,0 +1,90 @@
+"""Every setting of every taskgate process, read once from the environment and `.env`."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+READ_TOOLS = ("list_tasks", "get_task", "get_user_stats")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # Databases: the backend writes to the primary, the read model reads from the replica.
+    database_url: str = "postgresql+asyncpg://taskgate:taskgate@127.0.0.1:5432/taskgate"
+    read_database_url: str = "postgresql+asyncpg://taskgate_reader:taskgate@127.0.0.1:5433/taskgate"
+    # Where lagging reads may go instead of answering replica_unavailable. Empty: no fallback.
+    read_fallback_database_url: str = ""
+    db_pool_size: int = Field(10, ge=1)
+    db_max_overflow: int = Field(10, ge=0)
+    db_pool_timeout: float = Field(5.0, gt=0)
+    db_connect_timeout: float = Field(2.0, gt=0)
+    db_statement_timeout_ms: int = Field(2000, ge=0)
+
+    # Gateway to backend.
+    fastapi_base_url: str = "http://127.0.0.1:8000"
+    backend_connect_timeout: float = Field(2.0, gt=0)
+    backend_read_timeout: float = Field(10.0, gt=0)
+    backend_write_timeout: float = Field(10.0, gt=0)
+    backend_pool_timeout: float = Field(5.0, gt=0)
+    backend_max_connections: int = Field(100, ge=1)
+    backend_max_keepalive: int = Field(20, ge=0)
+
+    # MCP server.
+    mcp_transport: Literal["stdio", "http"] = "http"
+    mcp_host: str = "127.0.0.1"
+    mcp_port: int = Field(8001, ge=0, le=65535)
+    mcp_path: str = "/mcp"
+    mcp_public_url: str = ""  # what clients call; defaults to http://MCP_HOST:MCP_PORT/mcp
+    mcp_stateless: bool = True
+    mcp_json_response: bool = True
+    mcp_allowed_hosts: list[str] = Field(default_factory=list)
+    mcp_allowed_origins: list[str] = Field(default_factory=list)
+
+    # Stdio credentials: a token, or an email and password logged in at start-up.
+    gateway_token: SecretStr | None = None
+    gateway_email: str | None = None
+    gateway_password: SecretStr | None = None
+    auth_mode: Literal["token", "user_param"] = "token"
+
+    # Backend.
+    backend_host: str = "127.0.0.1"
+    backend_port: int = Field(8000, ge=0, le=65535)
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
+
+    # Tokens.
+    jwt_secret: SecretStr = SecretStr("change-me-in-production-this-is-not-a-secret")
+    jwt_issuer: str = "taskgate"
+    jwt_audience: str = "taskgate-api"
+    jwt_ttl_seconds: int = Field(3600, ge=60)
+
+    # Read cache and read-your-writes.
+    cache_ttl: float = Field(5.0, ge=0)
+    cache_ttl_overrides: dict[str, float] = Field(default_factory=dict)
+    cache_url: str = "memory://"
+    ryw_wait_timeout: float = Field(1.0, ge=0)
+    replica_timeout: float = Field(2.0, gt=0)
+
+    admin_token: SecretStr | None = None
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    @field_validator("cache_ttl_overrides")
+    @classmethod
+    def _known_tools(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = set(value) - set(READ_TOOLS)
+        if unknown:
+            raise ValueError(f"unknown read tools in CACHE_TTL_OVERRIDES: {sorted(unknown)}")
+        if any(ttl < 0 for ttl in value.values()):
+            raise ValueError("TTLs must be >= 0")
+        return value
+
+    def ttl_for(self, tool: str) -> float:
+        return self.cache_ttl_overrides.get(tool, self.cache_ttl)
+
+    @property
+    def mcp_url(self) -> str:
+        return self.mcp_public_url or f"http://{self.mcp_host}:{self.mcp_port}{self.mcp_path}"

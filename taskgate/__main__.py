@@ -1,0 +1,3 @@
+from taskgate.cli import main
+
+main()
