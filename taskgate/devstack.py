@@ -32,7 +32,7 @@ def _say(message: str) -> None:
 class Component:
     name: str
     process: subprocess.Popen[bytes]
-    url: str
+    health_url: str
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.process.poll() is None:
@@ -44,28 +44,32 @@ class Component:
                 self.process.wait()
 
 
-def start_component(
-    name: str, args: list[str], env: dict[str, str], health_url: str, timeout: float = 30.0
-) -> Component:
-    """Start `taskgate <args>` and wait until health_url answers 200."""
+def spawn_component(name: str, args: list[str], env: dict[str, str], health_url: str) -> Component:
+    """Start `taskgate <args>` in a child process; wait_healthy waits for it."""
     process = subprocess.Popen(
         [sys.executable, "-m", "taskgate", *args],
         env={**os.environ, **env},
         stdin=subprocess.DEVNULL,
     )
-    component = Component(name, process, health_url.rsplit("/", 1)[0])
+    return Component(name, process, health_url)
+
+
+def wait_healthy(component: Component, timeout: float = 30.0) -> None:
+    """Wait until the component's health URL answers 200, or stop it and raise."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{name} exited with code {process.returncode} while starting")
+        if component.process.poll() is not None:
+            raise RuntimeError(
+                f"{component.name} exited with code {component.process.returncode} while starting"
+            )
         try:
-            if httpx.get(health_url, timeout=1.0).status_code == 200:
-                return component
+            if httpx.get(component.health_url, timeout=1.0).status_code == 200:
+                return
         except httpx.TransportError:
             pass
         time.sleep(0.05)
     component.stop()
-    raise RuntimeError(f"{name} did not become healthy within {timeout:.0f}s")
+    raise RuntimeError(f"{component.name} did not become healthy within {timeout:.0f}s")
 
 
 @dataclass
@@ -110,20 +114,22 @@ def running_stack(
         upgrade_to_head(pair.database_url)
         env = {**stack_env(pair, backend_port, secrets.token_urlsafe(32)), **(extra_env or {})}
         backend_url = f"http://127.0.0.1:{backend_port}"
-        _say(f"starting backend on {backend_url}")
-        backend = start_component(
+        gateway_url = f"http://127.0.0.1:{mcp_port}"
+        _say(f"starting backend on {backend_url} and gateway on {gateway_url}")
+        # Both start at once: each takes about a second to import.
+        backend = spawn_component(
             "backend", ["backend", "--port", str(backend_port)], env, f"{backend_url}/healthz"
         )
         stack.callback(backend.stop)
-        gateway_url = f"http://127.0.0.1:{mcp_port}"
-        _say(f"starting gateway on {gateway_url}")
-        gateway = start_component(
+        gateway = spawn_component(
             "gateway",
             ["gateway", "--transport", "http", "--port", str(mcp_port)],
             env,
             f"{gateway_url}/healthz",
         )
         stack.callback(gateway.stop)
+        wait_healthy(backend)
+        wait_healthy(gateway)
         yield Stack(pair, backend, gateway, env, f"{gateway_url}/mcp", backend_url)
 
 
