@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 
 from gateway.auth import JwtVerifier
 from gateway.runtime import RuntimeRef
+from gateway.tools.bench import register_bench_tools
 from gateway.tools.read import register_read_tools
 from gateway.tools.write import register_write_tools
 from shared.errors import ErrorCode, TaskgateError
@@ -90,6 +91,8 @@ def build_server(settings: Settings) -> tuple[TaskgateMCP, RuntimeRef]:
     )
     register_read_tools(server, ref)
     register_write_tools(server, ref)
+    if settings.mcp_bench_tools:
+        register_bench_tools(server)
 
     @server.custom_route("/healthz", methods=["GET"])  # type: ignore[untyped-decorator]
     async def healthz(_: Request) -> Response:

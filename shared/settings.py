@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     mcp_json_response: bool = True
     mcp_allowed_hosts: list[str] = Field(default_factory=list)
     mcp_allowed_origins: list[str] = Field(default_factory=list)
+    # Registers the no-op `ping` tool that the benchmark uses as the transport floor.
+    mcp_bench_tools: bool = False
 
     # Stdio credentials: a token, or an email and password logged in at start-up.
     gateway_token: SecretStr | None = None
