@@ -70,7 +70,10 @@ class Settings(BaseSettings):
     ryw_wait_timeout: float = Field(1.0, ge=0)
     replica_timeout: float = Field(2.0, gt=0)
 
+    # Operators: the admin API (off while ADMIN_TOKEN is unset), TTL sharing, lag sampling.
     admin_token: SecretStr | None = None
+    cache_ttl_sync_seconds: float = Field(1.0, gt=0)  # bound on a TTL change reaching all gateways
+    replica_lag_sample_seconds: float = Field(5.0, gt=0)
     log_level: str = "INFO"
     log_json: bool = False
 
