@@ -12,10 +12,10 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import CallToolResult, TextContent
 from pydantic import ValidationError
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 
 from gateway.auth import JwtVerifier
+from gateway.metrics import ToolCallObserver
+from gateway.ops import Operations
 from gateway.runtime import RuntimeRef
 from gateway.tools.bench import register_bench_tools
 from gateway.tools.read import register_read_tools
@@ -53,7 +53,18 @@ def _validation_error(exc: ValidationError) -> TaskgateError:
 class TaskgateMCP(MCPServer[Any]):
     """MCPServer whose tool failures all leave as the shared error envelope."""
 
+    tool_observer: ToolCallObserver | None = None  # metrics and logs per call (gateway.ops)
+
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        if self.tool_observer is None:
+            return await self._call_tool_enveloped(name, arguments, context)
+        return await self.tool_observer.observe(
+            name, context, lambda: self._call_tool_enveloped(name, arguments, context)
+        )
+
+    async def _call_tool_enveloped(
+        self, name: str, arguments: dict[str, Any], context: Any = None
+    ) -> Any:
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:
@@ -72,6 +83,7 @@ class TaskgateMCP(MCPServer[Any]):
 
 def build_server(settings: Settings) -> tuple[TaskgateMCP, RuntimeRef]:
     ref = RuntimeRef(settings)
+    ops = Operations(settings, ref)
     auth = None
     verifier = None
     if settings.auth_mode == "token":
@@ -87,17 +99,14 @@ def build_server(settings: Settings) -> tuple[TaskgateMCP, RuntimeRef]:
         version="0.1.0",
         token_verifier=verifier,
         auth=auth,
-        lifespan=ref.lifespan,
+        lifespan=ops.lifespan,
     )
     register_read_tools(server, ref)
     register_write_tools(server, ref)
     if settings.mcp_bench_tools:
         register_bench_tools(server)
 
-    @server.custom_route("/healthz", methods=["GET"])  # type: ignore[untyped-decorator]
-    async def healthz(_: Request) -> Response:
-        return JSONResponse({"status": "ok"})
-
+    ops.install(server)  # /healthz, /readyz, /metrics, /admin/*
     return server, ref
 
 

@@ -1,11 +1,59 @@
-"""Logging set-up for every process: plain text, or one JSON object per line with LOG_JSON=1."""
+"""Logging for every process: plain text, or one JSON object per line with LOG_JSON=1.
+
+A request id rides in a context variable: the gateway sets it for each MCP tool call, sends it
+to the backend as X-Request-ID, and the backend sets it again from that header, so one id
+follows a call through both processes' logs.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
+
+REQUEST_ID_HEADER = "X-Request-ID"
+
+# The one request-id variable of a process; gateway.request_id binds it for each tool call.
+request_id_var: ContextVar[str | None] = ContextVar("taskgate_request_id", default=None)
+# Ids come from clients: short and plain, so they cannot forge log lines or bloat them.
+_VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+# Attributes every LogRecord has; anything else on a record came from `extra=`.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+
+def current_request_id() -> str | None:
+    return request_id_var.get()
+
+
+def request_id_from(header: str | None) -> str:
+    """The caller's id when it is a plain token, or a new one."""
+    if header and _VALID_ID.match(header):
+        return header
+    return uuid.uuid4().hex
+
+
+@contextmanager
+def request_scope(request_id: str) -> Iterator[str]:
+    token = request_id_var.set(request_id)
+    try:
+        yield request_id
+    finally:
+        request_id_var.reset(token)
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamps each record with the request id in scope, or '-'."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = request_id_var.get() or "-"
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -16,9 +64,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key in ("request_id", "tool", "user_id", "outcome"):
-            if key in record.__dict__:
-                entry[key] = record.__dict__[key]
+        for key, value in vars(record).items():
+            if key not in _STANDARD and key not in entry:
+                entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
@@ -26,10 +74,11 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(level: str, as_json: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RequestIdFilter())
     handler.setFormatter(
         JsonFormatter()
         if as_json
-        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s")
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

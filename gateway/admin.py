@@ -1,0 +1,196 @@
+"""The operators' HTTP API: read the cache settings and statistics, change the TTL, flush.
+
+Guarded by ADMIN_TOKEN (a bearer token, compared in constant time); with ADMIN_TOKEN unset the
+routes answer not_found. With a shared cache (Redis) a change is published first, then applied
+here; other gateways pick it up within CACHE_TTL_SYNC_SECONDS. Every change is logged with who
+made it (X-Admin-Actor, and the client address) and the old and new values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import logging
+import re
+from typing import Any, Literal
+
+from mcp.server.mcpserver import MCPServer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from gateway.runtime import Runtime, RuntimeRef
+from readmodel.ttl import TtlChange, TtlStore, changed, replace_policy
+from shared.errors import ErrorCode, TaskgateError
+from shared.settings import READ_TOOLS, Settings
+
+log = logging.getLogger("gateway.admin")
+
+ACTOR_HEADER = "X-Admin-Actor"
+_ACTOR = re.compile(r"^[\w.@:-]{1,64}$")
+_MAX_BODY_BYTES = 4096
+MAX_TTL_SECONDS = 7 * 86_400
+
+ReadTool = Literal["list_tasks", "get_task", "get_user_stats"]
+
+
+class TtlUpdate(BaseModel):
+    """PUT /admin/cache/ttl. No tool: the global TTL. ttl null with a tool: drop its override."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ttl: float | None = Field(ge=0, le=MAX_TTL_SECONDS, allow_inf_nan=False)
+    tool: ReadTool | None = None
+    flush: bool = False
+
+
+def _error(error: TaskgateError, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(
+        error.envelope().model_dump(mode="json"), status_code=error.http_status, headers=headers
+    )
+
+
+def _validation_error(exc: ValidationError) -> TaskgateError:
+    errors = [
+        {"field": ".".join(str(p) for p in err["loc"]), "type": err["type"], "message": err["msg"]}
+        for err in exc.errors(include_input=False)[:20]
+    ]
+    return TaskgateError(ErrorCode.VALIDATION_ERROR, "the request is not valid", {"errors": errors})
+
+
+def _actor(request: Request) -> str:
+    claimed = request.headers.get(ACTOR_HEADER, "")
+    name = claimed if _ACTOR.match(claimed) else "unnamed"
+    host = request.client.host if request.client else "unknown"
+    return f"{name}@{host}"
+
+
+class AdminApi:
+    def __init__(self, settings: Settings, ref: RuntimeRef, store: TtlStore | None = None) -> None:
+        token = settings.admin_token.get_secret_value() if settings.admin_token else ""
+        self._token = token.encode()
+        self._ref = ref
+        self.store = store  # set by the lifespan when the cache is shared
+        self._sync_seconds = settings.cache_ttl_sync_seconds
+
+    def _authorize(self, request: Request) -> None:
+        if not self._token:
+            raise TaskgateError(
+                ErrorCode.NOT_FOUND, "the admin API is disabled: ADMIN_TOKEN is not set"
+            )
+        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            presented.strip().encode(), self._token
+        ):
+            raise TaskgateError(ErrorCode.UNAUTHORIZED, "a valid admin bearer token is required")
+
+    def show(self, rt: Runtime) -> dict[str, Any]:
+        cache = rt.reader.cache
+        stats = cache.stats.as_dict()
+        lookups = stats.get("hits", 0) + stats.get("misses", 0)
+        return {
+            "ttl": cache.ttl.as_dict(),
+            "effective_ttl": {tool: cache.ttl.ttl_for(tool) for tool in READ_TOOLS},
+            "shared": self.store is not None,
+            "sync_seconds": self._sync_seconds if self.store is not None else None,
+            "stats": {**stats, "hit_ratio": round(stats.get("hits", 0) / lookups, 4)}
+            if lookups
+            else {**stats, "hit_ratio": None},
+            "reads": dataclasses.asdict(rt.reader.stats),
+        }
+
+    async def set_ttl(self, rt: Runtime, update: TtlUpdate, actor: str) -> TtlChange:
+        policy = rt.reader.cache.ttl
+        if self.store is not None:
+            await self.store.refresh()  # start from what the other gateways hold
+        old = policy.overrides.get(update.tool) if update.tool else policy.default
+        snapshot = changed(policy, update.tool, update.ttl)
+        if self.store is not None:
+            await self.store.publish(snapshot)  # first, so a failure changes nothing
+        replace_policy(policy, snapshot)
+        change = TtlChange(update.tool, old, update.ttl)
+        log.info(
+            "cache TTL changed by %s: %s %s -> %s",
+            actor,
+            update.tool or "global",
+            old,
+            update.ttl,
+            extra={"actor": actor, "tool": update.tool or "global", "old": old, "new": update.ttl},
+        )
+        if update.flush:
+            await self.flush(rt, actor)
+        return change
+
+    async def flush(self, rt: Runtime, actor: str) -> None:
+        await rt.reader.cache.flush()
+        log.info("cache flushed by %s", actor, extra={"actor": actor})
+
+    async def handle(self, request: Request) -> Response:
+        try:
+            self._authorize(request)
+            rt = self._ref.get()
+            route = (request.url.path, request.method)
+            if route not in _ROUTES:
+                raise TaskgateError(
+                    ErrorCode.BAD_REQUEST,
+                    f"{request.method} is not allowed here",
+                    {"allowed": sorted(m for p, m in _ROUTES if p == request.url.path)},
+                )
+            if request.url.path.endswith("/ttl"):
+                update = TtlUpdate.model_validate_json(await _body(request))
+                if update.tool is None and update.ttl is None:
+                    raise TaskgateError(
+                        ErrorCode.VALIDATION_ERROR,
+                        "the global TTL cannot be removed; give a number of seconds",
+                        {"errors": [{"field": "ttl", "type": "missing", "message": "required"}]},
+                    )
+                change = await self.set_ttl(rt, update, _actor(request))
+                body = {**dataclasses.asdict(change), **self.show(rt)}
+            elif request.url.path.endswith("/flush"):
+                await self.flush(rt, _actor(request))
+                body = {"flushed": True}
+            else:
+                body = self.show(rt)
+        except ValidationError as exc:
+            return _error(_validation_error(exc))
+        except TaskgateError as exc:
+            headers = {"WWW-Authenticate": "Bearer"} if exc.code is ErrorCode.UNAUTHORIZED else None
+            return _error(exc, headers)
+        except RuntimeError:  # the lifespan has not started, or has ended
+            return _error(TaskgateError(ErrorCode.SERVER_ERROR, "the gateway is not running"))
+        except Exception as exc:  # the shared cache failed; a TTL change is published first
+            log.warning("admin request failed: %s", type(exc).__name__)
+            return _error(
+                TaskgateError(
+                    ErrorCode.SERVER_ERROR,
+                    "the shared cache could not be reached; retry shortly",
+                    {"reason": type(exc).__name__},
+                )
+            )
+        return JSONResponse(body)
+
+
+async def _body(request: Request) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > _MAX_BODY_BYTES:
+        raise TaskgateError(ErrorCode.BAD_REQUEST, "request body is too large")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > _MAX_BODY_BYTES:
+            raise TaskgateError(ErrorCode.BAD_REQUEST, "request body is too large")
+    return body
+
+
+_ROUTES = {
+    ("/admin/cache", "GET"),
+    ("/admin/cache/ttl", "PUT"),
+    ("/admin/cache/flush", "POST"),
+}
+# Every method reaches the handler, so a wrong one also gets the envelope, not a bare 405.
+_METHODS = ["GET", "PUT", "POST", "PATCH", "DELETE"]
+
+
+def add_admin_routes(server: MCPServer, api: AdminApi) -> None:
+    for path in sorted({path for path, _ in _ROUTES}):
+        server.custom_route(path, methods=_METHODS)(api.handle)

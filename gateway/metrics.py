@@ -1,0 +1,182 @@
+"""The gateway's Prometheus metrics, on a registry that the composition root creates.
+
+Tool calls and backend errors are counted as they happen. Cache and read-your-writes counters
+already live in the read model (ReadCache.stats, TaskReader.stats); a collector reads them at
+scrape time instead of keeping a second copy. Replica lag is sampled in the background, so a
+scrape never waits on the database.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import Any
+
+import httpx
+from mcp.types import CallToolResult, TextContent
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from gateway.runtime import RuntimeRef
+from shared.errors import ErrorCode
+from shared.logs import REQUEST_ID_HEADER, current_request_id, request_id_from, request_scope
+from shared.settings import READ_TOOLS
+
+log = logging.getLogger("gateway.calls")
+
+_CODES = {code.value for code in ErrorCode}
+# From a cache hit (sub-millisecond) to a read that waited out a lagging replica (seconds).
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.tool_calls = Counter(
+            "taskgate_tool_calls",
+            "MCP tool calls by tool and outcome (ok, or the error_code of the envelope).",
+            ["tool", "outcome"],
+            registry=registry,
+        )
+        self.tool_latency = Histogram(
+            "taskgate_tool_call_duration_seconds",
+            "Time to answer an MCP tool call, by tool.",
+            ["tool"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.backend_errors = Counter(
+            "taskgate_backend_errors",
+            "Failed calls to the backend: unreachable/timed out, or answered with a 5xx.",
+            ["reason"],
+            registry=registry,
+        )
+        self.replica_lag_bytes = Gauge(
+            "taskgate_replica_lag_bytes",
+            "WAL the replica has received but not yet replayed, in bytes (sampled).",
+            registry=registry,
+        )
+        self.replica_lag_seconds = Gauge(
+            "taskgate_replica_lag_seconds",
+            "Age of the last replayed transaction while WAL waits to be replayed (sampled).",
+            registry=registry,
+        )
+        self.replica_up = Gauge(
+            "taskgate_replica_up",
+            "1 when the last lag sample reached the replica, else 0.",
+            registry=registry,
+        )
+
+
+def outcome_of(result: Any) -> str:
+    """'ok', or the error_code carried by an error result's envelope."""
+    if not (isinstance(result, CallToolResult) and result.is_error):
+        return "ok"
+    first = result.content[0] if result.content else None
+    if isinstance(first, TextContent):
+        try:
+            code = json.loads(first.text).get("error_code")
+        except (ValueError, AttributeError):
+            code = None
+        if code in _CODES:
+            return str(code)
+    return "error"
+
+
+def _incoming_request_id(context: Any) -> str | None:
+    """The X-Request-ID of the HTTP request that carried the call, when there is one."""
+    request = getattr(getattr(context, "request_context", None), "request", None)
+    headers = getattr(request, "headers", None)
+    value = headers.get(REQUEST_ID_HEADER) if headers is not None else None
+    return value if isinstance(value, str) else None
+
+
+class ToolCallObserver:
+    """Wraps each tool call: a request id in scope, one log line, a count and a latency."""
+
+    def __init__(self, metrics: GatewayMetrics, tools: Iterable[str]) -> None:
+        self.metrics = metrics
+        self.tools = set(tools)
+
+    async def observe(self, name: str, context: Any, call: Callable[[], Awaitable[Any]]) -> Any:
+        # Agents may call any name; only known tools become label values.
+        tool = name if name in self.tools else "unknown"
+        bound = current_request_id()
+        request_id = bound or request_id_from(_incoming_request_id(context))
+        with request_scope(request_id):
+            started = time.perf_counter()
+            outcome = "exception"
+            try:
+                result = await call()
+                outcome = outcome_of(result)
+                return result
+            finally:
+                elapsed = time.perf_counter() - started
+                self.metrics.tool_calls.labels(tool, outcome).inc()
+                self.metrics.tool_latency.labels(tool).observe(elapsed)
+                if outcome == ErrorCode.BACKEND_UNAVAILABLE:
+                    self.metrics.backend_errors.labels("unavailable").inc()
+                log.info(
+                    "tool %s: %s in %.1f ms",
+                    tool,
+                    outcome,
+                    elapsed * 1000,
+                    extra={"tool": tool, "outcome": outcome, "duration_ms": elapsed * 1000},
+                )
+
+
+def instrument_backend_client(http: httpx.AsyncClient, metrics: GatewayMetrics) -> None:
+    """Send the call's request id to the backend, and count its 5xx answers."""
+
+    async def send_request_id(request: httpx.Request) -> None:
+        request_id = current_request_id()
+        if request_id is not None:
+            request.headers[REQUEST_ID_HEADER] = request_id
+
+    async def count_server_errors(response: httpx.Response) -> None:
+        if response.status_code >= 500:
+            metrics.backend_errors.labels("status_5xx").inc()
+
+    http.event_hooks["request"].append(send_request_id)
+    http.event_hooks["response"].append(count_server_errors)
+
+
+def _counters(stats: Any) -> dict[str, int]:
+    if dataclasses.is_dataclass(stats) and not isinstance(stats, type):
+        values = dataclasses.asdict(stats)
+    else:
+        values = stats.as_dict()
+    return {k: int(v) for k, v in values.items() if isinstance(v, int | float)}
+
+
+class ReadModelCollector(Collector):
+    """Exposes the read model's own counters, and the TTLs in force, at scrape time."""
+
+    def __init__(self, ref: RuntimeRef) -> None:
+        self._ref = ref
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            rt = self._ref.get()
+        except RuntimeError:  # before start-up or after shutdown: nothing to report
+            return
+        for name, value in _counters(rt.reader.cache.stats).items():
+            yield CounterMetricFamily(
+                f"taskgate_cache_{name}", f"Read cache {name} since start.", value=value
+            )
+        for name, value in _counters(rt.reader.stats).items():
+            yield CounterMetricFamily(
+                f"taskgate_read_{name}",
+                f"Reads: {name.replace('_', ' ')} since start (read-your-writes and replica).",
+                value=value,
+            )
+        ttl = GaugeMetricFamily(
+            "taskgate_cache_ttl_seconds", "The cache TTL in force, per read tool.", labels=["tool"]
+        )
+        for tool in READ_TOOLS:
+            ttl.add_metric([tool], rt.reader.cache.ttl.ttl_for(tool))
+        yield ttl

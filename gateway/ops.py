@@ -1,0 +1,100 @@
+"""What operators see of a gateway: health, metrics, the admin API, and their background tasks.
+
+build_server creates one Operations next to its RuntimeRef and installs it on the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.admin import AdminApi, add_admin_routes
+from gateway.health import add_health_routes
+from gateway.metrics import (
+    GatewayMetrics,
+    ReadModelCollector,
+    ToolCallObserver,
+    instrument_backend_client,
+)
+from gateway.runtime import RuntimeRef
+from readmodel.lag import replica_lag
+from readmodel.ttl import TtlStore
+from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from gateway.server import TaskgateMCP
+
+log = logging.getLogger(__name__)
+
+
+class Operations:
+    def __init__(self, settings: Settings, ref: RuntimeRef) -> None:
+        self.settings = settings
+        self.ref = ref
+        self.registry = CollectorRegistry()
+        self.metrics = GatewayMetrics(self.registry)
+        self.registry.register(ReadModelCollector(ref))
+        self.observer = ToolCallObserver(self.metrics, tools=())
+        self.admin = AdminApi(settings, ref)
+
+    def install(self, server: TaskgateMCP) -> None:
+        server.tool_observer = self.observer
+        add_health_routes(server, self.ref)
+        add_admin_routes(server, self.admin)
+        server.custom_route("/metrics", methods=["GET"])(self.scrape)
+
+    async def scrape(self, _: Request) -> Response:
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def sample_replica_lag(self) -> None:
+        """Refresh the lag gauges until cancelled."""
+        while True:
+            try:
+                lag = await replica_lag(self.ref.get().reader.replica)
+            except Exception as exc:  # the replica is down: say so, keep sampling
+                log.debug("replica lag sample failed: %s", type(exc).__name__)
+                self.metrics.replica_up.set(0)
+            else:
+                self.metrics.replica_up.set(1)
+                self.metrics.replica_lag_bytes.set(lag.bytes)
+                self.metrics.replica_lag_seconds.set(lag.seconds)
+            await asyncio.sleep(self.settings.replica_lag_sample_seconds)
+
+    async def _shared_ttl_store(self) -> TtlStore | None:
+        if not self.settings.cache_url.startswith(("redis://", "rediss://")):
+            return None  # a memory cache is this process's alone: nothing to share
+        cache = self.ref.get().reader.cache
+        store = TtlStore(cache.cache, cache.ttl, self.settings.cache_ttl_sync_seconds)
+        try:
+            await store.refresh()  # join the fleet's policy, if an operator set one
+        except Exception as exc:
+            log.warning("cannot read the shared TTL policy at start (%s)", type(exc).__name__)
+        return store
+
+    @asynccontextmanager
+    async def lifespan(self, server: Any) -> AsyncIterator[None]:
+        async with self.ref.lifespan(server):
+            rt = self.ref.get()
+            self.observer.tools = {tool.name for tool in await server.list_tools()}
+            instrument_backend_client(rt.backend.http, self.metrics)
+            self.admin.store = await self._shared_ttl_store()
+            tasks = [asyncio.create_task(self.sample_replica_lag())]
+            if self.admin.store is not None:
+                tasks.append(asyncio.create_task(self.admin.store.run()))
+            try:
+                yield
+            finally:
+                for task in tasks:
+                    task.cancel()
+                for task in tasks:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                self.admin.store = None
