@@ -7,6 +7,7 @@ import sys
 
 from shared.logs import configure_logging
 from shared.settings import Settings
+from taskgate.cache_cmd import add_cache_parser, check_cache_args, run_cache_command
 
 
 def _backend(args: argparse.Namespace) -> None:
@@ -58,6 +59,11 @@ def _migrate(_: argparse.Namespace) -> None:
     print("database is at the latest migration", file=sys.stderr)
 
 
+def _cache(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    check_cache_args(parser, args)
+    sys.exit(run_cache_command(args))
+
+
 def _dev(args: argparse.Namespace) -> None:
     from taskgate.devstack import run_dev
 
@@ -91,6 +97,9 @@ def parser() -> argparse.ArgumentParser:
 
     migrate = sub.add_parser("migrate", help="migrate DATABASE_URL to the latest schema")
     migrate.set_defaults(func=_migrate)
+
+    cache = add_cache_parser(sub)
+    cache.set_defaults(func=lambda args: _cache(cache, args))
     return root
 
 
