@@ -60,7 +60,9 @@ def run_cache_command(args: argparse.Namespace) -> int:
 
 
 def add_cache_parser(sub: Any) -> argparse.ArgumentParser:
-    cache = sub.add_parser("cache", help="show or tune a running gateway's read cache")
+    cache: argparse.ArgumentParser = sub.add_parser(
+        "cache", help="show or tune a running gateway's read cache"
+    )
     cache.add_argument(
         "--url", help="the gateway (default TASKGATE_ADMIN_URL or MCP_HOST:MCP_PORT)"
     )
