@@ -6,6 +6,7 @@ must not be a way to run code in every gateway. Cache faults degrade to direct r
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -13,7 +14,6 @@ from typing import Any
 
 from aiocache import Cache
 from aiocache.base import BaseCache
-from aiocache.lock import RedLock
 from aiocache.serializers import JsonSerializer
 
 log = logging.getLogger(__name__)
@@ -21,15 +21,37 @@ log = logging.getLogger(__name__)
 NAMESPACE = "taskgate:"
 # Write marks must outlive every cached entry they guard.
 MARK_TTL_SECONDS = 86_400
+# After a cache fault, values skip the cache this long, so a hung Redis costs one timeout,
+# not one per operation per read.
+FAULT_BACKOFF_SECONDS = 2.0
+
+# Raise a user's mark, never lower it: two gateways may publish marks for one user at once.
+# Marks are fixed-width hex (JSON-quoted), so string order is LSN order.
+_RAISE_MARK = """
+local current = redis.call('GET', KEYS[1])
+if (not current) or current < ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+  return 1
+end
+return 0
+"""
 
 
 def build_cache(url: str, op_timeout: float = 0.5) -> BaseCache:
     cache: BaseCache = Cache.from_url(url)
     cache.timeout = op_timeout
-    if url.startswith(("redis://", "rediss://")):
+    if is_redis(url):
         cache.serializer = JsonSerializer()
     cache.namespace = NAMESPACE
     return cache
+
+
+def is_redis(url: str) -> bool:
+    return url.startswith(("redis://", "rediss://"))
+
+
+def mark_value(position: int) -> str:
+    return f"{position:016x}"
 
 
 class TtlPolicy:
@@ -51,57 +73,87 @@ class CacheStats:
         self.hits = 0
         self.misses = 0
         self.errors = 0
+        self.loads = 0  # misses that reached the database; the rest joined a load in flight
 
     def as_dict(self) -> dict[str, int]:
-        return {"hits": self.hits, "misses": self.misses, "errors": self.errors}
+        return {
+            "hits": self.hits,
+            "misses": self.misses,
+            "errors": self.errors,
+            "loads": self.loads,
+        }
 
 
 class ReadCache:
-    """Cache-aside with stampede protection; every backend fault is logged and read through."""
+    """Cache-aside with stampede protection; every backend fault is logged and read through.
 
-    def __init__(self, cache: BaseCache, ttl: TtlPolicy, lock_lease: float) -> None:
+    Stampede protection is a single flight per key in this process: concurrent misses on one
+    key share one load and its result. It is not aiocache's RedLock because RedLock's waiters
+    re-read the cache after the holder releases, so when Redis refuses the set every waiter
+    queries anyway; and its wait is per process too (the release event lives in memory).
+    Across N gateways one key costs at most N loads.
+    """
+
+    def __init__(self, cache: BaseCache, ttl: TtlPolicy, lock_lease: float = 0.0) -> None:
         self.cache = cache
         self.ttl = ttl
         self.stats = CacheStats()
-        self._lease = lock_lease
+        self.shared = type(cache).__name__ == "RedisCache"
+        self._in_flight: dict[str, asyncio.Task[Any]] = {}
+        self._down_until = 0.0
         self._last_fault_log = 0.0
 
     def _fault(self, what: str, exc: BaseException) -> None:
         self.stats.errors += 1
         now = time.monotonic()
+        self._down_until = now + FAULT_BACKOFF_SECONDS
         if now - self._last_fault_log > 10:  # one line per 10 s, not one per request
             self._last_fault_log = now
             log.warning("cache %s failed (%s); reading through", what, type(exc).__name__)
 
+    def _backing_off(self) -> bool:
+        return time.monotonic() < self._down_until
+
+    @property
+    def reachable(self) -> bool:
+        """False for a short while after a fault: the cache is being skipped."""
+        return not self._backing_off()
+
     async def get_or_load(self, tool: str, key: str, load: Callable[[], Awaitable[Any]]) -> Any:
         ttl = self.ttl.ttl_for(tool)
         if ttl <= 0:
+            self.stats.loads += 1
             return await load()
         value = await self._get(key)
         if value is not None:
             self.stats.hits += 1
             return value
         self.stats.misses += 1
-        # Concurrent misses on one key in this process wait for the first to fill it.
-        lock = RedLock(self.cache, key, lease=self._lease)
-        try:
-            await lock.__aenter__()
-        except Exception as exc:  # no lock, no stampede protection: still answer
-            self._fault("lock", exc)
-            return await load()
-        try:
-            value = await self._get(key)
-            if value is None:
-                value = await load()
-                await self._set(key, value, ttl)
-            return value
-        finally:
-            try:
-                await lock.__aexit__(None, None, None)
-            except Exception as exc:
-                self._fault("unlock", exc)
+        task = self._in_flight.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._load_and_store(key, load, ttl))
+            self._in_flight[key] = task
+            task.add_done_callback(lambda done: self._landed(key, done))
+        # Shielded: a caller that gives up does not cancel the load the others wait for.
+        return await asyncio.shield(task)
+
+    async def _load_and_store(
+        self, key: str, load: Callable[[], Awaitable[Any]], ttl: float
+    ) -> Any:
+        self.stats.loads += 1
+        value = await load()
+        await self._set(key, value, ttl)
+        return value
+
+    def _landed(self, key: str, task: asyncio.Task[Any]) -> None:
+        if self._in_flight.get(key) is task:
+            del self._in_flight[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here, so a load nobody awaits any more is not logged
 
     async def _get(self, key: str) -> Any:
+        if self._backing_off():
+            return None
         try:
             return await self.cache.get(key)
         except Exception as exc:  # any backend fault must degrade to a direct read
@@ -109,20 +161,46 @@ class ReadCache:
             return None
 
     async def _set(self, key: str, value: Any, ttl: float) -> None:
+        if self._backing_off():
+            return
         try:
             await self.cache.set(key, value, ttl=ttl)
         except Exception as exc:
             self._fault("set", exc)
 
-    async def get_mark(self, user_id: int) -> str | None:
+    async def get_mark(self, user_id: int) -> int:
+        """The user's last write position known to the cache, or 0."""
         value = await self._get(f"mark:{user_id}")
-        return value if isinstance(value, str) else None
+        try:
+            return int(value, 16) if isinstance(value, str) and len(value) == 16 else 0
+        except ValueError:
+            return 0
 
-    async def set_mark(self, user_id: int, lsn: str) -> None:
-        await self._set(f"mark:{user_id}", lsn, MARK_TTL_SECONDS)
+    async def raise_mark(self, user_id: int, position: int) -> None:
+        """Publish the user's write position; a lower one never replaces a higher one."""
+        key = f"mark:{user_id}"
+        value = mark_value(position)
+        if not self.shared:
+            # One process: the reader's own marks are authoritative, this is a second copy.
+            if position > await self.get_mark(user_id):
+                await self._set(key, value, MARK_TTL_SECONDS)
+            return
+        try:
+            # Tried even while backing off: a mark is what makes other gateways wait.
+            await self.cache.raw(
+                "eval",
+                _RAISE_MARK,
+                1,
+                self.cache.build_key(key),
+                self.cache.serializer.dumps(value),
+                MARK_TTL_SECONDS,
+            )
+        except Exception as exc:
+            self._fault("mark", exc)
 
     async def flush(self) -> None:
-        await self.cache.clear(namespace=NAMESPACE)
+        # aiocache's Redis clear matches "<namespace>:*", so it gets the namespace without ":".
+        await self.cache.clear(namespace=NAMESPACE.rstrip(":"))
 
     async def close(self) -> None:
         try:

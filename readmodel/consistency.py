@@ -44,3 +44,8 @@ class ReplayWatcher:
                 return target - self.known
             await asyncio.sleep(interval)
             interval = min(interval * 2, self._max_poll)
+
+
+def format_lsn(position: int) -> str:
+    """A byte position -> '16/B374D848', PostgreSQL's own spelling."""
+    return f"{position >> 32:X}/{position & 0xFFFFFFFF:X}"

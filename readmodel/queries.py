@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, text
+from sqlalchemy import func, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.cursor import Keyset
@@ -27,12 +27,9 @@ def list_tasks_query(user_id: int, status: Status, limit: int, after: Keyset | N
     if status != "all":
         query = query.where(Task.completed == (status == "completed"))
     if after is not None:
-        query = query.where(
-            or_(
-                Task.created_at < after.created_at,
-                and_(Task.created_at == after.created_at, Task.id < after.id),
-            )
-        )
+        # A row comparison, unlike the equivalent OR, is an index condition: page N starts
+        # at its place in the index instead of filtering the N-1 pages before it.
+        query = query.where(tuple_(Task.created_at, Task.id) < tuple_(after.created_at, after.id))
     return query.order_by(Task.created_at.desc(), Task.id.desc()).limit(limit)
 
 
@@ -43,10 +40,12 @@ async def list_tasks_for(
     return [dict(row) for row in result.mappings()]
 
 
+def get_task_query(user_id: int, task_id: int) -> Any:
+    return select(*_COLUMNS).where(Task.id == task_id, Task.user_id == user_id)
+
+
 async def get_task_for(conn: AsyncConnection, user_id: int, task_id: int) -> dict[str, Any] | None:
-    result = await conn.execute(
-        select(*_COLUMNS).where(Task.id == task_id, Task.user_id == user_id)
-    )
+    result = await conn.execute(get_task_query(user_id, task_id))
     row = result.mappings().first()
     return dict(row) if row else None
 

@@ -12,8 +12,7 @@ import asyncio
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -24,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from readmodel import queries
 from readmodel.cache import ReadCache
-from readmodel.consistency import ReplayWatcher, parse_lsn
+from readmodel.consistency import ReplayWatcher, format_lsn, parse_lsn
 from shared.cursor import Keyset, decode_cursor, encode_cursor
 from shared.errors import ErrorCode, TaskgateError
 from shared.schemas import Status
@@ -33,6 +32,11 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _LOCAL_MARKS_MAX = 100_000
+STATUSES = ("all", "pending", "completed")
+LIMIT_MIN, LIMIT_MAX = 1, 200
+MAX_ID = 2**63 - 1
+# What a read or a dead connection raises: each becomes replica_unavailable, never a 500.
+_DB_FAULTS = (TimeoutError, OSError, DBAPIError, InterfaceError, OperationalError, PoolTimeout)
 
 
 @dataclass
@@ -76,42 +80,58 @@ class TaskReader:
             self._local_marks.move_to_end(user_id)
             if len(self._local_marks) > _LOCAL_MARKS_MAX:
                 self._local_marks.popitem(last=False)
-        shared = await self._shared_mark(user_id)
-        if position > shared:
-            await self.cache.set_mark(user_id, commit_lsn)
-
-    async def _shared_mark(self, user_id: int) -> int:
-        value = await self.cache.get_mark(user_id)
-        try:
-            return parse_lsn(value) if value else 0
-        except ValueError:
-            return 0
+        await self.cache.raise_mark(user_id, position)
 
     async def _mark(self, user_id: int) -> int:
-        return max(self._local_marks.get(user_id, 0), await self._shared_mark(user_id))
+        local = self._local_marks.get(user_id, 0)
+        shared = await self.cache.get_mark(user_id)
+        if local > shared and self.cache.reachable:
+            # Publishing failed earlier (a Redis fault): publish again, for the other gateways.
+            await self.cache.raise_mark(user_id, local)
+        return max(local, shared)
 
     # -- the read tools ----------------------------------------------------------
 
     async def list_tasks(
         self, user_id: int, status: Status, limit: int, cursor: str | None
     ) -> dict[str, Any]:
-        after = decode_cursor(self._secret, status, cursor) if cursor else None
+        if status not in STATUSES:
+            raise TaskgateError(
+                ErrorCode.VALIDATION_ERROR,
+                "status must be 'all', 'pending' or 'completed'",
+                {"field": "status"},
+            )
+        if not LIMIT_MIN <= limit <= LIMIT_MAX:
+            raise TaskgateError(
+                ErrorCode.VALIDATION_ERROR,
+                f"limit must be between {LIMIT_MIN} and {LIMIT_MAX}",
+                {"field": "limit"},
+            )
+        after = decode_cursor(self._secret, status, cursor) if cursor is not None else None
 
         async def load(conn: AsyncConnection) -> dict[str, Any]:
-            rows = await queries.list_tasks_for(conn, user_id, status, limit, after)
+            # One row more than asked says whether a next page exists, so the last page has
+            # no cursor to an empty page.
+            rows = await queries.list_tasks_for(conn, user_id, status, limit + 1, after)
+            page, more = rows[:limit], len(rows) > limit
             next_cursor = None
-            if len(rows) == limit:
-                last = rows[-1]
+            if more:
+                last = page[-1]
                 next_cursor = encode_cursor(
                     self._secret, status, Keyset(last["created_at"], last["id"])
                 )
-            return {"tasks": [_jsonable(r) for r in rows], "next_cursor": next_cursor}
+            return {"tasks": [_jsonable(r) for r in page], "next_cursor": next_cursor}
 
         args = json.dumps([status, limit, cursor])
         result: dict[str, Any] = await self._cached("list_tasks", user_id, args, load)
         return result
 
     async def get_task(self, user_id: int, task_id: int) -> dict[str, Any]:
+        if not 1 <= task_id <= MAX_ID:
+            raise TaskgateError(
+                ErrorCode.VALIDATION_ERROR, "task_id must be a positive id", {"field": "task_id"}
+            )
+
         async def load(conn: AsyncConnection) -> dict[str, Any]:
             row = await queries.get_task_for(conn, user_id, task_id)
             # A miss is cached too ({}), so probing for ids does not reach the replica each time.
@@ -137,6 +157,7 @@ class TaskReader:
         self, tool: str, user_id: int, args: str, load: Callable[[AsyncConnection], Awaitable[T]]
     ) -> T:
         mark = await self._mark(user_id)
+        # The mark is part of the key: a write makes the user's older entries unreachable.
         key = f"{tool}:{user_id}:{mark:x}:{args}"
 
         async def load_consistent() -> T:
@@ -146,24 +167,24 @@ class TaskReader:
         return result
 
     async def _read(self, mark: int, load: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Read from the replica once it has replayed `mark`, else from the fallback, else fail.
+
+        Connecting and querying get REPLICA_TIMEOUT in all; waiting for replay gets
+        RYW_WAIT_TIMEOUT on top, so a dead or hung replica answers within REPLICA_TIMEOUT.
+        """
         try:
-            async with asyncio.timeout(self._replica_timeout), self._connect(self.replica) as conn:
-                lag = 0
-                if mark > self.watcher.known:
-                    self.stats.ryw_waits += 1
-                    lag = await self.watcher.wait_for(conn, mark, self._ryw_wait)
-                if lag == 0:
-                    return await load(conn)
-        except TaskgateError:
-            raise
-        except (
-            TimeoutError,
-            OSError,
-            DBAPIError,
-            InterfaceError,
-            OperationalError,
-            PoolTimeout,
-        ) as exc:
+            async with asyncio.timeout(self._replica_timeout) as budget:
+                try:
+                    return await self._read_replica(mark, load, budget)
+                except DBAPIError as exc:
+                    if not exc.connection_invalidated:
+                        raise
+                # A pooled connection the replica dropped (it restarted): SQLAlchemy has
+                # invalidated the pool, so one retry, in the same budget, gets a fresh one.
+                return await self._read_replica(mark, load, budget)
+        except _ReplicaBehind as behind:
+            lag = behind.lag
+        except _DB_FAULTS as exc:
             self.stats.replica_errors += 1
             log.warning("replica read failed: %s", type(exc).__name__)
             if self.fallback is None:
@@ -180,23 +201,35 @@ class TaskReader:
         self.stats.ryw_refusals += 1
         raise TaskgateError(
             ErrorCode.REPLICA_UNAVAILABLE,
-            "the read replica is behind your last write; retry shortly",
-            {"lag_bytes": lag, "waited_seconds": self._ryw_wait},
+            "the read replica has not caught up with your last write yet; retry shortly",
+            {
+                "lag_bytes": lag,
+                "waited_seconds": self._ryw_wait,
+                "replayed_lsn": format_lsn(self.watcher.known),
+                "write_lsn": format_lsn(mark),
+            },
         )
+
+    async def _read_replica(
+        self, mark: int, load: Callable[[AsyncConnection], Awaitable[T]], budget: asyncio.Timeout
+    ) -> T:
+        async with self.replica.connect() as conn:
+            if mark > self.watcher.known:
+                self.stats.ryw_waits += 1
+                deadline = budget.when()
+                if deadline is not None:
+                    budget.reschedule(deadline + self._ryw_wait)
+                lag = await self.watcher.wait_for(conn, mark, self._ryw_wait)
+                if lag:
+                    raise _ReplicaBehind(lag)
+            return await load(conn)
 
     async def _read_fallback(self, load: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         assert self.fallback is not None
         try:
-            async with asyncio.timeout(self._replica_timeout), self._connect(self.fallback) as conn:
+            async with asyncio.timeout(self._replica_timeout), self.fallback.connect() as conn:
                 return await load(conn)
-        except (
-            TimeoutError,
-            OSError,
-            DBAPIError,
-            InterfaceError,
-            OperationalError,
-            PoolTimeout,
-        ) as exc:
+        except _DB_FAULTS as exc:
             log.warning("fallback read failed: %s", type(exc).__name__)
             raise TaskgateError(
                 ErrorCode.REPLICA_UNAVAILABLE,
@@ -204,7 +237,8 @@ class TaskReader:
                 {"reason": type(exc).__name__},
             ) from None
 
-    @asynccontextmanager
-    async def _connect(self, engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-        async with engine.connect() as conn:
-            yield conn
+
+class _ReplicaBehind(Exception):
+    def __init__(self, lag: int) -> None:
+        super().__init__(f"replica is {lag} bytes behind")
+        self.lag = lag

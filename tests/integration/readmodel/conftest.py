@@ -1,0 +1,122 @@
+"""Read-model fixtures: readers on the real replica, users and tasks seeded on the primary."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from readmodel.cache import ReadCache, TtlPolicy, build_cache
+from readmodel.engine import create_read_engine
+from readmodel.reader import TaskReader
+from shared.settings import Settings
+from taskgate.pgpair import READER_ROLE, PgPair
+from tests.integration.readmodel.redis_server import RedisServer, running_redis
+
+MakeReader = Callable[..., Awaitable[TaskReader]]
+
+
+def new_user(pair: PgPair) -> int:
+    email = f"reader-{uuid.uuid4().hex[:12]}@example.com"
+    return int(
+        pair.psql(
+            f"INSERT INTO users (email, password_hash) VALUES ('{email}', 'x') RETURNING id"
+        ).splitlines()[0]
+    )
+
+
+def insert_tasks(
+    pair: PgPair, user_id: int, count: int, completed_every: int = 3, spacing: int = 1
+) -> str:
+    """`count` tasks for the user on the primary, `spacing` seconds apart (0: all at once).
+
+    Every `completed_every`-th task is completed. Returns the primary's WAL position after.
+    """
+    pair.psql(
+        "INSERT INTO tasks (user_id, title, completed, created_at, updated_at) "
+        f"SELECT {user_id}, 'task ' || g, g % {completed_every} = 0, "
+        f"now() - make_interval(secs => g * {spacing}), now() "
+        f"FROM generate_series(1, {count}) AS g"
+    )
+    return pair.psql("SELECT pg_current_wal_lsn()")
+
+
+def wait_replayed(pair: PgPair, lsn: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pair.psql(f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn", replica=True) == "t":
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"replica did not replay {lsn} within {timeout}s")
+
+
+@contextmanager
+def replay_paused(pair: PgPair) -> Iterator[None]:
+    pair.psql("SELECT pg_wal_replay_pause()", replica=True)
+    try:
+        yield
+    finally:
+        resume_replay(pair)
+
+
+def resume_replay(pair: PgPair) -> None:
+    pair.psql("SELECT pg_wal_replay_resume()", replica=True)
+
+
+class QueryCounter:
+    """Counts the statements an engine really sends to its server."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.statements: list[str] = []
+        event.listen(engine.sync_engine, "before_cursor_execute", self._count)
+
+    def _count(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        self.statements.append(statement)
+
+    def selects_from_tasks(self) -> int:
+        return sum(1 for s in self.statements if "FROM tasks" in s)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    with running_redis() as server:
+        yield server
+
+
+@pytest.fixture
+async def make_reader(settings: Settings, pg_pair: PgPair) -> AsyncIterator[MakeReader]:
+    """Builds TaskReaders on the replica; each gets its own engine and cache, closed after."""
+    opened: list[TaskReader] = []
+
+    async def make(
+        cache_url: str = "memory://",
+        cache_ttl: float = 60.0,
+        overrides: dict[str, float] | None = None,
+        ryw_wait_timeout: float = 5.0,
+        replica_timeout: float | None = None,
+        fallback: bool = False,
+    ) -> TaskReader:
+        replica = create_read_engine(settings, settings.read_database_url)
+        reader = TaskReader(
+            replica,
+            ReadCache(build_cache(cache_url), TtlPolicy(cache_ttl, overrides)),
+            cursor_secret=settings.jwt_secret.get_secret_value().encode(),
+            ryw_wait_timeout=ryw_wait_timeout,
+            replica_timeout=replica_timeout or settings.replica_timeout,
+            fallback=create_read_engine(settings, pg_pair.url(READER_ROLE)) if fallback else None,
+        )
+        opened.append(reader)
+        return reader
+
+    yield make
+    for reader in opened:
+        await reader.replica.dispose()
+        if reader.fallback is not None:
+            await reader.fallback.dispose()
+        await reader.cache.close()

@@ -1,0 +1,223 @@
+"""The read tools' queries on the real replica: pages, cursors, counts, and the plans they use."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from readmodel import queries
+from readmodel.reader import TaskReader
+from shared.cursor import Keyset, encode_cursor
+from shared.errors import ErrorCode, TaskgateError
+from shared.schemas import TaskOut, TaskPage, UserStats
+from taskgate.pgpair import PgPair
+from tests.integration.readmodel.conftest import MakeReader, insert_tasks, new_user, wait_replayed
+
+
+async def _all_pages(reader: TaskReader, user_id: int, status: Any, limit: int) -> list[dict]:
+    tasks: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        page = await reader.list_tasks(user_id, status, limit, cursor)
+        TaskPage.model_validate(page)
+        tasks.extend(page["tasks"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return tasks
+
+
+@pytest.mark.parametrize("spacing", [1, 0], ids=["distinct-times", "same-time"])
+async def test_cursor_pages_walk_every_task_once_newest_first(
+    pg_pair: PgPair, make_reader: MakeReader, spacing: int
+) -> None:
+    user = new_user(pg_pair)
+    wait_replayed(pg_pair, insert_tasks(pg_pair, user, 23, spacing=spacing))
+    reader = await make_reader(cache_ttl=0)
+
+    expected = pg_pair.psql(
+        f"SELECT id FROM tasks WHERE user_id = {user} ORDER BY created_at DESC, id DESC"
+    ).split()
+    for status, where in (
+        ("all", ""),
+        ("completed", "AND completed"),
+        ("pending", "AND NOT completed"),
+    ):
+        wanted = pg_pair.psql(
+            f"SELECT id FROM tasks WHERE user_id = {user} {where} ORDER BY created_at DESC, id DESC"
+        ).split()
+        walked = await _all_pages(reader, user, status, 5)
+        assert [str(t["id"]) for t in walked] == wanted
+        assert all(t["user_id"] == user for t in walked)
+    assert len(expected) == 23
+
+
+async def test_last_full_page_has_no_cursor_to_an_empty_page(
+    pg_pair: PgPair, make_reader: MakeReader
+) -> None:
+    user = new_user(pg_pair)
+    wait_replayed(pg_pair, insert_tasks(pg_pair, user, 10))
+    reader = await make_reader(cache_ttl=0)
+    first = await reader.list_tasks(user, "all", 5, None)
+    second = await reader.list_tasks(user, "all", 5, first["next_cursor"])
+    assert first["next_cursor"] is not None
+    assert len(second["tasks"]) == 5
+    assert second["next_cursor"] is None
+
+
+def _flip(cursor: str) -> str:
+    middle = len(cursor) // 2
+    return cursor[:middle] + ("A" if cursor[middle] != "A" else "B") + cursor[middle + 1 :]
+
+
+async def test_forged_or_malformed_cursors_are_validation_errors(
+    pg_pair: PgPair, make_reader: MakeReader
+) -> None:
+    user = new_user(pg_pair)
+    wait_replayed(pg_pair, insert_tasks(pg_pair, user, 4))
+    reader = await make_reader(cache_ttl=0)
+    good = (await reader.list_tasks(user, "all", 2, None))["next_cursor"]
+    assert good is not None
+    other_secret = encode_cursor(b"not-the-secret", "all", Keyset(_far_past(), 1))
+    for bad in (
+        "garbage",
+        "",
+        "!!!!",
+        _flip(good),
+        good + "AA",
+        other_secret,
+        "x" * 500,
+    ):
+        with pytest.raises(TaskgateError) as raised:
+            await reader.list_tasks(user, "all", 2, bad)
+        assert raised.value.code is ErrorCode.VALIDATION_ERROR, bad
+        assert raised.value.details == {"field": "cursor"}
+    # A cursor is bound to its status filter.
+    with pytest.raises(TaskgateError) as raised:
+        await reader.list_tasks(user, "completed", 2, good)
+    assert raised.value.code is ErrorCode.VALIDATION_ERROR
+
+
+def _far_past() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime(2000, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("limit", "status"), [(0, "all"), (201, "all"), (5, "done")])
+async def test_out_of_range_arguments_are_validation_errors(
+    make_reader: MakeReader, limit: int, status: Any
+) -> None:
+    reader = await make_reader(cache_ttl=0)
+    with pytest.raises(TaskgateError) as raised:
+        await reader.list_tasks(1, status, limit, None)
+    assert raised.value.code is ErrorCode.VALIDATION_ERROR
+
+
+async def test_get_task_shows_own_tasks_only(pg_pair: PgPair, make_reader: MakeReader) -> None:
+    owner, stranger = new_user(pg_pair), new_user(pg_pair)
+    wait_replayed(pg_pair, insert_tasks(pg_pair, owner, 1))
+    task_id = int(pg_pair.psql(f"SELECT id FROM tasks WHERE user_id = {owner}"))
+    reader = await make_reader()
+
+    task = await reader.get_task(owner, task_id)
+    TaskOut.model_validate(task)
+    assert (task["id"], task["user_id"]) == (task_id, owner)
+    for user, wanted in ((stranger, task_id), (owner, task_id + 10_000_000)):
+        with pytest.raises(TaskgateError) as raised:
+            await reader.get_task(user, wanted)
+        assert raised.value.code is ErrorCode.NOT_FOUND
+
+
+async def test_user_stats_count_the_users_tasks_in_one_query(
+    pg_pair: PgPair, make_reader: MakeReader
+) -> None:
+    user = new_user(pg_pair)
+    wait_replayed(pg_pair, insert_tasks(pg_pair, user, 10, completed_every=4))
+    reader = await make_reader(cache_ttl=0)
+    from tests.integration.readmodel.conftest import QueryCounter
+
+    counter = QueryCounter(reader.replica)
+    stats = await reader.get_user_stats(user)
+    UserStats.model_validate(stats)
+    completed = int(pg_pair.psql(f"SELECT count(*) FROM tasks WHERE user_id={user} AND completed"))
+    assert stats == {"total": 10, "completed": completed, "pending": 10 - completed}
+    assert counter.selects_from_tasks() == 1
+
+
+# -- plans ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def crowded_table(pg_pair: PgPair) -> int:
+    """200 users with 250 tasks each, analysed and vacuumed: the planner has real statistics."""
+    users = [new_user(pg_pair) for _ in range(3)]
+    pg_pair.psql(
+        "INSERT INTO users (email, password_hash) "
+        "SELECT 'crowd-' || g || '-' || md5(random()::text) || '@example.com', 'x' "
+        "FROM generate_series(1, 197) AS g"
+    )
+    pg_pair.psql(
+        "INSERT INTO tasks (user_id, title, completed, created_at) "
+        "SELECT u.id, 'task ' || g, g % 3 = 0, now() - make_interval(secs => g) "
+        "FROM (SELECT id FROM users ORDER BY id DESC LIMIT 200) AS u, generate_series(1, 250) AS g"
+    )
+    pg_pair.psql("VACUUM ANALYZE tasks")
+    wait_replayed(pg_pair, pg_pair.psql("SELECT pg_current_wal_lsn()"))
+    return users[0]
+
+
+async def _plan(conn: AsyncConnection, query: Any) -> dict[str, Any]:
+    compiled = query.compile(dialect=postgresql.asyncpg.dialect())
+    params = tuple(compiled.params[name] for name in compiled.positiontup)
+    result = await conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {compiled.string}", params)
+    raw = result.scalar_one()
+    plan: dict[str, Any] = (json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"]
+    return plan
+
+
+def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    found = [plan]
+    for child in plan.get("Plans", []):
+        found.extend(_nodes(child))
+    return found
+
+
+def _indexes_used(plan: dict[str, Any]) -> set[str]:
+    return {n["Index Name"] for n in _nodes(plan) if "Index Name" in n}
+
+
+def _scans(plan: dict[str, Any]) -> set[str]:
+    return {n["Node Type"] for n in _nodes(plan) if "Scan" in n["Node Type"]}
+
+
+async def test_every_read_query_is_served_by_an_index_on_the_replica(
+    crowded_table: int, make_reader: MakeReader, settings: Any
+) -> None:
+    user = crowded_table
+    reader = await make_reader()
+    after = Keyset(_far_past().replace(year=2100), 2**62)
+    plans = {}
+    async with reader.replica.connect() as conn:
+        plans["list all"] = await _plan(conn, queries.list_tasks_query(user, "all", 51, None))
+        plans["list page 2"] = await _plan(conn, queries.list_tasks_query(user, "all", 51, after))
+        plans["list pending"] = await _plan(
+            conn, queries.list_tasks_query(user, "pending", 51, after)
+        )
+        plans["get"] = await _plan(conn, queries.get_task_query(user, 1))
+        plans["stats"] = await _plan(conn, queries.user_stats_query(user))
+    for name, plan in plans.items():
+        assert "Seq Scan" not in _scans(plan), (name, plan)
+    assert _indexes_used(plans["list all"]) == {"ix_tasks_user_newest"}
+    assert _indexes_used(plans["list page 2"]) == {"ix_tasks_user_newest"}
+    assert _indexes_used(plans["list pending"]) == {"ix_tasks_user_status_newest"}
+    assert _indexes_used(plans["get"]) == {"tasks_pkey"}
+    assert _indexes_used(plans["stats"]) <= {"ix_tasks_user_status_newest", "ix_tasks_user_newest"}
+    assert _indexes_used(plans["stats"])
+    # A later page starts at the cursor's place in the index, not by filtering earlier rows.
+    for name in ("list page 2", "list pending"):
+        conditions = [n.get("Index Cond", "") for n in _nodes(plans[name])]
+        assert any("created_at" in c and "id" in c for c in conditions), (name, plans[name])
