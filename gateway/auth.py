@@ -1,19 +1,18 @@
-"""Who is calling: bearer JWTs over HTTP, configured credentials over stdio, as httpx.Auth flows."""
+"""Credentials: the bearer verifier for HTTP callers, and the httpx.Auth flows to the backend."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncGenerator, Generator
-from dataclasses import dataclass
+from collections.abc import Generator
 
 import httpx
 import jwt
-from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken
 
-from shared.errors import ErrorCode, TaskgateError
+from gateway.request_id import HEADER as REQUEST_ID_HEADER
 from shared.settings import Settings
-from shared.tokens import issue_token, verify_token
+from shared.tokens import verify_token
+
+LOGIN_PATH = "/api/v1/auth/token"
 
 
 class JwtVerifier:
@@ -38,7 +37,7 @@ class JwtVerifier:
 
 
 class BearerAuth(httpx.Auth):
-    """Passes one token on unchanged: the agent's own over HTTP."""
+    """Sends one token unchanged: the agent's own (HTTP), GATEWAY_TOKEN, or a service token."""
 
     def __init__(self, token: str) -> None:
         self._token = token
@@ -48,103 +47,64 @@ class BearerAuth(httpx.Auth):
         yield request
 
 
+class LoginRefused(Exception):
+    """The backend did not hand out a token for the configured email and password."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(f"login answered {response.status_code}")
+        self.response = response
+
+
 class LoginAuth(httpx.Auth):
-    """Email and password from settings: logs in once, and again after a 401 (stdio mode)."""
+    """GATEWAY_EMAIL and GATEWAY_PASSWORD (stdio): log in when there is no token, and again on 401.
 
-    def __init__(self, email: str, password: str, token: str | None = None) -> None:
-        self._email = email
-        self._password = password
-        self.token = token
-        self._lock = asyncio.Lock()
+    The flow yields the login request itself, so the pooled client sends it and no second client
+    is needed. Concurrent calls that meet an expired token may each log in once; that costs a
+    login, never a wrong answer.
+    """
 
-    async def _login(self, http: httpx.AsyncClient) -> str:
-        response = await http.post(
-            "/api/v1/auth/token", data={"username": self._email, "password": self._password}
-        )
+    requires_response_body = True  # the login response's body carries the token
+
+    def __init__(self, base_url: str, email: str, password: str) -> None:
+        self._login_url = base_url.rstrip("/") + LOGIN_PATH
+        self._form = {"username": email, "password": password}
+        self.token: str | None = None
+
+    def __repr__(self) -> str:  # the password never reaches a log through a repr
+        return "LoginAuth(...)"
+
+    def login_request(self, request_id: str | None = None) -> httpx.Request:
+        headers = {REQUEST_ID_HEADER: request_id} if request_id else None
+        return httpx.Request("POST", self._login_url, data=self._form, headers=headers)
+
+    def accept_login(self, response: httpx.Response) -> str:
+        """Keep the token from a login response, or raise LoginRefused."""
         if response.status_code != 200:
-            raise TaskgateError(
-                ErrorCode.UNAUTHORIZED, "the gateway's configured credentials were refused"
-            )
-        token: str = response.json()["access_token"]
+            raise LoginRefused(response)
+        try:
+            token = response.json()["access_token"]
+        except (ValueError, KeyError, TypeError):
+            raise LoginRefused(response) from None
+        if not isinstance(token, str) or not token:
+            raise LoginRefused(response)
+        self.token = token
         return token
 
-    async def ensure_token(self, http: httpx.AsyncClient, stale: str | None = None) -> str:
-        async with self._lock:
-            if self.token is None or self.token == stale:
-                self.token = await self._login(http)
-            return self.token
-
-    async def async_auth_flow(
-        self, request: httpx.Request
-    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        token = self.token
-        request.headers["Authorization"] = f"Bearer {token}"
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        sent_with = self.token
+        if sent_with is None:
+            sent_with = yield from self._log_in(request)
+        request.headers["Authorization"] = f"Bearer {sent_with}"
         response = yield request
-        if response.status_code == 401:
-            # The token expired or was revoked: log in again and retry this request once.
-            self.token = None
-            retry = await self._relogin()
-            request.headers["Authorization"] = f"Bearer {retry}"
-            yield request
+        if response.status_code != 401:
+            return
+        # Expired or revoked: log in again (unless a concurrent call already did) and resend once.
+        token = self.token
+        if token is None or token == sent_with:
+            token = yield from self._log_in(request)
+        request.headers["Authorization"] = f"Bearer {token}"
+        yield request
 
-    async def _relogin(self) -> str:
-        # The flow has no client of its own; a short-lived one reaches the same backend.
-        assert self._base_url is not None
-        async with httpx.AsyncClient(base_url=self._base_url, timeout=10) as http:
-            return await self.ensure_token(http)
-
-    _base_url: str | None = None
-
-    def bind(self, base_url: str) -> LoginAuth:
-        self._base_url = base_url
-        return self
-
-
-@dataclass(frozen=True)
-class Caller:
-    user_id: int
-    auth: httpx.Auth
-
-
-class Identity:
-    """Resolves the caller of a tool call, by transport and AUTH_MODE."""
-
-    def __init__(self, settings: Settings, configured: Caller | None) -> None:
-        self._settings = settings
-        self._configured = configured
-
-    def caller(self, user_id: int | None = None) -> Caller:
-        if self._settings.auth_mode == "user_param":
-            if user_id is None:
-                raise TaskgateError(
-                    ErrorCode.VALIDATION_ERROR, "user_id is required", {"field": "user_id"}
-                )
-            # Trusted mode: the gateway vouches for the user with a short-lived service token.
-            token = issue_token(self._settings, user_id, ttl_seconds=60)
-            return Caller(user_id=user_id, auth=BearerAuth(token))
-        access = get_access_token()
-        if access is not None and access.subject is not None:
-            return Caller(user_id=int(access.subject), auth=BearerAuth(access.token))
-        if self._configured is not None:
-            return self._configured
-        raise TaskgateError(ErrorCode.UNAUTHORIZED, "no credentials: send a bearer token")
-
-
-async def configured_caller(settings: Settings, http: httpx.AsyncClient) -> Caller | None:
-    """The stdio caller from GATEWAY_TOKEN, or GATEWAY_EMAIL and GATEWAY_PASSWORD."""
-    if settings.gateway_token is not None:
-        token = settings.gateway_token.get_secret_value()
-        try:
-            claims = verify_token(settings, token)
-        except jwt.InvalidTokenError:
-            raise TaskgateError(
-                ErrorCode.UNAUTHORIZED, "GATEWAY_TOKEN is not a valid token"
-            ) from None
-        return Caller(user_id=claims.user_id, auth=BearerAuth(token))
-    if settings.gateway_email and settings.gateway_password is not None:
-        login = LoginAuth(settings.gateway_email, settings.gateway_password.get_secret_value())
-        login.bind(settings.fastapi_base_url)
-        token = await login.ensure_token(http)
-        claims = verify_token(settings, token)
-        return Caller(user_id=claims.user_id, auth=login)
-    return None
+    def _log_in(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, str]:
+        response = yield self.login_request(request.headers.get(REQUEST_ID_HEADER))
+        return self.accept_login(response)

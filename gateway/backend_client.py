@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
 import httpx
 from pydantic import ValidationError
 
+from gateway.auth import LoginAuth, LoginRefused
+from gateway.request_id import HEADER as REQUEST_ID_HEADER
+from gateway.request_id import current_request_id
 from shared.errors import ErrorCode, ErrorEnvelope, TaskgateError
 from shared.settings import Settings
 
@@ -16,6 +20,11 @@ log = logging.getLogger(__name__)
 
 API = "/api/v1"
 LSN_HEADER = "X-Commit-LSN"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+# The request may have reached the backend: only a call with an Idempotency-Key is sent again.
+_MAYBE_SENT = (httpx.ReadTimeout, httpx.WriteTimeout, httpx.ReadError, httpx.WriteError,
+               httpx.RemoteProtocolError, httpx.ConnectTimeout)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -38,22 +47,24 @@ def create_http_client(settings: Settings) -> httpx.AsyncClient:
             max_keepalive_connections=settings.backend_max_keepalive,
         ),
         headers={"User-Agent": "taskgate-gateway"},
+        # One client serves every user: a cookie from one login must never ride on another's call.
+        cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
+        follow_redirects=False,
     )
 
 
 def error_from_response(response: httpx.Response) -> TaskgateError:
-    """The backend's envelope passes through; anything else maps by status."""
+    """The backend's envelope passes through unchanged; anything else maps by status."""
     try:
         return TaskgateError.from_envelope(ErrorEnvelope.model_validate_json(response.content))
     except ValidationError:
         pass
-    if response.status_code == 401:
+    status = response.status_code
+    if status == 401:
         return TaskgateError(ErrorCode.UNAUTHORIZED, "the backend refused the credentials")
-    if response.status_code >= 500:
+    if status >= 500:
         return TaskgateError(
-            ErrorCode.SERVER_ERROR,
-            "the backend failed to handle the request",
-            {"status": response.status_code},
+            ErrorCode.SERVER_ERROR, "the backend failed to handle the request", {"status": status}
         )
     code = {
         403: ErrorCode.FORBIDDEN,
@@ -61,10 +72,40 @@ def error_from_response(response: httpx.Response) -> TaskgateError:
         409: ErrorCode.CONFLICT,
         422: ErrorCode.VALIDATION_ERROR,
         429: ErrorCode.RATE_LIMITED,
-    }.get(response.status_code, ErrorCode.BAD_REQUEST)
+    }.get(status, ErrorCode.BAD_REQUEST)
+    return TaskgateError(code, f"the backend answered {status}", {"status": status})
+
+
+def _unavailable(exc: httpx.TransportError) -> TaskgateError:
+    if isinstance(exc, httpx.TimeoutException):
+        message = (
+            "the backend did not answer in time; the change may or may not have been made, "
+            "so read it back before retrying"
+        )
+    else:
+        message = "the backend cannot be reached; retry shortly"
+    return TaskgateError(ErrorCode.BACKEND_UNAVAILABLE, message, {"reason": type(exc).__name__})
+
+
+def _login_error(exc: LoginRefused) -> TaskgateError:
+    if exc.response.status_code >= 500:
+        return error_from_response(exc.response)
     return TaskgateError(
-        code, f"the backend answered {response.status_code}", {"status": response.status_code}
+        ErrorCode.UNAUTHORIZED,
+        "the backend refused the gateway's configured GATEWAY_EMAIL and GATEWAY_PASSWORD",
     )
+
+
+def _reply(response: httpx.Response) -> BackendReply:
+    if response.status_code >= 400:
+        raise error_from_response(response)
+    try:
+        body = response.json() if response.content else None
+    except ValueError:
+        raise TaskgateError(
+            ErrorCode.SERVER_ERROR, "the backend answered with a body that is not JSON"
+        ) from None
+    return BackendReply(body=body, commit_lsn=response.headers.get(LSN_HEADER))
 
 
 class BackendClient:
@@ -80,42 +121,42 @@ class BackendClient:
         auth: httpx.Auth,
         *,
         json: Any = None,
-        headers: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
     ) -> BackendReply:
-        try:
-            response = await self.http.request(
-                method, API + path, json=json, headers=headers, auth=auth
-            )
-        except httpx.TimeoutException as exc:
-            raise TaskgateError(
-                ErrorCode.BACKEND_UNAVAILABLE,
-                "the backend did not answer in time; the write may or may not have happened, "
-                "and retrying the same call is safe",
-                {"reason": type(exc).__name__},
-            ) from None
-        except httpx.TransportError as exc:
-            raise TaskgateError(
-                ErrorCode.BACKEND_UNAVAILABLE,
-                "the backend cannot be reached; retry shortly",
-                {"reason": type(exc).__name__},
-            ) from None
-        if response.status_code >= 400:
-            raise error_from_response(response)
-        body = response.json() if response.content else None
-        return BackendReply(body=body, commit_lsn=response.headers.get(LSN_HEADER))
+        """One call. With an idempotency key, a timeout or dropped connection is retried once
+        with the same key, so the backend applies the call at most once."""
+        headers = {REQUEST_ID_HEADER: current_request_id()}
+        if idempotency_key is not None:
+            headers[IDEMPOTENCY_HEADER] = idempotency_key
+        attempts = 2 if idempotency_key is not None else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                response = await self.http.request(
+                    method, API + path, json=json, headers=headers, auth=auth
+                )
+            except LoginRefused as exc:
+                raise _login_error(exc) from None
+            except _MAYBE_SENT as exc:
+                if attempt == attempts:
+                    raise _unavailable(exc) from None
+                log.warning(
+                    "backend %s %s failed (%s); retrying once with the same Idempotency-Key",
+                    method,
+                    path,
+                    type(exc).__name__,
+                )
+            except httpx.TransportError as exc:
+                raise _unavailable(exc) from None
+            else:
+                return _reply(response)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
-    async def login(self, email: str, password: str) -> str:
+    async def log_in(self, auth: LoginAuth) -> str:
+        """Log in now through the pooled client (at start-up), keeping the token in `auth`."""
         try:
-            response = await self.http.post(
-                API + "/auth/token", data={"username": email, "password": password}
-            )
+            response = await self.http.send(auth.login_request(current_request_id()))
+            return auth.accept_login(response)
+        except LoginRefused as exc:
+            raise _login_error(exc) from None
         except httpx.TransportError as exc:
-            raise TaskgateError(
-                ErrorCode.BACKEND_UNAVAILABLE,
-                "the backend cannot be reached to log in",
-                {"reason": type(exc).__name__},
-            ) from None
-        if response.status_code >= 400:
-            raise error_from_response(response)
-        token: str = response.json()["access_token"]
-        return token
+            raise _unavailable(exc) from None

@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from gateway.auth import Identity, configured_caller
 from gateway.backend_client import BackendClient, create_http_client
+from gateway.identity import Identity
 from readmodel.cache import ReadCache, TtlPolicy, build_cache
 from readmodel.engine import create_read_engine
 from readmodel.reader import TaskReader
@@ -45,8 +45,10 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             replica_timeout=settings.replica_timeout,
             fallback=fallback,
         )
-        identity = Identity(settings, await configured_caller(settings, http))
-        yield Runtime(settings, BackendClient(http), reader, identity)
+        backend = BackendClient(http)
+        identity = Identity(settings, backend)
+        await identity.start()
+        yield Runtime(settings, backend, reader, identity)
     finally:
         await http.aclose()
         await replica.dispose()

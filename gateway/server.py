@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.context import Context
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.tools import Tool
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import CallToolResult, TextContent
 from pydantic import ValidationError
@@ -16,6 +20,7 @@ from starlette.applications import Starlette
 from gateway.auth import JwtVerifier
 from gateway.metrics import ToolCallObserver
 from gateway.ops import Operations
+from gateway.request_id import bind_request_id, reset_request_id
 from gateway.runtime import RuntimeRef
 from gateway.tools.bench import register_bench_tools
 from gateway.tools.read import register_read_tools
@@ -50,6 +55,28 @@ def _validation_error(exc: ValidationError) -> TaskgateError:
     return TaskgateError(ErrorCode.VALIDATION_ERROR, "arguments are not valid", {"errors": errors})
 
 
+def _headers_of(context: Context[Any, Any] | None) -> Mapping[str, str] | None:
+    """The HTTP request's headers, or None (stdio, in-process)."""
+    try:
+        return context.headers if context is not None else None
+    except ValueError:  # a context made outside a request
+        return None
+
+
+def _refuse_unknown_arguments(tool: Tool | None, arguments: dict[str, Any]) -> None:
+    # The SDK ignores unknown arguments; an agent that misspells `completed` would get a silent
+    # no-op, so name the unknown ones instead.
+    if tool is None:
+        return
+    unknown = sorted(set(arguments) - set(tool.parameters.get("properties", {})))
+    if unknown:
+        raise TaskgateError(
+            ErrorCode.VALIDATION_ERROR,
+            f"unknown arguments: {', '.join(unknown)[:200]}",
+            {"errors": [{"field": f[:100], "type": "extra_forbidden"} for f in unknown[:20]]},
+        )
+
+
 class TaskgateMCP(MCPServer[Any]):
     """MCPServer whose tool failures all leave as the shared error envelope."""
 
@@ -65,8 +92,12 @@ class TaskgateMCP(MCPServer[Any]):
     async def _call_tool_enveloped(
         self, name: str, arguments: dict[str, Any], context: Any = None
     ) -> Any:
+        bound = bind_request_id(_headers_of(context))
         try:
+            _refuse_unknown_arguments(self._tool_manager.get_tool(name), arguments)
             return await super().call_tool(name, arguments, context)
+        except TaskgateError as exc:
+            return error_result(exc)
         except ToolError as exc:
             cause = exc.__cause__
             if isinstance(cause, TaskgateError):
@@ -79,6 +110,8 @@ class TaskgateMCP(MCPServer[Any]):
                 )
             log.exception("tool %s failed", name)
             return error_result(TaskgateError(ErrorCode.SERVER_ERROR, "the tool failed"))
+        finally:
+            reset_request_id(bound)
 
 
 def build_server(settings: Settings) -> tuple[TaskgateMCP, RuntimeRef]:
@@ -111,19 +144,29 @@ def build_server(settings: Settings) -> tuple[TaskgateMCP, RuntimeRef]:
 
 
 def transport_security(settings: Settings) -> TransportSecuritySettings:
+    """DNS-rebinding protection: only the deployment's own Host and Origin values are served.
+
+    MCP_ALLOWED_HOSTS / MCP_ALLOWED_ORIGINS replace the defaults: loopback, MCP_HOST, and the
+    host of MCP_PUBLIC_URL.
+    """
+    public = urlsplit(settings.mcp_url)
     hosts = settings.mcp_allowed_hosts or [
         "127.0.0.1:*",
         "localhost:*",
         "[::1]:*",
         f"{settings.mcp_host}:*",
+        public.netloc,
     ]
     origins = settings.mcp_allowed_origins or [
         "http://127.0.0.1:*",
         "http://localhost:*",
         "http://[::1]:*",
+        f"{public.scheme}://{public.netloc}",
     ]
     return TransportSecuritySettings(
-        enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=list(dict.fromkeys(hosts)),
+        allowed_origins=list(dict.fromkeys(origins)),
     )
 
 

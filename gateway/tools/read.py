@@ -8,48 +8,62 @@ from mcp.server.mcpserver import MCPServer
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
+from gateway.identity import identified
 from gateway.runtime import RuntimeRef
 from shared.schemas import Status, TaskOut, TaskPage, UserStats
 
 READ_ONLY = ToolAnnotations(readOnlyHint=True, idempotentHint=True, openWorldHint=False)
 
-TaskId = Annotated[int, Field(ge=1, le=2**63 - 1, description="The task's id.")]
+TaskId = Annotated[
+    int, Field(ge=1, le=2**63 - 1, description="The task's id, as returned by the other tools.")
+]
 
 
 def register_read_tools(server: MCPServer, ref: RuntimeRef) -> None:
+    with_identity = identified(ref.settings)
+
     @server.tool(annotations=READ_ONLY, structured_output=True)
+    @with_identity
     async def list_tasks(
         status: Annotated[
-            Status, Field(description="Which tasks: 'all', 'pending' or 'completed'.")
+            Status, Field(description="Which tasks: 'all' (default), 'pending' or 'completed'.")
         ] = "all",
-        limit: Annotated[int, Field(ge=1, le=200, description="Page size, 1 to 200.")] = 50,
+        limit: Annotated[
+            int, Field(ge=1, le=200, description="How many tasks per page, 1 to 200.")
+        ] = 50,
         cursor: Annotated[
             str | None,
-            Field(max_length=200, description="next_cursor from the previous page, or omit."),
+            Field(
+                min_length=1,
+                max_length=200,
+                description="next_cursor from the previous page; omit for the first page.",
+            ),
         ] = None,
     ) -> TaskPage:
         """List your tasks, newest first, one page at a time.
 
-        Pass the returned next_cursor (with the same status) to get the next page; it is null on
-        the last page. A task you just created or changed always shows up here.
+        To get the next page, call again with the same status and the returned next_cursor; it is
+        null on the last page. A task you just created or changed always shows up here.
         """
         rt = ref.get()
-        caller = rt.identity.caller()
+        caller = await rt.identity.caller()
         page: Any = await rt.reader.list_tasks(caller.user_id, status, limit, cursor)
         return page  # type: ignore[no-any-return]
 
     @server.tool(annotations=READ_ONLY, structured_output=True)
+    @with_identity
     async def get_task(task_id: TaskId) -> TaskOut:
-        """Get one of your tasks by id. Answers not_found for ids that are not yours."""
+        """Get one of your tasks by id. Answers not_found for an id that is not one of yours."""
         rt = ref.get()
-        caller = rt.identity.caller()
+        caller = await rt.identity.caller()
         task: Any = await rt.reader.get_task(caller.user_id, task_id)
         return task  # type: ignore[no-any-return]
 
     @server.tool(annotations=READ_ONLY, structured_output=True)
+    @with_identity
     async def get_user_stats() -> UserStats:
         """Count your tasks: total, completed and pending."""
         rt = ref.get()
-        caller = rt.identity.caller()
+        caller = await rt.identity.caller()
         stats: Any = await rt.reader.get_user_stats(caller.user_id)
         return stats  # type: ignore[no-any-return]

@@ -1,0 +1,226 @@
+"""The gateway's HTTP mapping to the backend, on respx: statuses, timeouts, retries, headers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+import respx
+
+from gateway.auth import BearerAuth
+from gateway.backend_client import BackendClient, create_http_client, error_from_response
+from gateway.request_id import bind_request_id, reset_request_id
+from shared.errors import ErrorCode, TaskgateError
+from shared.settings import Settings
+
+BASE = "http://backend.test"
+TASK = {
+    "id": 7,
+    "user_id": 3,
+    "title": "t",
+    "description": None,
+    "completed": False,
+    "created_at": "2026-01-01T00:00:00Z",
+    "updated_at": "2026-01-01T00:00:00Z",
+}
+AUTH = BearerAuth("agent-token")
+
+
+@pytest.fixture
+async def backend() -> AsyncIterator[BackendClient]:
+    settings = Settings(_env_file=None, fastapi_base_url=BASE)  # type: ignore[call-arg]
+    async with create_http_client(settings) as http:
+        yield BackendClient(http)
+
+
+async def failure(backend: BackendClient, method: str = "POST") -> TaskgateError:
+    with pytest.raises(TaskgateError) as caught:
+        await backend.request(method, "/tasks", AUTH, json={"title": "t"})
+    return caught.value
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [
+        (400, ErrorCode.BAD_REQUEST),
+        (401, ErrorCode.UNAUTHORIZED),
+        (403, ErrorCode.FORBIDDEN),
+        (404, ErrorCode.NOT_FOUND),
+        (405, ErrorCode.BAD_REQUEST),
+        (409, ErrorCode.CONFLICT),
+        (413, ErrorCode.BAD_REQUEST),
+        (422, ErrorCode.VALIDATION_ERROR),
+        (429, ErrorCode.RATE_LIMITED),
+        (500, ErrorCode.SERVER_ERROR),
+        (502, ErrorCode.SERVER_ERROR),
+        (503, ErrorCode.SERVER_ERROR),
+        (504, ErrorCode.SERVER_ERROR),
+    ],
+)
+@respx.mock
+async def test_a_status_without_an_envelope_maps_to_its_error_code(
+    backend: BackendClient, status: int, code: ErrorCode
+) -> None:
+    respx.post(f"{BASE}/api/v1/tasks").respond(status, text="<html>proxy says no</html>")
+    error = await failure(backend)
+    assert error.code is code
+    assert "proxy says no" not in error.message  # a foreign body never reaches the agent
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 409, 422, 500, 503])
+@respx.mock
+async def test_the_backends_envelope_passes_through_unchanged(
+    backend: BackendClient, status: int
+) -> None:
+    envelope = {
+        "status": "error",
+        "error_code": "conflict",
+        "message": "the backend's own words",
+        "details": {"field": "title", "n": 3},
+    }
+    respx.post(f"{BASE}/api/v1/tasks").respond(status, json=envelope)
+    error = await failure(backend)
+    assert error.envelope().model_dump(mode="json") == envelope
+
+
+@respx.mock
+async def test_a_malformed_envelope_is_mapped_by_status(backend: BackendClient) -> None:
+    respx.post(f"{BASE}/api/v1/tasks").respond(
+        404, json={"status": "error", "error_code": "no_such_code", "message": "x"}
+    )
+    assert (await failure(backend)).code is ErrorCode.NOT_FOUND
+
+
+@respx.mock
+async def test_connection_refused_is_backend_unavailable(backend: BackendClient) -> None:
+    route = respx.post(f"{BASE}/api/v1/tasks").mock(side_effect=httpx.ConnectError("refused"))
+    error = await failure(backend)
+    assert error.code is ErrorCode.BACKEND_UNAVAILABLE
+    assert error.details == {"reason": "ConnectError"}
+    assert route.call_count == 1  # nothing reached the backend, and nothing is retried blindly
+
+
+@pytest.mark.parametrize("method", ["POST", "PATCH", "DELETE"])
+@respx.mock
+async def test_a_timeout_is_backend_unavailable_and_a_call_without_a_key_is_not_retried(
+    backend: BackendClient, method: str
+) -> None:
+    route = respx.route(method=method, url=f"{BASE}/api/v1/tasks").mock(
+        side_effect=httpx.ReadTimeout("slow")
+    )
+    error = await failure(backend, method)
+    assert error.code is ErrorCode.BACKEND_UNAVAILABLE
+    assert error.details == {"reason": "ReadTimeout"}
+    assert route.call_count == 1
+
+
+@pytest.mark.parametrize(
+    "first_failure",
+    [httpx.ReadTimeout("slow"), httpx.RemoteProtocolError("reset"), httpx.ReadError("reset")],
+)
+@respx.mock
+async def test_a_keyed_call_is_retried_once_with_the_same_key(
+    backend: BackendClient, first_failure: Exception
+) -> None:
+    route = respx.post(f"{BASE}/api/v1/tasks").mock(
+        side_effect=[first_failure, httpx.Response(200, json=TASK)]
+    )
+    reply = await backend.request(
+        "POST", "/tasks", AUTH, json={"title": "t"}, idempotency_key="key-1"
+    )
+    assert reply.body == TASK
+    assert route.call_count == 2
+    keys = [call.request.headers["Idempotency-Key"] for call in route.calls]
+    assert keys == ["key-1", "key-1"]
+
+
+@respx.mock
+async def test_a_keyed_call_that_times_out_twice_is_backend_unavailable(
+    backend: BackendClient,
+) -> None:
+    route = respx.post(f"{BASE}/api/v1/tasks").mock(side_effect=httpx.ReadTimeout("slow"))
+    with pytest.raises(TaskgateError) as caught:
+        await backend.request("POST", "/tasks", AUTH, json={}, idempotency_key="key-2")
+    assert caught.value.code is ErrorCode.BACKEND_UNAVAILABLE
+    assert route.call_count == 2
+
+
+@respx.mock
+async def test_a_keyed_call_is_not_retried_when_the_connection_was_refused(
+    backend: BackendClient,
+) -> None:
+    route = respx.post(f"{BASE}/api/v1/tasks").mock(side_effect=httpx.ConnectError("refused"))
+    with pytest.raises(TaskgateError):
+        await backend.request("POST", "/tasks", AUTH, json={}, idempotency_key="key-3")
+    assert route.call_count == 1
+
+
+@respx.mock
+async def test_a_call_carries_the_bound_request_id_and_the_callers_token(
+    backend: BackendClient,
+) -> None:
+    route = respx.post(f"{BASE}/api/v1/tasks").respond(
+        201, json=TASK, headers={"X-Commit-LSN": "0/16B3748"}
+    )
+    bound = bind_request_id({"x-request-id": "call-42"})
+    try:
+        reply = await backend.request("POST", "/tasks", AUTH, json={"title": "t"})
+    finally:
+        reset_request_id(bound)
+    sent = route.calls.last.request
+    assert sent.headers["X-Request-ID"] == "call-42"
+    assert sent.headers["Authorization"] == "Bearer agent-token"
+    assert json.loads(sent.content) == {"title": "t"}
+    assert reply.commit_lsn == "0/16B3748"
+
+
+def test_an_unsafe_client_request_id_is_replaced() -> None:
+    bound = bind_request_id({"x-request-id": "evil\nInjected: header"})
+    try:
+        from gateway.request_id import current_request_id
+
+        assert "\n" not in current_request_id()
+        assert current_request_id() != "evil\nInjected: header"
+    finally:
+        reset_request_id(bound)
+
+
+@respx.mock
+async def test_a_success_whose_body_is_not_json_is_a_server_error(backend: BackendClient) -> None:
+    respx.post(f"{BASE}/api/v1/tasks").respond(201, text="not json")
+    assert (await failure(backend)).code is ErrorCode.SERVER_ERROR
+
+
+def test_error_from_response_keeps_no_foreign_detail() -> None:
+    error = error_from_response(httpx.Response(500, text="Traceback (most recent call last)"))
+    assert "Traceback" not in json.dumps(error.envelope().model_dump(mode="json"))
+
+
+def test_the_pooled_client_has_the_configured_limits_and_timeouts() -> None:
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        backend_connect_timeout=1.5,
+        backend_read_timeout=7,
+        backend_write_timeout=8,
+        backend_pool_timeout=9,
+        backend_max_connections=33,
+        backend_max_keepalive=11,
+    )
+    http = create_http_client(settings)
+    assert http.timeout == httpx.Timeout(connect=1.5, read=7, write=8, pool=9)
+    pool = http._transport._pool  # type: ignore[attr-defined]
+    assert pool._max_connections == 33
+    assert pool._max_keepalive_connections == 11
+
+
+@respx.mock
+async def test_the_pooled_client_keeps_no_cookies_between_users(backend: BackendClient) -> None:
+    respx.post(f"{BASE}/api/v1/auth/token").respond(
+        200, json={"access_token": "a"}, headers={"Set-Cookie": "taskgate_session=a; Path=/"}
+    )
+    route = respx.get(f"{BASE}/api/v1/tasks").respond(200, json={"tasks": []})
+    await backend.http.post("/api/v1/auth/token", data={"username": "u", "password": "p"})
+    await backend.request("GET", "/tasks", AUTH)
+    assert "cookie" not in route.calls.last.request.headers
