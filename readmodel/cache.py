@@ -18,7 +18,8 @@ from aiocache.serializers import JsonSerializer
 
 log = logging.getLogger(__name__)
 
-NAMESPACE = "taskgate:"
+# Keys read "taskgate:<tool>:<user>:<mark>:<args>" (aiocache's Redis backend adds the ":").
+NAMESPACE = "taskgate"
 # Write marks must outlive every cached entry they guard.
 MARK_TTL_SECONDS = 86_400
 # After a cache fault, values skip the cache this long, so a hung Redis costs one timeout,
@@ -42,7 +43,7 @@ def build_cache(url: str, op_timeout: float = 0.5) -> BaseCache:
     cache.timeout = op_timeout
     if is_redis(url):
         cache.serializer = JsonSerializer()
-    cache.namespace = NAMESPACE
+    cache.namespace = NAMESPACE if is_redis(url) else NAMESPACE + ":"
     return cache
 
 
@@ -199,8 +200,8 @@ class ReadCache:
             self._fault("mark", exc)
 
     async def flush(self) -> None:
-        # aiocache's Redis clear matches "<namespace>:*", so it gets the namespace without ":".
-        await self.cache.clear(namespace=NAMESPACE.rstrip(":"))
+        # Redis clears "taskgate:*", memory every key starting "taskgate": both, ours only.
+        await self.cache.clear(namespace=NAMESPACE)
 
     async def close(self) -> None:
         try:
