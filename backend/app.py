@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from backend.db import create_session_factory, create_write_engine
 from backend.errors import install_error_handlers
-from backend.middleware import BodySizeLimit
+from backend.middleware import BodySizeLimit, UnhandledErrors
 from backend.routes import auth, health, tasks, users
 from shared.settings import Settings
 
@@ -30,7 +30,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.log = logging.getLogger("backend")
     install_error_handlers(app)
+    # Added last, so outermost: even the size limit's failures leave as an envelope.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(UnhandledErrors)
     for router in (users.router, auth.router, tasks.router):
         app.include_router(router, prefix="/api/v1")
     app.include_router(health.router)

@@ -7,17 +7,26 @@ from typing import Annotated
 
 import jwt
 from fastapi import Depends, Request
-from fastapi.security import OAuth2PasswordBearer
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from backend.sessions import CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE, csrf_token_matches
 from shared.errors import ErrorCode, TaskgateError
 from shared.models import User
 from shared.settings import Settings
 from shared.tokens import verify_token
 
-SESSION_COOKIE = "taskgate_session"
-
-oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
+# Both are declared so the OpenAPI schema lists them as alternatives; the header wins.
+bearer_scheme = HTTPBearer(
+    bearerFormat="JWT",
+    description="The access_token from POST /api/v1/auth/token.",
+    auto_error=False,
+)
+cookie_scheme = APIKeyCookie(
+    name=SESSION_COOKIE,
+    description=f"Set by POST /api/v1/auth/token. Writes also need the {CSRF_HEADER} header.",
+    auto_error=False,
+)
 
 
 def get_settings(request: Request) -> Settings:
@@ -34,15 +43,39 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
+def _token_from(
+    request: Request,
+    settings: Settings,
+    bearer: HTTPAuthorizationCredentials | None,
+    cookie: str | None,
+) -> str:
+    if request.headers.get("Authorization"):
+        if bearer is None:
+            raise TaskgateError(
+                ErrorCode.UNAUTHORIZED, "the Authorization header must be 'Bearer <token>'"
+            )
+        return bearer.credentials
+    if cookie:
+        if request.method not in SAFE_METHODS and not csrf_token_matches(
+            settings, cookie, request.headers.get(CSRF_HEADER)
+        ):
+            raise TaskgateError(
+                ErrorCode.FORBIDDEN,
+                f"a write authenticated by the session cookie needs the {CSRF_HEADER} header",
+                {"header": CSRF_HEADER},
+            )
+        return cookie
+    raise TaskgateError(ErrorCode.UNAUTHORIZED, "missing bearer token or session cookie")
+
+
 async def get_current_user(
     request: Request,
     settings: SettingsDep,
     session: SessionDep,
-    bearer: Annotated[str | None, Depends(oauth2_scheme)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+    cookie: Annotated[str | None, Depends(cookie_scheme)],
 ) -> User:
-    token = bearer or request.cookies.get(SESSION_COOKIE)
-    if not token:
-        raise TaskgateError(ErrorCode.UNAUTHORIZED, "missing bearer token")
+    token = _token_from(request, settings, bearer, cookie)
     try:
         claims = verify_token(settings, token)
     except jwt.ExpiredSignatureError:

@@ -9,6 +9,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.errors import ErrorCode, ErrorEnvelope, TaskgateError
@@ -28,6 +30,13 @@ _STATUS_CODES: dict[int, ErrorCode] = {
     429: ErrorCode.RATE_LIMITED,
 }
 
+# SQLSTATEs that mean "the database cannot serve right now", not "this request is wrong":
+# connection failures (08), shutdown and statement timeout (57), out of resources (53),
+# serialization failure and deadlock (40), and a primary that has become read-only (25006).
+_UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "57", "53", "40", "25006")
+
+RETRY_AFTER_SECONDS = "1"
+
 
 def envelope_response(
     status: int,
@@ -40,13 +49,19 @@ def envelope_response(
     return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
 
 
+def _field(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(p) for p in loc[1:] if isinstance(p, int | str)) if loc else ""
+
+
 def _validation_details(exc: RequestValidationError) -> dict[str, Any]:
     errors = []
     for err in exc.errors()[:20]:
+        loc = tuple(err.get("loc", ()))
         # Field, rule and message only: the rejected input is the caller's data, not echoed back.
         errors.append(
             {
-                "field": ".".join(str(p) for p in err.get("loc", ()) if p != "body"),
+                "location": str(loc[0]) if loc else "body",
+                "field": _field(loc),
                 "type": err.get("type"),
                 "message": err.get("msg"),
             }
@@ -54,27 +69,87 @@ def _validation_details(exc: RequestValidationError) -> dict[str, Any]:
     return {"errors": errors}
 
 
+def _is_malformed_json(exc: RequestValidationError) -> bool:
+    return any(err.get("type") == "json_invalid" for err in exc.errors())
+
+
+def _is_unsupported_media_type(request: Request, exc: RequestValidationError) -> bool:
+    # FastAPI reads a JSON body only when the content type says JSON; otherwise the whole
+    # body fails as "not an object", which would hide the real mistake.
+    content_type = request.headers.get("content-type", "")
+    return bool(content_type) and "json" not in content_type and any(
+        tuple(err.get("loc", ())) == ("body",) and err.get("type") == "model_attributes_type"
+        for err in exc.errors()
+    )
+
+
+def database_unavailable(exc: Exception) -> bool:
+    """Whether a database error means the primary cannot serve now, so a retry may work."""
+    if isinstance(exc, PoolTimeoutError | OSError | TimeoutError):
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+        return sqlstate.startswith(_UNAVAILABLE_SQLSTATE_PREFIXES)
+    return False
+
+
+def _unavailable_response() -> JSONResponse:
+    return envelope_response(
+        503,
+        ErrorCode.BACKEND_UNAVAILABLE,
+        "the database is unavailable; retry shortly",
+        headers={"Retry-After": RETRY_AFTER_SECONDS},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    """Map known exceptions. Anything else is caught by UnhandledErrors (middleware.py)."""
+
     @app.exception_handler(TaskgateError)
     async def _taskgate(_: Request, exc: TaskgateError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.code is ErrorCode.UNAUTHORIZED else None
         return envelope_response(exc.http_status, exc.code, exc.message, exc.details, headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if _is_malformed_json(exc):
+            return envelope_response(400, ErrorCode.BAD_REQUEST, "request body is not valid JSON")
+        if _is_unsupported_media_type(request, exc):
+            return envelope_response(
+                415, ErrorCode.BAD_REQUEST, "send the body as JSON (Content-Type: application/json)"
+            )
         return envelope_response(
             422, ErrorCode.VALIDATION_ERROR, "request is not valid", _validation_details(exc)
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _STATUS_CODES.get(
             exc.status_code,
             ErrorCode.SERVER_ERROR if exc.status_code >= 500 else ErrorCode.BAD_REQUEST,
         )
-        return envelope_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+        message = str(exc.detail)
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"no route matches {request.url.path}"
+        elif exc.status_code == 405:
+            message = f"method {request.method} is not allowed on {request.url.path}"
+        return envelope_response(exc.status_code, code, message, headers=exc.headers)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return envelope_response(500, ErrorCode.SERVER_ERROR, "internal server error")
+    async def _database(request: Request, exc: Exception) -> JSONResponse:
+        if not database_unavailable(exc):
+            raise exc  # a bug, not an outage: UnhandledErrors answers 500
+        log.warning(
+            "database unavailable on %s %s: %s", request.method, request.url.path, _kind(exc)
+        )
+        return _unavailable_response()
+
+    for kind in (DBAPIError, PoolTimeoutError, OSError, TimeoutError):
+        app.add_exception_handler(kind, _database)
+
+
+def _kind(exc: BaseException) -> str:
+    # The class and SQLSTATE only: driver messages can carry statement parameters.
+    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return f"{type(exc).__name__}" + (f" (SQLSTATE {sqlstate})" if sqlstate else "")

@@ -1,27 +1,53 @@
-"""ASGI middleware for the backend: a request body size limit."""
+"""ASGI middleware for the backend: a request body size limit, and a last-resort 500."""
 
 from __future__ import annotations
 
 import json
+import logging
+import traceback
+import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-_TOO_LARGE = json.dumps(
-    {
-        "status": "error",
-        "error_code": "bad_request",
-        "message": "request body is too large",
-        "details": {},
-    }
-).encode()
+from shared.errors import ErrorCode, ErrorEnvelope
+
+log = logging.getLogger(__name__)
+
+
+def _envelope_bytes(code: ErrorCode, message: str, details: dict[str, str] | None = None) -> bytes:
+    envelope = ErrorEnvelope(error_code=code, message=message, details=details or {})
+    return json.dumps(envelope.model_dump(mode="json")).encode()
+
+
+async def _send_json(send: Send, status: int, body: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 class BodySizeLimit:
-    """Refuses bodies over max_bytes with 413, by Content-Length or while streaming."""
+    """Refuses bodies over max_bytes with 413, by Content-Length or while streaming.
+
+    The body is read in full before the app runs (it is small by definition), because the app's
+    body parser would turn an error raised mid-stream into a generic 400.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self._too_large = _envelope_bytes(
+            ErrorCode.BAD_REQUEST,
+            "request body is too large",
+            {"max_bytes": str(max_bytes)},
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -29,37 +55,75 @@ class BodySizeLimit:
             return
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await self._reject(send)
+                await _send_json(send, 413, self._too_large)
                 return
-        received = 0
-
-        async def limited_receive() -> Message:
-            nonlocal received
+        chunks: list[bytes] = []
+        size = 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _BodyTooLarge
-            return message
+            if message["type"] != "http.request":
+                return  # the client went away before sending its body
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await _send_json(send, 413, self._too_large)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: wait for the disconnect, as ASGI does
+
+        await self.app(scope, replay, send)
+
+
+class UnhandledErrors:
+    """Answers 500 with the envelope for any exception no handler mapped.
+
+    Sits inside Starlette's ServerErrorMiddleware, which would log the full traceback (with
+    statement parameters in database errors) and re-raise to the server. Here the log gets the
+    exception's class and where it was raised, plus an id that the client also receives.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
 
         try:
-            await self.app(scope, limited_receive, send)
-        except _BodyTooLarge:
-            await self._reject(send)
-
-    async def _reject(self, send: Send) -> None:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(_TOO_LARGE)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": _TOO_LARGE})
-
-
-class _BodyTooLarge(Exception):
-    pass
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            error_id = uuid.uuid4().hex
+            frames = traceback.extract_tb(exc.__traceback__)
+            where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
+            log.error(
+                "unhandled %s at %s on %s %s (error id %s)",
+                type(exc).__name__,
+                where,
+                scope.get("method"),
+                scope.get("path"),
+                error_id,
+            )
+            if started:
+                return  # too late for an envelope; the server closes the connection
+            body = _envelope_bytes(
+                ErrorCode.SERVER_ERROR, "internal server error", {"error_id": error_id}
+            )
+            await _send_json(send, 500, body)

@@ -23,6 +23,6 @@ def hash_password(password: str) -> str:
 def verify_password(password_hash: str | None, password: str) -> bool:
     try:
         ok = _hasher.verify(password_hash or _dummy_hash(), password)
-    except (VerificationError, InvalidHashError):
-        return False
+    except (VerificationError, InvalidHashError, UnicodeEncodeError):
+        return False  # a password that is not valid Unicode text cannot match
     return ok and password_hash is not None

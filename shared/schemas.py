@@ -5,13 +5,47 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, StringConstraints
+from pydantic import (
+    MISSING,
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    StringConstraints,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 TITLE_MAX = 200
 DESCRIPTION_MAX = 1000
 
-Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=TITLE_MAX)]
-Description = Annotated[str, StringConstraints(max_length=DESCRIPTION_MAX)]
+
+def storable(value: str) -> str:
+    """PostgreSQL text cannot hold NUL, and a lone surrogate cannot be encoded as UTF-8."""
+    if "\x00" in value:
+        raise PydanticCustomError("nul_character", "must not contain the NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PydanticCustomError("invalid_unicode", "must be valid Unicode text") from None
+    return value
+
+
+def _none_if_empty(value: str | None) -> str | None:
+    return value or None
+
+
+Title = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=TITLE_MAX),
+    AfterValidator(storable),
+]
+# Surrounding whitespace is dropped and an empty description is stored as null.
+Description = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, max_length=DESCRIPTION_MAX),
+    AfterValidator(storable),
+]
 Status = Literal["all", "pending", "completed"]
 
 
@@ -21,7 +55,9 @@ class Strict(BaseModel):
 
 class UserCreate(Strict):
     email: EmailStr
-    password: Annotated[str, StringConstraints(min_length=8, max_length=128)]
+    password: Annotated[
+        str, StringConstraints(min_length=8, max_length=128), AfterValidator(storable)
+    ]
 
 
 class UserOut(BaseModel):
@@ -38,13 +74,26 @@ class TokenOut(BaseModel):
 
 class TaskCreate(Strict):
     title: Title
-    description: Description | None = None
+    description: Annotated[Description | None, AfterValidator(_none_if_empty)] = None
 
 
 class TaskUpdate(Strict):
-    title: Title | None = None
-    description: Description | None = None
-    completed: bool | None = None
+    """A partial update: only the fields sent change. `description: null` clears it."""
+
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
+    # MISSING (left out) means unchanged; title and completed cannot be null.
+    title: Title | MISSING = MISSING
+    description: Annotated[Description | None, AfterValidator(_none_if_empty)] | MISSING = MISSING
+    completed: bool | MISSING = MISSING
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> TaskUpdate:
+        if not self.model_fields_set:
+            raise PydanticCustomError(
+                "empty_update", "send at least one of title, description, completed"
+            )
+        return self
 
 
 class TaskOut(BaseModel):

@@ -1,25 +1,50 @@
 from __future__ import annotations
 
+import asyncio
+from typing import Literal
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy import text
+
+from backend.errors import RETRY_AFTER_SECONDS, envelope_response
+from backend.openapi import error_responses
+from shared.errors import ErrorCode
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
-async def healthz() -> dict[str, str]:
+class Alive(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Ready(BaseModel):
+    status: Literal["ok"] = "ok"
+    primary: Literal["up"] = "up"
+
+
+@router.get("/healthz", response_model=Alive, responses=error_responses(500))
+async def healthz() -> Alive:
     """The process is alive."""
-    return {"status": "ok"}
+    return Alive()
 
 
-@router.get("/readyz")
-async def readyz(request: Request) -> JSONResponse:
+@router.get("/readyz", response_model=Ready, responses=error_responses(500, 503))
+async def readyz(request: Request) -> Ready | JSONResponse:
     """The primary can be reached."""
+    settings = request.app.state.settings
     try:
-        async with request.app.state.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-    except Exception as exc:  # any failure means not ready; the reason goes to the log only
+        async with asyncio.timeout(settings.db_connect_timeout + settings.db_pool_timeout):
+            async with request.app.state.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+    except Exception as exc:  # any failure means not ready; only its class goes to the log
         request.app.state.log.warning("readiness check failed: %s", type(exc).__name__)
-        return JSONResponse({"status": "unavailable", "primary": "down"}, status_code=503)
-    return JSONResponse({"status": "ok", "primary": "up"})
+        return envelope_response(
+            503,
+            ErrorCode.BACKEND_UNAVAILABLE,
+            "the primary database cannot be reached",
+            {"primary": "down"},
+            headers={"Retry-After": RETRY_AFTER_SECONDS},
+        )
+    return Ready()

@@ -2,22 +2,45 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Header, Path, Query, Response, status
 
 from backend.deps import CurrentUser, SessionDep, SettingsDep
+from backend.openapi import AUTH_ERRORS, COMMON_ERRORS, LSN_HEADER, error_responses, written
 from backend.services import tasks
 from shared.cursor import Keyset, decode_cursor, encode_cursor
 from shared.schemas import Status, TaskCreate, TaskOut, TaskPage, TaskUpdate
 
-router = APIRouter(prefix="/tasks", tags=["tasks"])
+router = APIRouter(
+    prefix="/tasks", tags=["tasks"], responses=error_responses(*COMMON_ERRORS, *AUTH_ERRORS)
+)
 
-LSN_HEADER = "X-Commit-LSN"
 IdempotencyKeyHeader = Annotated[
-    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[\x21-\x7E]+$",  # visible ASCII, as in a UUID or any client-made token
+        description="Retries with the same key and body return the first call's task.",
+    ),
 ]
+# Ids are PostgreSQL bigints; anything outside cannot name a task.
+TaskId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=TaskOut)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TaskOut,
+    responses={
+        201: written("The task was created."),
+        200: {
+            "model": TaskOut,
+            **written("A retry with an Idempotency-Key already used with this body: that task."),
+        },
+        **error_responses(409),
+    },
+)
 async def create_task(
     data: TaskCreate,
     user: CurrentUser,
@@ -25,12 +48,13 @@ async def create_task(
     response: Response,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> TaskOut:
-    written, replayed = await tasks.create_task(session, user.id, data, idempotency_key)
-    response.headers[LSN_HEADER] = written.commit_lsn
+    """Create a task for the caller. Title 1 to 200 characters after trimming."""
+    written_task, replayed = await tasks.create_task(session, user.id, data, idempotency_key)
+    response.headers[LSN_HEADER] = written_task.commit_lsn
     if replayed:
         response.status_code = status.HTTP_200_OK
         response.headers["Idempotent-Replayed"] = "true"
-    return TaskOut.model_validate(written.task)
+    return TaskOut.model_validate(written_task.task)
 
 
 @router.get("", response_model=TaskPage)
@@ -42,42 +66,59 @@ async def list_tasks(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> TaskPage:
+    """The caller's tasks, newest first. Pass `next_cursor` back as `cursor` for the next page."""
     secret = settings.jwt_secret.get_secret_value().encode()
     after = decode_cursor(secret, status_filter, cursor) if cursor else None
-    rows = await tasks.list_tasks(session, user.id, status_filter, limit, after)
+    rows, more = await tasks.list_tasks(session, user.id, status_filter, limit, after)
     next_cursor = None
-    if len(rows) == limit:
+    if more:
         last = rows[-1]
         next_cursor = encode_cursor(secret, status_filter, Keyset(last.created_at, last.id))
     return TaskPage(tasks=[TaskOut.model_validate(t) for t in rows], next_cursor=next_cursor)
 
 
-@router.get("/{task_id}", response_model=TaskOut)
-async def get_task(task_id: int, user: CurrentUser, session: SessionDep) -> TaskOut:
+@router.get("/{task_id}", response_model=TaskOut, responses=error_responses(404))
+async def get_task(task_id: TaskId, user: CurrentUser, session: SessionDep) -> TaskOut:
+    """One of the caller's tasks. Another user's task answers 404, like a missing one."""
     return TaskOut.model_validate(await tasks.get_task(session, user.id, task_id))
 
 
-@router.patch("/{task_id}", response_model=TaskOut)
+@router.patch(
+    "/{task_id}",
+    response_model=TaskOut,
+    responses={200: written("The updated task."), **error_responses(404)},
+)
 async def update_task(
-    task_id: int, data: TaskUpdate, user: CurrentUser, session: SessionDep, response: Response
+    task_id: TaskId, data: TaskUpdate, user: CurrentUser, session: SessionDep, response: Response
 ) -> TaskOut:
-    written = await tasks.update_task(session, user.id, task_id, data)
-    response.headers[LSN_HEADER] = written.commit_lsn
-    return TaskOut.model_validate(written.task)
+    """Change the fields sent. `description: null` clears it; title and completed cannot be null."""
+    written_task = await tasks.update_task(session, user.id, task_id, data)
+    response.headers[LSN_HEADER] = written_task.commit_lsn
+    return TaskOut.model_validate(written_task.task)
 
 
-@router.post("/{task_id}/complete", response_model=TaskOut)
+@router.post(
+    "/{task_id}/complete",
+    response_model=TaskOut,
+    responses={200: written("The task, now completed."), **error_responses(404)},
+)
 async def complete_task(
-    task_id: int, user: CurrentUser, session: SessionDep, response: Response
+    task_id: TaskId, user: CurrentUser, session: SessionDep, response: Response
 ) -> TaskOut:
-    written = await tasks.update_task(session, user.id, task_id, TaskUpdate(completed=True))
-    response.headers[LSN_HEADER] = written.commit_lsn
-    return TaskOut.model_validate(written.task)
+    """Mark the task completed. Completing a completed task is not an error."""
+    written_task = await tasks.complete_task(session, user.id, task_id)
+    response.headers[LSN_HEADER] = written_task.commit_lsn
+    return TaskOut.model_validate(written_task.task)
 
 
-@router.delete("/{task_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_task(task_id: int, user: CurrentUser, session: SessionDep) -> Response:
-    written = await tasks.delete_task(session, user.id, task_id)
+@router.delete(
+    "/{task_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={204: written("The task was deleted."), **error_responses(404)},
+)
+async def delete_task(task_id: TaskId, user: CurrentUser, session: SessionDep) -> Response:
+    """Delete the task."""
+    written_task = await tasks.delete_task(session, user.id, task_id)
     return Response(
-        status_code=status.HTTP_204_NO_CONTENT, headers={LSN_HEADER: written.commit_lsn}
+        status_code=status.HTTP_204_NO_CONTENT, headers={LSN_HEADER: written_task.commit_lsn}
     )

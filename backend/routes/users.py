@@ -2,14 +2,24 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from backend.deps import SessionDep
+from backend.deps import CurrentUser, SessionDep
+from backend.openapi import AUTH_ERRORS, COMMON_ERRORS, error_responses
 from backend.services import users
 from shared.schemas import UserCreate, UserOut
 
-router = APIRouter(prefix="/users", tags=["users"])
+router = APIRouter(prefix="/users", tags=["users"], responses=error_responses(*COMMON_ERRORS))
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=UserOut)
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, response_model=UserOut, responses=error_responses(409)
+)
 async def sign_up(data: UserCreate, session: SessionDep) -> UserOut:
+    """Create a user. The email is stored in lower case; the password is hashed with argon2."""
     user = await users.create_user(session, data)
+    return UserOut(id=user.id, email=user.email, created_at=user.created_at)
+
+
+@router.get("/me", response_model=UserOut, responses=error_responses(*AUTH_ERRORS))
+async def who_am_i(user: CurrentUser) -> UserOut:
+    """The user the credentials belong to."""
     return UserOut(id=user.id, email=user.email, created_at=user.created_at)

@@ -37,15 +37,19 @@ def _request_hash(data: TaskCreate) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
+async def _insert_task(session: AsyncSession, user_id: int, data: TaskCreate) -> Task:
+    task = Task(user_id=user_id, title=data.title, description=data.description)
+    session.add(task)
+    await session.flush()  # INSERT ... RETURNING fills in id and the server defaults
+    return task
+
+
 async def create_task(
     session: AsyncSession, user_id: int, data: TaskCreate, idempotency_key: str | None
 ) -> tuple[Written, bool]:
     """Create a task. Returns the write and whether it was replayed from an earlier call."""
     if idempotency_key is None:
-        task = Task(user_id=user_id, title=data.title, description=data.description)
-        session.add(task)
-        await session.flush()
-        await session.refresh(task)
+        task = await _insert_task(session, user_id, data)
         return Written(task, await _commit_lsn(session)), False
 
     request_hash = _request_hash(data)
@@ -58,45 +62,47 @@ async def create_task(
         .returning(IdempotencyKey.key)
     )
     if claimed is not None:
-        task = Task(user_id=user_id, title=data.title, description=data.description)
-        session.add(task)
-        await session.flush()
+        task = await _insert_task(session, user_id, data)
         await session.execute(
             update(IdempotencyKey)
             .where(IdempotencyKey.user_id == user_id, IdempotencyKey.key == idempotency_key)
             .values(task_id=task.id)
         )
-        await session.refresh(task)
         return Written(task, await _commit_lsn(session)), False
 
     record = await session.get(IdempotencyKey, (user_id, idempotency_key))
     if record is None or record.request_hash != request_hash:
-        raise TaskgateError(
-            ErrorCode.CONFLICT,
-            "this Idempotency-Key was already used with a different request body",
-            {"header": "Idempotency-Key"},
+        raise _key_conflict(
+            "this Idempotency-Key was already used with a different request body", "other_body"
         )
+    # The current state of the task that the first call created (it may have changed since).
     replayed = await session.get(Task, record.task_id) if record.task_id is not None else None
     if replayed is None:
-        raise TaskgateError(
-            ErrorCode.CONFLICT,
-            "the task created with this Idempotency-Key has since been deleted",
-            {"header": "Idempotency-Key"},
+        raise _key_conflict(
+            "the task created with this Idempotency-Key has since been deleted; "
+            "use a new key to create another",
+            "task_deleted",
         )
     return Written(replayed, await _commit_lsn(session)), True
+
+
+def _key_conflict(message: str, reason: str) -> TaskgateError:
+    return TaskgateError(
+        ErrorCode.CONFLICT, message, {"header": "Idempotency-Key", "reason": reason}
+    )
 
 
 async def get_task(session: AsyncSession, user_id: int, task_id: int) -> Task:
     task = await session.scalar(select(Task).where(Task.id == task_id, Task.user_id == user_id))
     if task is None:
-        # Another user's task answers the same as a missing one, so existence does not leak.
-        raise TaskgateError(ErrorCode.NOT_FOUND, f"task {task_id} not found", {"task_id": task_id})
+        raise _not_found(task_id)
     return task
 
 
 async def list_tasks(
     session: AsyncSession, user_id: int, status: Status, limit: int, after: Keyset | None
-) -> list[Task]:
+) -> tuple[list[Task], bool]:
+    """A page of the user's tasks, newest first, and whether more follow it."""
     query = select(Task).where(Task.user_id == user_id)
     if status != "all":
         query = query.where(Task.completed == (status == "completed"))
@@ -107,20 +113,26 @@ async def list_tasks(
                 and_(Task.created_at == after.created_at, Task.id < after.id),
             )
         )
-    query = query.order_by(Task.created_at.desc(), Task.id.desc()).limit(limit)
-    return list((await session.scalars(query)).all())
+    # One row more than asked says whether a next page exists, so none is ever empty.
+    query = query.order_by(Task.created_at.desc(), Task.id.desc()).limit(limit + 1)
+    rows = list((await session.scalars(query)).all())
+    return rows[:limit], len(rows) > limit
 
 
 async def update_task(
     session: AsyncSession, user_id: int, task_id: int, data: TaskUpdate
 ) -> Written:
-    changes = data.model_dump(exclude_unset=True)
-    if "title" in changes and changes["title"] is None:
-        raise TaskgateError(ErrorCode.VALIDATION_ERROR, "title cannot be null", {"field": "title"})
-    if "completed" in changes and changes["completed"] is None:
-        raise TaskgateError(
-            ErrorCode.VALIDATION_ERROR, "completed cannot be null", {"field": "completed"}
-        )
+    """Change only the fields the caller sent (the schema refuses null title and completed)."""
+    return await _update(session, user_id, task_id, data.model_dump(exclude_unset=True))
+
+
+async def complete_task(session: AsyncSession, user_id: int, task_id: int) -> Written:
+    return await _update(session, user_id, task_id, {"completed": True})
+
+
+async def _update(
+    session: AsyncSession, user_id: int, task_id: int, changes: dict[str, object]
+) -> Written:
     task = await session.scalar(
         update(Task)
         .where(Task.id == task_id, Task.user_id == user_id)
@@ -128,7 +140,7 @@ async def update_task(
         .returning(Task)
     )
     if task is None:
-        raise TaskgateError(ErrorCode.NOT_FOUND, f"task {task_id} not found", {"task_id": task_id})
+        raise _not_found(task_id)
     return Written(task, await _commit_lsn(session))
 
 
@@ -137,5 +149,10 @@ async def delete_task(session: AsyncSession, user_id: int, task_id: int) -> Writ
         delete(Task).where(Task.id == task_id, Task.user_id == user_id).returning(Task.id)
     )
     if deleted is None:
-        raise TaskgateError(ErrorCode.NOT_FOUND, f"task {task_id} not found", {"task_id": task_id})
+        raise _not_found(task_id)
     return Written(None, await _commit_lsn(session))
+
+
+def _not_found(task_id: int) -> TaskgateError:
+    # Another user's task answers the same as a missing one, so existence does not leak.
+    return TaskgateError(ErrorCode.NOT_FOUND, f"task {task_id} not found", {"task_id": task_id})

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from backend.security import hash_password, verify_password
 from shared.errors import ErrorCode, TaskgateError
 from shared.models import User
-from shared.schemas import UserCreate
+from shared.schemas import UserCreate, storable
 
 
 async def create_user(session: AsyncSession, data: UserCreate) -> User:
@@ -30,8 +30,20 @@ async def create_user(session: AsyncSession, data: UserCreate) -> User:
 
 
 async def authenticate(session: AsyncSession, email: str, password: str) -> User:
-    user = await session.scalar(select(User).where(User.email == email.strip().lower()))
+    email = email.strip().lower()
+    # Text PostgreSQL cannot take (NUL, lone surrogates) names no user; don't send it.
+    user = (
+        await session.scalar(select(User).where(User.email == email)) if _storable(email) else None
+    )
     ok = await asyncio.to_thread(verify_password, user.password_hash if user else None, password)
     if user is None or not ok:
         raise TaskgateError(ErrorCode.UNAUTHORIZED, "email or password is wrong")
     return user
+
+
+def _storable(text: str) -> bool:
+    try:
+        storable(text)
+    except ValueError:
+        return False
+    return True
