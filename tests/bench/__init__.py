@@ -1,0 +1,1 @@
+"""The benchmark: run on purpose with `uv run python -m tests.bench.run`, never by pytest."""

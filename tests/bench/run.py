@@ -1,0 +1,736 @@
+"""The benchmark: agents reading and writing through the gateway, beside forward-everything.
+
+    uv run --group bench python -m tests.bench.run            # the full measured run
+    uv run --group bench python -m tests.bench.run --quick    # a short run, to check the harness
+
+It starts the real stack (PostgreSQL primary and streaming replica, backend, gateway), a second
+gateway with CACHE_TTL=0, and fastapi-mcp 0.4.0 over the same backend in a virtualenv of its own,
+seeds 1,000 users and their tasks, then drives MCP tool calls from 1, 16 and 64 concurrent client
+sessions. Every scenario runs at each concurrency before the next concurrency starts, so all of
+them share the machine's state of the moment. Results go to tests/bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import psutil  # type: ignore[import-untyped]
+
+from taskgate.devstack import Component, Stack, running_stack, spawn_component, wait_healthy
+from taskgate.pgpair import free_port
+from tests.bench import report, seed
+from tests.bench.rawclient import (
+    BenchError,
+    Connection,
+    McpEndpoint,
+    cheap_ok,
+    check_rpc,
+    encode_request,
+)
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+RESULTS = HERE / "results"
+USERS = 1_000
+READ_USERS = slice(0, 100)  # readers never write, so no read waits on a write mark
+GW_WRITE_USERS = slice(500, 600)
+DIRECT_WRITE_USERS = slice(600, 700)
+
+
+def say(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+# -- the peer's virtualenv ---------------------------------------------------------------
+
+PEER_PACKAGES = ["fastapi-mcp==0.4.0", "mcp<2"]
+# The backend's own dependencies, pinned to this environment's versions, so the backend code
+# under the peer runs on the same FastAPI, Starlette, pydantic and uvicorn as the gateway.
+PEER_SAME_AS_HERE = [
+    "fastapi",
+    "starlette",
+    "pydantic",
+    "pydantic-core",
+    "pydantic-settings",
+    "email-validator",
+    "uvicorn",
+    "httpx",
+    "sqlalchemy",
+    "asyncpg",
+    "greenlet",
+    "pyjwt",
+    "argon2-cffi",
+    "python-multipart",
+    "uvloop",
+    "httptools",
+]
+
+
+def peer_requirements() -> list[str]:
+    pins = []
+    for name in PEER_SAME_AS_HERE:
+        try:
+            pins.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue  # e.g. no uvloop here: then none there either
+    return PEER_PACKAGES + pins
+
+
+def ensure_peer_venv(path: Path) -> Path:
+    python = path / "bin" / "python"
+    wanted = "\n".join(peer_requirements())
+    marker = path / "bench-requirements.txt"
+    if python.exists() and marker.exists() and marker.read_text() == wanted:
+        return python
+    say(f"creating the fastapi-mcp peer's virtualenv in {path}")
+    uv = shutil.which("uv") or "uv"
+    subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(path)], check=True)
+    subprocess.run(
+        [uv, "pip", "install", "-q", "--python", str(python), *wanted.split("\n")], check=True
+    )
+    marker.write_text(wanted)
+    return python
+
+
+# -- scenarios ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    label: str
+    server: str  # which process answers: gateway, gateway_uncached, peer, backend
+    tool: str  # MCP tool name, or "POST /api/v1/tasks" for the direct backend call
+    arguments: dict[str, Any]
+    users: slice
+    writes: bool = False
+
+
+@dataclass
+class Cell:
+    scenario: str
+    label: str
+    server: str
+    rows: int
+    concurrency: int
+    calls: int
+    errors: int
+    seconds: float
+    throughput: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
+    rss_max_mb: dict[str, float] = field(default_factory=dict)
+    cpu_ms_per_call: dict[str, float] = field(default_factory=dict)
+    tasks_per_page: int | None = None
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+@dataclass
+class Target:
+    host: str
+    port: int
+    path: str
+    modern: bool
+
+
+class Bench:
+    def __init__(
+        self,
+        stack: Stack,
+        servers: dict[str, Component],
+        targets: dict[str, Target],
+        tokens: dict[int, str],
+        user_ids: list[int],
+        peer_tools: dict[str, str],
+    ) -> None:
+        self.stack = stack
+        self.servers = servers
+        self.targets = targets
+        self.tokens = tokens
+        self.user_ids = user_ids
+        self.peer_tools = peer_tools
+        self.last_seeded_id = 0
+        self.rows = 0
+
+    def token(self, users: slice, i: int) -> str:
+        pool = self.user_ids[users]
+        return self.tokens[pool[i % len(pool)]]
+
+    # One session's request factory: constant bytes, except the direct POST's idempotency key.
+    async def open_session(self, scn: Scenario, i: int) -> tuple[Connection, Callable[[], bytes]]:
+        token = self.token(scn.users, i)
+        target = self.targets[scn.server]
+        conn = Connection(target.host, target.port)
+        await conn.open()
+        if scn.server == "backend":
+            body = json.dumps(scn.arguments).encode()
+            host = f"{target.host}:{target.port}"
+
+            def direct() -> bytes:
+                return encode_request(
+                    "POST",
+                    host,
+                    target.path,
+                    {
+                        "Authorization": f"Bearer {token}",
+                        "Content-Type": "application/json",
+                        "Idempotency-Key": uuid.uuid4().hex,  # as the gateway sends one per call
+                    },
+                    body,
+                )
+
+            return conn, direct
+        endpoint = McpEndpoint(target.host, target.port, target.path, token, target.modern)
+        await endpoint.start(conn)
+        tool = self.peer_tools.get(scn.tool, scn.tool) if scn.server == "peer" else scn.tool
+        raw = endpoint.call_tool(tool, scn.arguments)
+        return conn, lambda: raw
+
+    async def run_cell(
+        self, scn: Scenario, concurrency: int, warmup: float, duration: float
+    ) -> Cell:
+        sessions = [await self.open_session(scn, i) for i in range(concurrency)]
+        expect = 201 if scn.server == "backend" else 200
+        # Check one reply in full before measuring: a fast wrong answer must not count.
+        first = await sessions[0][0].send(sessions[0][1]())
+        tasks_per_page = None
+        if expect == 201:
+            if first.status != 201:
+                raise BenchError(
+                    f"{scn.key}: backend answered {first.status}: {first.body[:200]!r}"
+                )
+        else:
+            result = check_rpc(first)
+            tasks_per_page = _tasks_in(result)
+        latencies: list[list[float]] = [[] for _ in sessions]
+        errors = [0] * concurrency
+        start = time.perf_counter()
+        measure_from = start + warmup
+        stop_at = measure_from + duration
+        perf = time.perf_counter
+
+        async def loop(i: int) -> None:
+            conn, make = sessions[i]
+            mine = latencies[i]
+            while True:
+                t0 = perf()
+                if t0 >= stop_at:
+                    return
+                reply = await conn.send(make())
+                t1 = perf()
+                if t0 >= measure_from:
+                    mine.append(t1 - t0)
+                    if not cheap_ok(reply, expect):
+                        errors[i] += 1
+
+        async with self.monitor(measure_from, stop_at) as usage:
+            await asyncio.gather(*(loop(i) for i in range(concurrency)))
+        for conn, _ in sessions:
+            await conn.close()
+        flat = sorted(x for per in latencies for x in per)
+        calls = len(flat)
+        cell = Cell(
+            scenario=scn.key,
+            label=scn.label,
+            server=scn.server,
+            rows=self.rows,
+            concurrency=concurrency,
+            calls=calls,
+            errors=sum(errors),
+            seconds=duration,
+            throughput=calls / duration,
+            p50_ms=percentile(flat, 0.50) * 1000,
+            p95_ms=percentile(flat, 0.95) * 1000,
+            p99_ms=percentile(flat, 0.99) * 1000,
+            mean_ms=(sum(flat) / calls * 1000) if calls else float("nan"),
+            rss_max_mb=usage["rss_max_mb"],
+            cpu_ms_per_call={
+                name: (cpu * 1000 / calls if calls else float("nan"))
+                for name, cpu in usage["cpu_s"].items()
+            },
+            tasks_per_page=tasks_per_page,
+        )
+        if scn.writes:
+            await seed.delete_tasks_after(self.stack.pair, self.last_seeded_id)
+        return cell
+
+    @contextlib.asynccontextmanager
+    async def monitor(self, measure_from: float, stop_at: float) -> AsyncIterator[dict[str, Any]]:
+        """Peak RSS of each server process, and its CPU seconds inside the measured window."""
+        procs = {name: psutil.Process(c.process.pid) for name, c in self.servers.items()}
+        usage: dict[str, Any] = {"rss_max_mb": {n: 0.0 for n in procs}, "cpu_s": {}}
+        cpu_at_start: dict[str, float] = {}
+
+        def cpu(p: psutil.Process) -> float:
+            t = p.cpu_times()
+            return float(t.user + t.system)
+
+        async def sample() -> None:
+            while True:
+                now = time.perf_counter()
+                for name, p in procs.items():
+                    rss = p.memory_info().rss / 2**20
+                    usage["rss_max_mb"][name] = max(usage["rss_max_mb"][name], rss)
+                    if now >= measure_from and name not in cpu_at_start:
+                        cpu_at_start[name] = cpu(p)
+                await asyncio.sleep(0.1)
+
+        task = asyncio.create_task(sample())
+        try:
+            yield usage
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            for name, p in procs.items():
+                if name in cpu_at_start:
+                    usage["cpu_s"][name] = cpu(p) - cpu_at_start[name]
+
+
+def _tasks_in(result: dict[str, Any]) -> int | None:
+    structured = result.get("structuredContent")
+    if isinstance(structured, dict) and isinstance(structured.get("tasks"), list):
+        return len(structured["tasks"])
+    for item in result.get("content", []):  # fastapi-mcp answers with JSON text only
+        try:
+            data = json.loads(item.get("text", ""))
+        except ValueError:
+            continue
+        if isinstance(data, dict) and isinstance(data.get("tasks"), list):
+            return len(data["tasks"])
+    return None
+
+
+def scenarios_for_10k() -> list[Scenario]:
+    title = {"title": "bench task", "description": "created by the benchmark"}
+    return [
+        Scenario("noop", "no-op tool (gateway `ping`)", "gateway", "ping", {}, READ_USERS),
+        Scenario("cached", "`list_tasks`, cached, warm", "gateway", "list_tasks", {}, READ_USERS),
+        Scenario(
+            "uncached",
+            "`list_tasks`, CACHE_TTL=0",
+            "gateway_uncached",
+            "list_tasks",
+            {},
+            READ_USERS,
+        ),
+        Scenario(
+            "uncached_l10",
+            "`list_tasks(limit=10)`, CACHE_TTL=0",
+            "gateway_uncached",
+            "list_tasks",
+            {"limit": 10},
+            READ_USERS,
+        ),
+        Scenario(
+            "peer",
+            "`list_tasks`, fastapi-mcp forward-everything",
+            "peer",
+            "list_tasks",
+            {},
+            READ_USERS,
+        ),
+        Scenario(
+            "peer_noop", "fastapi-mcp forwarding `GET /healthz`", "peer", "healthz", {}, READ_USERS
+        ),
+        Scenario(
+            "create_gw",
+            "`create_task` through the gateway",
+            "gateway",
+            "create_task",
+            title,
+            GW_WRITE_USERS,
+            writes=True,
+        ),
+        Scenario(
+            "create_direct",
+            "direct `POST /api/v1/tasks` to the backend",
+            "backend",
+            "POST /api/v1/tasks",
+            title,
+            DIRECT_WRITE_USERS,
+            writes=True,
+        ),
+    ]
+
+
+def scenarios_for_large() -> list[Scenario]:
+    keep = {"cached", "uncached", "uncached_l10", "peer"}
+    return [s for s in scenarios_for_10k() if s.key in keep]
+
+
+async def validate_with_mcp_client(bench: Bench) -> list[str]:
+    """The raw client's requests and answers match what the official MCP Client gets."""
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    notes = []
+    token = bench.token(READ_USERS, 0)
+    for server, tool in (("gateway", "list_tasks"), ("gateway", "ping"), ("peer", "list_tasks")):
+        target = bench.targets[server]
+        name = bench.peer_tools.get(tool, tool) if server == "peer" else tool
+        url = f"http://{target.host}:{target.port}{target.path}"
+        async with (
+            httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http,
+            Client(streamable_http_client(url, http_client=http)) as client,
+        ):
+            official = await client.call_tool(name, {})
+            version = client.protocol_version
+        if official.is_error:
+            raise BenchError(f"official client: {server} {name} failed: {official.content}")
+        scn = Scenario("validate", "", server, tool, {}, READ_USERS)
+        conn, make = await bench.open_session(scn, 0)
+        raw = check_rpc(await conn.send(make()))
+        await conn.close()
+        same = (raw.get("structuredContent") == official.structured_content) and (
+            [c.get("text") for c in raw.get("content", [])]
+            == [getattr(c, "text", None) for c in official.content]
+        )
+        if not same:
+            raise BenchError(f"raw client and MCP Client disagree on {server} {name}")
+        notes.append(f"{server} `{name}`: raw client == MCP Client (protocol {version})")
+    return notes
+
+
+async def peer_tool_names(target: Target, token: str) -> dict[str, str]:
+    """fastapi-mcp names tools after operation ids; map our short names onto them."""
+    endpoint = McpEndpoint(target.host, target.port, target.path, token, target.modern)
+    conn = Connection(target.host, target.port)
+    await conn.open()
+    await endpoint.start(conn)
+    tools = check_rpc(await conn.send(endpoint.rpc("tools/list")))["tools"]
+    await conn.close()
+    names = [t["name"] for t in tools]
+    mapping = {}
+    for short, prefix in (
+        ("list_tasks", "list_tasks"),
+        ("create_task", "create_task"),
+        ("healthz", "healthz"),
+    ):
+        match = [n for n in names if n.startswith(prefix)]
+        if not match:
+            raise BenchError(f"the peer has no tool for {short}: {names}")
+        mapping[short] = match[0]
+    return mapping
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+async def measure(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
+    cells: list[Cell] = []
+    notes: list[str] = []
+    sizes = [int(s) for s in args.sizes.split(",")]
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    for n, size in enumerate(sizes):
+        started = time.monotonic()
+        bench.last_seeded_id = await seed.grow_tasks(bench.stack.pair, bench.user_ids, size)
+        replay = await seed.wait_replayed(bench.stack.pair)
+        bench.rows = size
+        say(
+            f"{size:,} tasks seeded in {time.monotonic() - started:.1f}s "
+            f"(replica caught up in {replay:.1f}s)"
+        )
+        if n == 0 and not args.no_validate:
+            notes += await validate_with_mcp_client(bench)
+            for line in notes:
+                say(line)
+        scenarios = scenarios_for_10k() if n == 0 else scenarios_for_large()
+        if args.only:
+            scenarios = [s for s in scenarios if s.key in args.only.split(",")]
+        for _ in range(args.rounds):
+            for concurrency in concurrencies:
+                for scn in scenarios:
+                    cell = await bench.run_cell(scn, concurrency, args.warmup, args.duration)
+                    cells.append(cell)
+                    say(
+                        f"{size:>9,} rows  {concurrency:>2} sessions  {scn.key:<14} "
+                        f"{cell.throughput:8.1f}/s  p50 {cell.p50_ms:7.2f}  p95 "
+                        f"{cell.p95_ms:7.2f}  p99 {cell.p99_ms:7.2f} ms  err {cell.errors}"
+                    )
+    return {"cells": [asdict(c) for c in merge_rounds(cells)], "notes": notes}
+
+
+def merge_rounds(cells: list[Cell]) -> list[Cell]:
+    """With --rounds > 1, the same cell measured again: keep the median-throughput round."""
+    groups: dict[tuple[str, int, int], list[Cell]] = {}
+    for c in cells:
+        groups.setdefault((c.scenario, c.rows, c.concurrency), []).append(c)
+    merged = []
+    for group in groups.values():
+        group.sort(key=lambda c: c.throughput)
+        merged.append(group[len(group) // 2])
+    return merged
+
+
+async def profile_gateway(bench: Bench, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """py-spy samples the cached gateway while 16 sessions call list_tasks (and ping)."""
+    spy = shutil.which("py-spy")
+    if spy is None:
+        raise BenchError("py-spy is not installed: uv sync --group bench")
+    results = {}
+    for key in args.profile.split(","):
+        scn = next(s for s in scenarios_for_10k() if s.key == key)
+        pid = bench.servers[scn.server].process.pid
+        raw = out / f"profile-{key}.txt"
+        seconds = max(5, int(args.duration))
+        # Runs beside the load, on purpose: Popen returns at once.
+        proc = subprocess.Popen(  # noqa: ASYNC220
+            [
+                spy,
+                "record",
+                "--pid",
+                str(pid),
+                "--duration",
+                str(seconds),
+                "--rate",
+                "250",
+                "--format",
+                "raw",
+                "--nonblocking",
+                "--output",
+                str(raw),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        await asyncio.sleep(0.5)
+        cell = await bench.run_cell(scn, 16, 0.5, seconds)
+        await asyncio.to_thread(proc.wait)
+        results[key] = {"cell": asdict(cell), "summary": report.summarise_profile(raw)}
+        say(f"profiled {key}: {raw}")
+    return results
+
+
+def spawn_peer(python: Path, stack: Stack, port: int) -> Component:
+    env = {**os.environ, **stack.env, "PYTHONPATH": str(Path.cwd())}
+    env.pop("VIRTUAL_ENV", None)
+    process = subprocess.Popen(
+        [
+            str(python),
+            str(HERE / "peer.py"),
+            "--port",
+            str(port),
+            "--backend-url",
+            stack.backend_url,
+        ],
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+    return Component("peer", process, f"http://127.0.0.1:{port}/healthz")
+
+
+@contextlib.contextmanager
+def source_tree(snapshot: bool) -> Iterator[Path]:
+    """The code under test: this tree, or `git archive HEAD` when others are editing it."""
+    if not snapshot:
+        yield Path.cwd()
+        return
+    snap = Path(tempfile.mkdtemp(prefix="taskgate-bench-src-"))
+    try:
+        archive = subprocess.run(
+            ["git", "archive", "HEAD"], cwd=REPO, capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(snap)], input=archive, check=True)
+        previous = Path.cwd()
+        os.chdir(snap)  # `python -m taskgate` in the children resolves from the cwd first
+        os.environ["PYTHONPATH"] = str(snap)
+        try:
+            yield snap
+        finally:
+            os.chdir(previous)
+    finally:
+        shutil.rmtree(snap, ignore_errors=True)
+
+
+async def run(args: argparse.Namespace, stack: Stack, peer_python: Path) -> dict[str, Any]:
+    servers: dict[str, Component] = {"gateway": stack.gateway, "backend": stack.backend}
+    uncached_port, peer_port = free_port(), free_port()
+    uncached = spawn_component(
+        "gateway_uncached",
+        ["gateway", "--transport", "http", "--port", str(uncached_port)],
+        {**stack.env, "CACHE_TTL": "0", "MCP_BENCH_TOOLS": "1"},
+        f"http://127.0.0.1:{uncached_port}/healthz",
+    )
+    peer = spawn_peer(peer_python, stack, peer_port)
+    try:
+        wait_healthy(uncached)
+        wait_healthy(peer)
+        servers |= {"gateway_uncached": uncached, "peer": peer}
+        gw_port = int(stack.mcp_url.rsplit(":", 1)[1].split("/")[0])
+        be_port = int(stack.backend_url.rsplit(":", 1)[1])
+        targets = {
+            "gateway": Target("127.0.0.1", gw_port, "/mcp", modern=True),
+            "gateway_uncached": Target("127.0.0.1", uncached_port, "/mcp", modern=True),
+            "peer": Target("127.0.0.1", peer_port, "/mcp", modern=False),
+            "backend": Target("127.0.0.1", be_port, "/api/v1/tasks", modern=False),
+        }
+        user_ids = await seed.seed_users(stack.pair, USERS)
+        tokens = seed.tokens_for(stack.env["JWT_SECRET"], user_ids)
+        peer_tools = await peer_tool_names(targets["peer"], tokens[user_ids[0]])
+        bench = Bench(stack, servers, targets, tokens, user_ids, peer_tools)
+        load_before = load_average()
+        measured = await measure(bench, args)
+        profile = {}
+        if args.profile:
+            profile = await profile_gateway(bench, args, args.out)
+        return {
+            **measured,
+            "profile": profile,
+            "load_before": load_before,
+            "load_after": load_average(),
+        }
+    finally:
+        uncached.stop()
+        peer.stop()
+
+
+def environment(args: argparse.Namespace, source: Path) -> dict[str, Any]:
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "absent"
+
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
+    dirty = bool(
+        subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "commit": commit,
+        "code": "git archive HEAD"
+        if args.snapshot
+        else ("working tree" + (" (dirty)" if dirty else "")),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "mcp": version("mcp"),
+        "uvicorn": version("uvicorn"),
+        "uvloop": version("uvloop"),
+        "httptools": version("httptools"),
+        "peer": "fastapi-mcp 0.4.0 on mcp<2 (own virtualenv), over the same backend process",
+        "client": "raw asyncio HTTP/1.1 keep-alive JSON-RPC (tests/bench/rawclient.py), "
+        "one connection per session, closed loop",
+        "warmup_s": args.warmup,
+        "duration_s": args.duration,
+        "rounds": args.rounds,
+        "cache_ttl": args.cache_ttl,
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m tests.bench.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="short cells and 10k/100k rows: checks the harness in about 2 minutes",
+    )
+    p.add_argument("--sizes", help="task table sizes, comma-separated (default 10000,1000000)")
+    p.add_argument("--concurrency", default="1,16,64", help="client sessions per cell")
+    p.add_argument("--warmup", type=float, help="seconds per cell before measuring (default 2)")
+    p.add_argument("--duration", type=float, help="measured seconds per cell (default 10)")
+    p.add_argument("--rounds", type=int, default=1, help="repeat every cell; keep the median")
+    p.add_argument("--only", help="scenario keys to run, comma-separated")
+    p.add_argument(
+        "--cache-ttl",
+        type=float,
+        default=300.0,
+        help="CACHE_TTL of the cached gateway; long, so warm reads all hit",
+    )
+    p.add_argument(
+        "--profile",
+        default="",
+        help="scenario keys to profile with py-spy at 16 sessions, e.g. cached,noop",
+    )
+    p.add_argument(
+        "--no-validate",
+        action="store_true",
+        help="skip checking the raw client against the official MCP Client",
+    )
+    p.add_argument(
+        "--snapshot", action="store_true", help="measure `git archive HEAD`, not the working tree"
+    )
+    p.add_argument("--peer-venv", type=Path, default=HERE / ".peer-venv")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--no-report", action="store_true", help="print only; leave results/ alone")
+    args = p.parse_args(argv)
+    quick = args.quick
+    args.sizes = args.sizes or ("10000,100000" if quick else "10000,1000000")
+    args.warmup = args.warmup if args.warmup is not None else (0.5 if quick else 2.0)
+    args.duration = args.duration if args.duration is not None else (2.0 if quick else 10.0)
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    peer_python = ensure_peer_venv(args.peer_venv.resolve())
+    try:
+        import uvloop  # type: ignore[import-not-found, unused-ignore]
+
+        uvloop.install()  # the load generator's own loop: cheaper per call
+    except ImportError:
+        pass
+    args.out.mkdir(parents=True, exist_ok=True)
+    with source_tree(args.snapshot) as source:
+        env = environment(args, source)
+        root = Path(tempfile.mkdtemp(prefix="taskgate-bench-"))
+        try:
+            with running_stack(
+                root,
+                extra_env={
+                    "MCP_BENCH_TOOLS": "1",
+                    "CACHE_TTL": str(args.cache_ttl),
+                    "LOG_LEVEL": "WARNING",
+                },
+            ) as stack:
+                data = asyncio.run(run(args, stack, peer_python))
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+    data["environment"] = env
+    if args.no_report:
+        print(json.dumps(data, indent=2))
+        return
+    paths = report.write_all(data, args.out)
+    for path in paths:
+        say(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
