@@ -64,10 +64,17 @@ class Identity:
         self._backend = backend
         self._token_caller: Caller | None = None
         self._login: LoginAuth | None = None
+        # A configuration error is answered on every call, where the agent's user sees it.
+        self._config_error: TaskgateError | None = None
         if settings.gateway_token is not None:
             token = settings.gateway_token.get_secret_value()
-            user_id = _user_of(settings, token, "GATEWAY_TOKEN")
-            self._token_caller = Caller(user_id, BearerAuth(token))
+            try:
+                self._token_caller = Caller(
+                    _user_of(settings, token, "GATEWAY_TOKEN"), BearerAuth(token)
+                )
+            except TaskgateError as exc:
+                log.error("%s", exc.message)
+                self._config_error = exc
         elif settings.gateway_email and settings.gateway_password is not None:
             self._login = LoginAuth(
                 settings.fastapi_base_url,
@@ -93,6 +100,9 @@ class Identity:
             return Caller(int(access.subject), BearerAuth(access.token))
         if self._token_caller is not None:
             return self._token_caller
+        if self._config_error is not None:
+            error = self._config_error
+            raise TaskgateError(error.code, error.message, error.details)
         if self._login is not None:
             token = self._login.token or await self._backend.log_in(self._login)
             return Caller(_user_of(self._settings, token, "the backend's login token"), self._login)
