@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from backend.db import create_session_factory, create_write_engine
 from backend.errors import install_error_handlers
 from backend.middleware import BodySizeLimit, UnhandledErrors
+from backend.request_log import RequestLog
 from backend.routes import auth, health, tasks, users
 from shared.settings import Settings
 
@@ -33,6 +34,7 @@ def create_app(settings: Settings) -> FastAPI:
     # Added last, so outermost: even the size limit's failures leave as an envelope.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(UnhandledErrors)
+    app.add_middleware(RequestLog)  # outermost: logs the status the client gets
     for router in (users.router, auth.router, tasks.router):
         app.include_router(router, prefix="/api/v1")
     app.include_router(health.router)
