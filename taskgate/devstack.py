@@ -149,6 +149,8 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 def run_dev(mcp_port: int, backend_port: int) -> int:
     started = time.monotonic()
+    # Ctrl-C must work even when a parent shell started us with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     root = Path(tempfile.mkdtemp(prefix="taskgate-dev-"))
     try:
