@@ -1,0 +1,171 @@
+"""Read-your-writes through real gateway processes, on the real primary and replica."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from mcp.types import CallToolResult
+
+from taskgate.devstack import Stack, spawn_component, wait_healthy
+from taskgate.pgpair import READER_ROLE, PgPair, free_port
+from tests.e2e.conftest import mcp_session, sign_up
+from tests.integration.readmodel.redis_server import running_redis
+
+
+@contextmanager
+def gateway(stack: Stack, **env: str) -> Iterator[str]:
+    """One more gateway process beside the stack's, with settings of its own; yields its MCP URL."""
+    port = free_port()
+    component = spawn_component(
+        "gateway",
+        ["gateway", "--transport", "http", "--port", str(port)],
+        {**stack.env, **env},
+        f"http://127.0.0.1:{port}/healthz",
+    )
+    try:
+        wait_healthy(component)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        component.stop()
+
+
+@contextmanager
+def replay_paused(pair: PgPair) -> Iterator[None]:
+    pair.psql("SELECT pg_wal_replay_pause()", replica=True)
+    try:
+        yield
+    finally:
+        pair.psql("SELECT pg_wal_replay_resume()", replica=True)
+
+
+def _ok(result: CallToolResult) -> Any:
+    assert not result.is_error, result.content
+    return result.structured_content
+
+
+def _envelope(result: CallToolResult) -> dict[str, Any]:
+    assert result.is_error
+    envelope: dict[str, Any] = json.loads(result.content[0].text)  # type: ignore[union-attr]
+    return envelope
+
+
+@pytest.fixture(scope="module")
+def patient_gateway(stack: Stack) -> Iterator[str]:
+    with gateway(stack, RYW_WAIT_TIMEOUT="30", CACHE_TTL="60") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def fallback_gateway(stack: Stack) -> Iterator[str]:
+    primary = stack.pair.url(READER_ROLE)
+    with gateway(stack, RYW_WAIT_TIMEOUT="0.2", READ_FALLBACK_DATABASE_URL=primary) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def strict_gateway(stack: Stack) -> Iterator[str]:
+    with gateway(stack, RYW_WAIT_TIMEOUT="0.2") as url:
+        yield url
+
+
+async def test_agent_sees_own_write_while_replica_is_paused(
+    stack: Stack, patient_gateway: str
+) -> None:
+    _, token = sign_up(stack.backend_url)
+    async with mcp_session(patient_gateway, token) as client:
+        assert _ok(await client.call_tool("list_tasks", {}))["tasks"] == []  # now cached
+        with replay_paused(stack.pair):
+            task = _ok(await client.call_tool("create_task", {"title": "seen at once"}))
+            read = asyncio.create_task(client.call_tool("list_tasks", {}))
+            await asyncio.sleep(0.5)
+            assert not read.done()  # waiting for the replica to replay the write
+            stack.pair.psql("SELECT pg_wal_replay_resume()", replica=True)
+            page = _ok(await read)
+        assert [t["id"] for t in page["tasks"]] == [task["id"]]
+        assert _ok(await client.call_tool("get_task", {"task_id": task["id"]}))["title"] == (
+            "seen at once"
+        )
+        assert _ok(await client.call_tool("get_user_stats", {}))["total"] == 1
+
+
+async def test_agent_sees_own_write_from_the_fallback_while_replica_stays_paused(
+    stack: Stack, fallback_gateway: str
+) -> None:
+    _, token = sign_up(stack.backend_url)
+    async with mcp_session(fallback_gateway, token) as client:
+        with replay_paused(stack.pair):
+            task = _ok(await client.call_tool("create_task", {"title": "from the primary"}))
+            page = _ok(await client.call_tool("list_tasks", {"status": "pending"}))
+            stats = _ok(await client.call_tool("get_user_stats", {}))
+        assert [t["id"] for t in page["tasks"]] == [task["id"]]
+        assert stats == {"total": 1, "completed": 0, "pending": 1}
+
+
+async def test_without_fallback_a_lagging_read_answers_replica_unavailable_with_the_lag(
+    stack: Stack, strict_gateway: str
+) -> None:
+    _, token = sign_up(stack.backend_url)
+    async with mcp_session(strict_gateway, token) as client:
+        with replay_paused(stack.pair):
+            _ok(await client.call_tool("create_task", {"title": "not replayed yet"}))
+            envelope = _envelope(await client.call_tool("list_tasks", {}))
+        assert envelope["error_code"] == "replica_unavailable"
+        assert envelope["details"]["lag_bytes"] > 0
+        assert "Traceback" not in json.dumps(envelope)
+        # Replay resumed: the same read now shows the write.
+        for _ in range(100):
+            result = await client.call_tool("list_tasks", {})
+            if not result.is_error:
+                break
+            await asyncio.sleep(0.05)
+        assert [t["title"] for t in _ok(result)["tasks"]] == ["not replayed yet"]
+
+
+async def test_a_write_through_one_gateway_is_read_at_once_through_another_sharing_redis(
+    stack: Stack,
+) -> None:
+    _, token = sign_up(stack.backend_url)
+    with (
+        running_redis() as redis,
+        gateway(stack, CACHE_URL=redis.url, CACHE_TTL="60") as first,
+        gateway(stack, CACHE_URL=redis.url, CACHE_TTL="60") as second,
+    ):
+        async with mcp_session(first, token) as one, mcp_session(second, token) as two:
+            assert _ok(await two.call_tool("list_tasks", {}))["tasks"] == []  # cached in Redis
+            assert _ok(await two.call_tool("get_user_stats", {}))["total"] == 0
+            task = _ok(await one.call_tool("create_task", {"title": "written through one"}))
+            page = _ok(await two.call_tool("list_tasks", {}))
+            stats = _ok(await two.call_tool("get_user_stats", {}))
+    assert [t["id"] for t in page["tasks"]] == [task["id"]]
+    assert stats["total"] == 1
+
+
+async def test_replica_down_reads_answer_replica_unavailable_and_writes_go_on(
+    stack: Stack, strict_gateway: str
+) -> None:
+    _, token = sign_up(stack.backend_url)
+    async with mcp_session(strict_gateway, token) as client:
+        _ok(await client.call_tool("list_tasks", {}))  # the pool holds a live connection
+        try:
+            stack.pair.stop_replica()
+            task = _ok(await client.call_tool("create_task", {"title": "written while down"}))
+            async with asyncio.timeout(2.0):
+                envelope = _envelope(await client.call_tool("get_task", {"task_id": task["id"]}))
+            assert envelope["error_code"] == "replica_unavailable"
+            assert _ok(await client.call_tool("complete_task", {"task_id": task["id"]}))[
+                "completed"
+            ]
+        finally:
+            stack.pair.start_replica()
+            stack.pair.wait_streaming()
+        for _ in range(100):
+            result = await client.call_tool("get_task", {"task_id": task["id"]})
+            if not result.is_error:
+                break
+            await asyncio.sleep(0.05)
+        assert _ok(result)["completed"] is True
