@@ -54,7 +54,7 @@ def spawn_component(name: str, args: list[str], env: dict[str, str], health_url:
     return Component(name, process, health_url)
 
 
-def wait_healthy(component: Component, timeout: float = 30.0) -> None:
+def wait_healthy(component: Component, timeout: float = 90.0) -> None:
     """Wait until the component's health URL answers 200, or stop it and raise."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
