@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from sqlalchemy import and_, delete, func, or_, select, text, update
+from sqlalchemy import and_, case, delete, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -133,10 +133,12 @@ async def complete_task(session: AsyncSession, user_id: int, task_id: int) -> Wr
 async def _update(
     session: AsyncSession, user_id: int, task_id: int, changes: dict[str, object]
 ) -> Written:
+    # updated_at moves only when a value does: completing a completed task changes nothing.
+    differs = or_(*(getattr(Task, name).is_distinct_from(value) for name, value in changes.items()))
     task = await session.scalar(
         update(Task)
         .where(Task.id == task_id, Task.user_id == user_id)
-        .values(**changes, updated_at=func.now())
+        .values(**changes, updated_at=case((differs, func.now()), else_=Task.updated_at))
         .returning(Task)
     )
     if task is None:
