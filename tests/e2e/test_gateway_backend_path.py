@@ -1,0 +1,124 @@
+"""The write path on real processes: the agent's own token reaches the backend, a lost response is
+retried without a duplicate, and two agents cannot see or touch each other's tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from mcp.types import CallToolResult, TextContent
+
+from taskgate.devstack import Component, Stack, spawn_component, wait_healthy
+from taskgate.pgpair import free_port
+from tests.e2e.conftest import mcp_session, sign_up
+from tests.e2e.gateway_proxy import RecordingProxy
+
+
+@dataclass
+class ProxiedGateway:
+    mcp_url: str
+    proxy: RecordingProxy
+
+
+@pytest.fixture(scope="module")
+async def proxied(stack: Stack) -> AsyncIterator[ProxiedGateway]:
+    """A second gateway process whose backend traffic goes through a RecordingProxy."""
+    proxy = RecordingProxy(upstream_port=int(stack.backend_url.rsplit(":", 1)[1]))
+    await proxy.start()
+    port = free_port()
+    env = {**stack.env, "FASTAPI_BASE_URL": f"http://127.0.0.1:{proxy.port}"}
+    gateway: Component = spawn_component(
+        "proxied-gateway",
+        ["gateway", "--transport", "http", "--port", str(port)],
+        env,
+        f"http://127.0.0.1:{port}/healthz",
+    )
+    try:
+        await asyncio.to_thread(wait_healthy, gateway)
+        yield ProxiedGateway(f"http://127.0.0.1:{port}/mcp", proxy)
+    finally:
+        await asyncio.to_thread(gateway.stop)
+        await proxy.stop()
+
+
+def ok(result: CallToolResult) -> dict[str, Any]:
+    assert not result.is_error, result.content
+    assert result.structured_content is not None
+    return result.structured_content
+
+
+def error_code(result: CallToolResult) -> str:
+    assert result.is_error
+    content = result.content[0]
+    assert isinstance(content, TextContent)
+    code: str = json.loads(content.text)["error_code"]
+    return code
+
+
+async def test_the_agents_own_token_reaches_the_backend(
+    stack: Stack, proxied: ProxiedGateway
+) -> None:
+    _, token = sign_up(stack.backend_url)
+    before = len(proxied.proxy.heads)
+    async with mcp_session(proxied.mcp_url, token) as client:
+        task = ok(await client.call_tool("create_task", {"title": "mine"}))
+        ok(await client.call_tool("complete_task", {"task_id": task["id"]}))
+    sent = proxied.proxy.heads[before:]
+    assert [(h.method, h.path) for h in sent] == [
+        ("POST", "/api/v1/tasks"),
+        ("POST", f"/api/v1/tasks/{task['id']}/complete"),
+    ]
+    assert {h.headers["authorization"] for h in sent} == {f"Bearer {token}"}
+    request_ids = [h.headers["x-request-id"] for h in sent]
+    assert len(set(request_ids)) == 2  # one id per tool call
+
+
+async def test_a_create_whose_response_is_lost_is_retried_without_a_duplicate(
+    stack: Stack, proxied: ProxiedGateway
+) -> None:
+    _, token = sign_up(stack.backend_url)
+    proxied.proxy.drop_next = ("POST", "/api/v1/tasks")
+    before = len(proxied.proxy.sent("POST", "/api/v1/tasks"))
+    async with mcp_session(proxied.mcp_url, token) as client:
+        created = ok(await client.call_tool("create_task", {"title": "exactly once"}))
+        listed = ok(await client.call_tool("list_tasks", {}))
+        stats = ok(await client.call_tool("get_user_stats", {}))
+
+    assert proxied.proxy.drop_next is None  # the first response really was lost
+    attempts = proxied.proxy.sent("POST", "/api/v1/tasks")[before:]
+    assert len(attempts) == 2
+    assert attempts[0].headers["idempotency-key"] == attempts[1].headers["idempotency-key"]
+    assert attempts[0].headers["x-request-id"] == attempts[1].headers["x-request-id"]
+    assert [t["id"] for t in listed["tasks"]] == [created["id"]]
+    assert stats["total"] == 1
+
+
+async def test_two_agents_cannot_see_or_touch_each_others_tasks(stack: Stack) -> None:
+    alice_id, alice = sign_up(stack.backend_url)
+    bob_id, bob = sign_up(stack.backend_url)
+    async with mcp_session(stack.mcp_url, alice) as client:
+        task = ok(await client.call_tool("create_task", {"title": "alice's secret"}))
+    assert task["user_id"] == alice_id
+
+    async with mcp_session(stack.mcp_url, bob) as client:
+        assert ok(await client.call_tool("list_tasks", {}))["tasks"] == []
+        assert ok(await client.call_tool("get_user_stats", {}))["total"] == 0
+        for tool, arguments in [
+            ("get_task", {"task_id": task["id"]}),
+            ("update_task", {"task_id": task["id"], "title": "bob was here"}),
+            ("complete_task", {"task_id": task["id"]}),
+            ("delete_task", {"task_id": task["id"]}),
+        ]:
+            assert error_code(await client.call_tool(tool, arguments)) == "not_found", tool
+        mine = ok(await client.call_tool("create_task", {"title": "bob's"}))
+    assert mine["user_id"] == bob_id
+
+    async with mcp_session(stack.mcp_url, alice) as client:
+        still = ok(await client.call_tool("get_task", {"task_id": task["id"]}))
+        listed = ok(await client.call_tool("list_tasks", {}))
+    assert still == task  # untouched: same title, not completed, same updated_at
+    assert [t["id"] for t in listed["tasks"]] == [task["id"]]
