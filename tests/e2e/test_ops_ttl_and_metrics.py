@@ -1,0 +1,231 @@
+"""Operators on a running system: the TTL changed from the command line takes effect at once,
+reaches a second gateway through Redis, and /metrics counts the traffic."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from shared.migrate import upgrade_to_head
+from taskgate.devstack import Stack, spawn_component, stack_env, wait_healthy
+from taskgate.pgpair import PgPair, free_port
+from tests.e2e.conftest import mcp_session, sign_up
+from tests.integration.readmodel.redis_server import running_redis
+
+ADMIN_TOKEN = "ops-admin-" + "t" * 40
+
+
+@dataclass
+class OpsStack:
+    stack: Stack
+    other_gateway: str  # base URL of a second gateway on the same Redis
+
+    @property
+    def gateway(self) -> str:
+        return self.stack.mcp_url.removesuffix("/mcp")
+
+
+@pytest.fixture(scope="module")
+def ops() -> Iterator[OpsStack]:
+    """A pair, Redis, a backend and two gateways sharing that Redis, with the admin API on."""
+    root = Path(tempfile.mkdtemp(prefix="taskgate-test-ops-"))
+    try:
+        with running_redis() as redis, ExitStack() as stop, PgPair(root) as pair:
+            upgrade_to_head(pair.database_url)
+            backend_port, ports = free_port(), (free_port(), free_port())
+            env = {
+                **stack_env(pair, backend_port, secrets.token_urlsafe(32)),
+                "CACHE_URL": redis.url,
+                "ADMIN_TOKEN": ADMIN_TOKEN,
+                "CACHE_TTL_SYNC_SECONDS": "0.1",
+                "REPLICA_LAG_SAMPLE_SECONDS": "0.1",
+            }
+            backend_url = f"http://127.0.0.1:{backend_port}"
+            components = [
+                spawn_component(
+                    "backend",
+                    ["backend", "--port", str(backend_port)],
+                    env,
+                    f"{backend_url}/healthz",
+                ),
+                *(
+                    spawn_component(
+                        f"gateway-{port}",
+                        ["gateway", "--transport", "http", "--port", str(port)],
+                        env,
+                        f"http://127.0.0.1:{port}/healthz",
+                    )
+                    for port in ports
+                ),
+            ]
+            for component in components:
+                stop.callback(component.stop)
+            for component in components:
+                wait_healthy(component, timeout=180)  # the test machine may be busy
+            stack = Stack(
+                pair,
+                components[0],
+                components[1],
+                env,
+                f"http://127.0.0.1:{ports[0]}/mcp",
+                backend_url,
+                extra=components[2:],
+            )
+            yield OpsStack(stack, f"http://127.0.0.1:{ports[1]}")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def taskgate_cache(gateway: str, *args: str) -> dict[str, Any]:
+    """Run `taskgate cache ...` as an operator would, against one gateway."""
+    result = subprocess.run(
+        [sys.executable, "-m", "taskgate", "cache", "--url", gateway, "--actor", "e2e", *args],
+        env={**os.environ, "ADMIN_TOKEN": ADMIN_TOKEN},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert ADMIN_TOKEN not in result.stdout + result.stderr
+    shown: dict[str, Any] = json.loads(result.stdout)
+    return shown
+
+
+def scrape(gateway: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = httpx.get(f"{gateway}/metrics", timeout=10).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def moved(before: dict[Any, float], after: dict[Any, float], name: str, **labels: str) -> float:
+    key = (name, tuple(sorted(labels.items())))
+    return after.get(key, 0.0) - before.get(key, 0.0)
+
+
+async def task_titles(url: str, token: str) -> list[str]:
+    async with mcp_session(url, token) as client:
+        listed = await client.call_tool("list_tasks", {})
+    assert not listed.is_error, listed.content
+    assert listed.structured_content is not None
+    return [t["title"] for t in listed.structured_content["tasks"]]
+
+
+def insert_behind_the_gateways_back(stack: Stack, user_id: int, title: str) -> None:
+    """Another writer: the row reaches the replica, but no gateway knows it was written."""
+    lsn = stack.pair.psql(
+        f"INSERT INTO tasks (user_id, title) VALUES ({user_id}, '{title}');"
+        "SELECT pg_current_wal_lsn()"
+    ).splitlines()[-1]
+    for _ in range(600):
+        if (
+            stack.pair.psql(f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn", replica=True)
+            == "t"
+        ):
+            return
+        subprocess.run(["sleep", "0.05"], check=True)
+    raise AssertionError("the replica never replayed the insert")
+
+
+async def test_ttl_set_from_the_command_line_takes_effect_on_the_running_gateway(
+    ops: OpsStack,
+) -> None:
+    user_id, token = sign_up(ops.stack.backend_url)
+    shown = taskgate_cache(ops.gateway, "set-ttl", "300", "--tool", "list_tasks")
+    assert (shown["old"], shown["new"], shown["effective_ttl"]["list_tasks"]) == (None, 300, 300)
+
+    assert await task_titles(ops.stack.mcp_url, token) == []  # cached for 300 s
+    insert_behind_the_gateways_back(ops.stack, user_id, "written elsewhere")
+    # Cached: the gateway still answers from before the insert.
+    assert await task_titles(ops.stack.mcp_url, token) == []
+
+    taskgate_cache(ops.gateway, "set-ttl", "0", "--tool", "list_tasks")
+    assert await task_titles(ops.stack.mcp_url, token) == ["written elsewhere"]
+
+    shown = taskgate_cache(ops.gateway, "show")
+    assert shown["effective_ttl"]["list_tasks"] == 0
+    assert shown["stats"]["hits"] >= 1
+
+
+async def test_ttl_change_through_one_gateway_reaches_the_other(ops: OpsStack) -> None:
+    taskgate_cache(ops.gateway, "set-ttl", "17")
+    for _ in range(100):  # CACHE_TTL_SYNC_SECONDS is 0.1 here
+        shown = taskgate_cache(ops.other_gateway, "show")
+        if shown["effective_ttl"]["get_task"] == 17:
+            break
+        await asyncio.sleep(0.1)
+    assert shown["ttl"]["cache_ttl"] == 17
+    assert shown["shared"] is True
+
+
+async def test_metrics_count_tool_calls_cache_use_and_read_your_writes(ops: OpsStack) -> None:
+    taskgate_cache(ops.gateway, "set-ttl", "60", "--flush")
+    taskgate_cache(ops.gateway, "set-ttl", "--tool", "list_tasks", "--unset")
+    _, token = sign_up(ops.stack.backend_url)
+    before = scrape(ops.gateway)
+    async with mcp_session(ops.stack.mcp_url, token) as client:
+        created = await client.call_tool("create_task", {"title": "counted"})
+        assert not created.is_error, created.content
+        for _ in range(2):  # a miss that waits for the write, then a hit
+            assert not (await client.call_tool("list_tasks", {})).is_error
+        missing = await client.call_tool("get_task", {"task_id": 2**62})
+        assert missing.is_error
+        bad = await client.call_tool("create_task", {"title": ""})
+        assert bad.is_error
+    after = scrape(ops.gateway)
+
+    calls = "taskgate_tool_calls_total"
+    assert moved(before, after, calls, tool="create_task", outcome="ok") == 1
+    assert moved(before, after, calls, tool="list_tasks", outcome="ok") == 2
+    assert moved(before, after, calls, tool="get_task", outcome="not_found") == 1
+    assert moved(before, after, calls, tool="create_task", outcome="validation_error") == 1
+    latency = "taskgate_tool_call_duration_seconds_count"
+    assert moved(before, after, latency, tool="list_tasks") == 2
+    assert moved(before, after, "taskgate_cache_hits_total") == 1
+    assert moved(before, after, "taskgate_cache_misses_total") == 2  # list_tasks, get_task
+    assert moved(before, after, "taskgate_read_ryw_waits_total") >= 1
+    assert after[("taskgate_cache_ttl_seconds", (("tool", "list_tasks"),))] == 60
+    assert after[("taskgate_replica_up", ())] == 1
+
+
+async def test_replica_lag_shows_in_metrics_while_replay_is_paused(ops: OpsStack) -> None:
+    pair = ops.stack.pair
+    pair.psql("SELECT pg_wal_replay_pause()", replica=True)
+    try:
+        sign_up(ops.stack.backend_url)  # WAL the replica receives but cannot replay
+        lag = 0.0
+        for _ in range(200):  # REPLICA_LAG_SAMPLE_SECONDS is 0.1 here
+            lag = scrape(ops.gateway)[("taskgate_replica_lag_bytes", ())]
+            if lag > 0:
+                break
+            await asyncio.sleep(0.05)
+        assert lag > 0
+        assert scrape(ops.gateway)[("taskgate_replica_lag_seconds", ())] >= 0
+    finally:
+        pair.psql("SELECT pg_wal_replay_resume()", replica=True)
+
+
+def test_gateway_and_backend_are_ready_when_their_dependencies_are(ops: OpsStack) -> None:
+    gateway = httpx.get(f"{ops.gateway}/readyz", timeout=10)
+    assert gateway.status_code == 200, gateway.text
+    assert gateway.json()["checks"] == {"replica": "up", "backend": "up", "cache": "up"}
+    backend = httpx.get(f"{ops.stack.backend_url}/readyz", timeout=10)
+    assert backend.status_code == 200, backend.text
