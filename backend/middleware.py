@@ -6,12 +6,24 @@ import json
 import logging
 import traceback
 import uuid
+from pathlib import Path
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import ErrorCode, ErrorEnvelope
 
 log = logging.getLogger(__name__)
+_PROJECT = str(Path(__file__).resolve().parent.parent)
+
+
+def _where(exc: BaseException) -> str:
+    """The deepest frame in taskgate's own code (else the deepest), as file:line."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    own = [f for f in frames if f.filename.startswith(_PROJECT) and "-packages" not in f.filename]
+    if not (own or frames):
+        return "?"
+    frame = (own or frames)[-1]
+    return f"{frame.filename}:{frame.lineno} in {frame.name}"
 
 
 def _envelope_bytes(code: ErrorCode, message: str, details: dict[str, str] | None = None) -> bytes:
@@ -111,8 +123,7 @@ class UnhandledErrors:
             await self.app(scope, receive, tracking_send)
         except Exception as exc:
             error_id = uuid.uuid4().hex
-            frames = traceback.extract_tb(exc.__traceback__)
-            where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
+            where = _where(exc)
             log.error(
                 "unhandled %s at %s on %s %s (error id %s)",
                 type(exc).__name__,

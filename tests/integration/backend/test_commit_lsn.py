@@ -49,9 +49,8 @@ async def _wait_for_replay(replica: AsyncEngine, lsn: str) -> None:
 async def _lsn_order(primary: AsyncEngine, a: str, b: str) -> int:
     async with primary.connect() as conn:
         diff = await conn.scalar(
-            text(
-                "SELECT pg_wal_lsn_diff(CAST(CAST(:b AS text) AS pg_lsn), CAST(CAST(:a AS text) AS pg_lsn))"
-            ),
+            # Text in, cast in SQL: asyncpg's pg_lsn codec wants integers.
+            text("SELECT pg_wal_lsn_diff(CAST(:b AS text)::pg_lsn, CAST(:a AS text)::pg_lsn)"),
             {"a": a, "b": b},
         )
     return int(diff or 0)
