@@ -378,6 +378,28 @@ def scenarios_for_10k() -> list[Scenario]:
     ]
 
 
+def scenarios_for_ab() -> list[Scenario]:
+    """The same two calls on the gateway without uvloop and httptools (--ab)."""
+    return [
+        Scenario(
+            "noop_plain",
+            "no-op tool, gateway on asyncio + h11",
+            "gateway_plain",
+            "ping",
+            {},
+            READ_USERS,
+        ),
+        Scenario(
+            "cached_plain",
+            "`list_tasks`, cached, gateway on asyncio + h11",
+            "gateway_plain",
+            "list_tasks",
+            {},
+            READ_USERS,
+        ),
+    ]
+
+
 def scenarios_for_large() -> list[Scenario]:
     keep = {"cached", "uncached", "uncached_l10", "peer"}
     return [s for s in scenarios_for_10k() if s.key in keep]
@@ -462,6 +484,8 @@ async def measure(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
             for line in notes:
                 say(line)
         scenarios = scenarios_for_10k() if n == 0 else scenarios_for_large()
+        if n == 0 and args.ab:
+            scenarios += scenarios_for_ab()
         if args.only:
             scenarios = [s for s in scenarios if s.key in args.only.split(",")]
         for _ in range(args.rounds):
@@ -546,6 +570,21 @@ def spawn_peer(python: Path, stack: Stack, port: int) -> Component:
     return Component("peer", process, f"http://127.0.0.1:{port}/healthz")
 
 
+def spawn_plain_gateway(stack: Stack, port: int, cache_ttl: float) -> Component:
+    env = {
+        **os.environ,
+        **stack.env,
+        "MCP_PORT": str(port),
+        "CACHE_TTL": str(cache_ttl),
+        "MCP_BENCH_TOOLS": "1",
+        "LOG_LEVEL": "WARNING",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.bench.plain_gateway"], env=env, stdin=subprocess.DEVNULL
+    )
+    return Component("gateway_plain", process, f"http://127.0.0.1:{port}/healthz")
+
+
 @contextlib.contextmanager
 def source_tree(snapshot: bool) -> Iterator[Path]:
     """The code under test: this tree, or `git archive HEAD` when others are editing it."""
@@ -579,16 +618,21 @@ async def run(args: argparse.Namespace, stack: Stack, peer_python: Path) -> dict
         f"http://127.0.0.1:{uncached_port}/healthz",
     )
     peer = spawn_peer(peer_python, stack, peer_port)
+    extra = [uncached, peer]
+    plain_port = free_port()
+    if args.ab:
+        extra.append(spawn_plain_gateway(stack, plain_port, args.cache_ttl))
     try:
-        wait_healthy(uncached)
-        wait_healthy(peer)
-        servers |= {"gateway_uncached": uncached, "peer": peer}
+        for component in extra:
+            wait_healthy(component, timeout=180)  # imports are slow while the box is busy
+        servers |= {c.name: c for c in extra}
         gw_port = int(stack.mcp_url.rsplit(":", 1)[1].split("/")[0])
         be_port = int(stack.backend_url.rsplit(":", 1)[1])
         targets = {
             "gateway": Target("127.0.0.1", gw_port, "/mcp", modern=True),
             "gateway_uncached": Target("127.0.0.1", uncached_port, "/mcp", modern=True),
             "peer": Target("127.0.0.1", peer_port, "/mcp", modern=False),
+            "gateway_plain": Target("127.0.0.1", plain_port, "/mcp", modern=True),
             "backend": Target("127.0.0.1", be_port, "/api/v1/tasks", modern=False),
         }
         user_ids = await seed.seed_users(stack.pair, USERS)
@@ -607,8 +651,8 @@ async def run(args: argparse.Namespace, stack: Stack, peer_python: Path) -> dict
             "load_after": load_average(),
         }
     finally:
-        uncached.stop()
-        peer.stop()
+        for component in extra:
+            component.stop()
 
 
 def environment(args: argparse.Namespace, source: Path) -> dict[str, Any]:
@@ -678,6 +722,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--profile",
         default="",
         help="scenario keys to profile with py-spy at 16 sessions, e.g. cached,noop",
+    )
+    p.add_argument(
+        "--ab",
+        action="store_true",
+        help="also run a gateway on asyncio + h11: uvloop/httptools before and after",
     )
     p.add_argument(
         "--no-validate",
