@@ -18,11 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import httpx2
 import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from prometheus_client.parser import text_string_to_metric_families
 
+from shared.logs import REQUEST_ID_HEADER
 from shared.migrate import upgrade_to_head
-from taskgate.devstack import Stack, spawn_component, stack_env, wait_healthy
+from taskgate.devstack import Component, Stack, stack_env, wait_healthy
 from taskgate.pgpair import PgPair, free_port
 from tests.e2e.conftest import mcp_session, sign_up
 from tests.integration.readmodel.redis_server import running_redis
@@ -34,6 +38,12 @@ ADMIN_TOKEN = "ops-admin-" + "t" * 40
 class OpsStack:
     stack: Stack
     other_gateway: str  # base URL of a second gateway on the same Redis
+    logs: Path  # <component name>.log, each process's stderr
+
+    def log_lines(self, name: str) -> list[dict[str, Any]]:
+        """The JSON log lines of one process (LOG_JSON is on)."""
+        text = (self.logs / f"{name}.log").read_text()
+        return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
     @property
     def gateway(self) -> str:
@@ -54,21 +64,20 @@ def ops() -> Iterator[OpsStack]:
                 "ADMIN_TOKEN": ADMIN_TOKEN,
                 "CACHE_TTL_SYNC_SECONDS": "0.1",
                 "REPLICA_LAG_SAMPLE_SECONDS": "0.1",
+                "LOG_JSON": "true",
             }
             backend_url = f"http://127.0.0.1:{backend_port}"
             components = [
-                spawn_component(
-                    "backend",
-                    ["backend", "--port", str(backend_port)],
-                    env,
-                    f"{backend_url}/healthz",
+                spawn_logged(
+                    root, "backend", ["backend", "--port", str(backend_port)], env, backend_url
                 ),
                 *(
-                    spawn_component(
+                    spawn_logged(
+                        root,
                         f"gateway-{port}",
                         ["gateway", "--transport", "http", "--port", str(port)],
                         env,
-                        f"http://127.0.0.1:{port}/healthz",
+                        f"http://127.0.0.1:{port}",
                     )
                     for port in ports
                 ),
@@ -86,9 +95,23 @@ def ops() -> Iterator[OpsStack]:
                 backend_url,
                 extra=components[2:],
             )
-            yield OpsStack(stack, f"http://127.0.0.1:{ports[1]}")
+            yield OpsStack(stack, f"http://127.0.0.1:{ports[1]}", root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def spawn_logged(
+    root: Path, name: str, args: list[str], env: dict[str, str], base_url: str
+) -> Component:
+    """spawn_component, with the process's stderr (its log) kept in root/<name>.log."""
+    with (root / f"{name}.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "taskgate", *args],
+            env={**os.environ, **env},
+            stdin=subprocess.DEVNULL,
+            stderr=log,
+        )
+    return Component(name, process, f"{base_url}/healthz")
 
 
 def taskgate_cache(gateway: str, *args: str) -> dict[str, Any]:
@@ -229,3 +252,58 @@ def test_gateway_and_backend_are_ready_when_their_dependencies_are(ops: OpsStack
     assert gateway.json()["checks"] == {"replica": "up", "backend": "up", "cache": "up"}
     backend = httpx.get(f"{ops.stack.backend_url}/readyz", timeout=10)
     assert backend.status_code == 200, backend.text
+
+
+async def test_request_id_follows_a_tool_call_into_the_backend_log(ops: OpsStack) -> None:
+    _, token = sign_up(ops.stack.backend_url)
+    request_id = f"e2e-{secrets.token_hex(8)}"
+    headers = {"Authorization": f"Bearer {token}", REQUEST_ID_HEADER: request_id}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=30) as http,
+        Client(streamable_http_client(ops.stack.mcp_url, http_client=http)) as client,
+    ):
+        created = await client.call_tool("create_task", {"title": "traced"})
+    assert not created.is_error, created.content
+
+    gateway_name = ops.stack.gateway.name
+    calls = [line for line in ops.log_lines(gateway_name) if line.get("tool") == "create_task"]
+    assert request_id in [line.get("request_id") for line in calls]
+    backend = [line for line in ops.log_lines("backend") if line.get("request_id") == request_id]
+    assert any("POST /api/v1/tasks" in line["message"] for line in backend), backend
+
+
+def test_no_secret_reaches_any_log(ops: OpsStack) -> None:
+    secrets_in_play = {
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "JWT_SECRET": ops.stack.env["JWT_SECRET"],
+        "app password": ops.stack.pair.app_password,
+        "reader password": ops.stack.pair.reader_password,
+    }
+    for log in ops.logs.glob("*.log"):
+        text = log.read_text()
+        assert text, f"{log.name} is empty"
+        for name, value in secrets_in_play.items():
+            assert value not in text, f"{name} appears in {log.name}"
+        assert "Bearer ey" not in text, f"a bearer token appears in {log.name}"
+
+
+async def test_backend_errors_are_counted_and_readiness_drops_when_the_backend_stops(
+    ops: OpsStack,
+) -> None:
+    """Last in this module: it stops the backend."""
+    _, token = sign_up(ops.stack.backend_url)
+    ops.stack.backend.stop()
+    before = scrape(ops.gateway)
+
+    async with mcp_session(ops.stack.mcp_url, token) as client:
+        result = await client.call_tool("create_task", {"title": "nowhere to go"})
+    assert result.is_error
+    assert "backend_unavailable" in str(result.content)
+    after = scrape(ops.gateway)
+    assert moved(before, after, "taskgate_backend_errors_total", reason="unavailable") == 1
+    tool = "taskgate_tool_calls_total"
+    assert moved(before, after, tool, tool="create_task", outcome="backend_unavailable") == 1
+    async with httpx.AsyncClient(timeout=10) as http:
+        ready = await http.get(f"{ops.gateway}/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["backend"] == "down"
