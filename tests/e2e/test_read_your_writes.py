@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -17,21 +18,47 @@ from tests.e2e.conftest import mcp_session, sign_up
 from tests.integration.readmodel.redis_server import running_redis
 
 
-@contextmanager
-def gateway(stack: Stack, **env: str) -> Iterator[str]:
-    """One more gateway process beside the stack's, with settings of its own; yields its MCP URL."""
-    port = free_port()
-    component = spawn_component(
-        "gateway",
-        ["gateway", "--transport", "http", "--port", str(port)],
-        {**stack.env, **env},
-        f"http://127.0.0.1:{port}/healthz",
-    )
-    try:
-        wait_healthy(component)
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        component.stop()
+@dataclass
+class Gateways:
+    """Gateway processes beside the stack's, each with settings of its own, by MCP URL."""
+
+    patient: str  # waits up to 30 s for the replica
+    fallback: str  # waits 0.2 s, then reads the primary
+    strict: str  # waits 0.2 s, then answers replica_unavailable
+    redis_one: str  # these two share one Redis cache
+    redis_two: str
+
+
+@pytest.fixture(scope="module")
+def gateways(stack: Stack) -> Iterator[Gateways]:
+    # Started together: each takes seconds to import, and they do not depend on each other.
+    with running_redis() as redis, ExitStack() as running:
+        settings = {
+            "patient": {"RYW_WAIT_TIMEOUT": "30", "CACHE_TTL": "60"},
+            "fallback": {
+                "RYW_WAIT_TIMEOUT": "0.2",
+                "READ_FALLBACK_DATABASE_URL": stack.pair.url(READER_ROLE),
+            },
+            "strict": {"RYW_WAIT_TIMEOUT": "0.2"},
+            "redis_one": {"CACHE_URL": redis.url, "CACHE_TTL": "60"},
+            "redis_two": {"CACHE_URL": redis.url, "CACHE_TTL": "60"},
+        }
+        urls: dict[str, str] = {}
+        components = []
+        for name, env in settings.items():
+            port = free_port()
+            component = spawn_component(
+                f"gateway {name}",
+                ["gateway", "--transport", "http", "--port", str(port)],
+                {**stack.env, **env},
+                f"http://127.0.0.1:{port}/healthz",
+            )
+            running.callback(component.stop)
+            components.append(component)
+            urls[name] = f"http://127.0.0.1:{port}/mcp"
+        for component in components:
+            wait_healthy(component, timeout=120)
+        yield Gateways(**urls)
 
 
 @contextmanager
@@ -54,30 +81,11 @@ def _envelope(result: CallToolResult) -> dict[str, Any]:
     return envelope
 
 
-@pytest.fixture(scope="module")
-def patient_gateway(stack: Stack) -> Iterator[str]:
-    with gateway(stack, RYW_WAIT_TIMEOUT="30", CACHE_TTL="60") as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def fallback_gateway(stack: Stack) -> Iterator[str]:
-    primary = stack.pair.url(READER_ROLE)
-    with gateway(stack, RYW_WAIT_TIMEOUT="0.2", READ_FALLBACK_DATABASE_URL=primary) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def strict_gateway(stack: Stack) -> Iterator[str]:
-    with gateway(stack, RYW_WAIT_TIMEOUT="0.2") as url:
-        yield url
-
-
 async def test_agent_sees_own_write_while_replica_is_paused(
-    stack: Stack, patient_gateway: str
+    stack: Stack, gateways: Gateways
 ) -> None:
     _, token = sign_up(stack.backend_url)
-    async with mcp_session(patient_gateway, token) as client:
+    async with mcp_session(gateways.patient, token) as client:
         assert _ok(await client.call_tool("list_tasks", {}))["tasks"] == []  # now cached
         with replay_paused(stack.pair):
             task = _ok(await client.call_tool("create_task", {"title": "seen at once"}))
@@ -94,10 +102,10 @@ async def test_agent_sees_own_write_while_replica_is_paused(
 
 
 async def test_agent_sees_own_write_from_the_fallback_while_replica_stays_paused(
-    stack: Stack, fallback_gateway: str
+    stack: Stack, gateways: Gateways
 ) -> None:
     _, token = sign_up(stack.backend_url)
-    async with mcp_session(fallback_gateway, token) as client:
+    async with mcp_session(gateways.fallback, token) as client:
         with replay_paused(stack.pair):
             task = _ok(await client.call_tool("create_task", {"title": "from the primary"}))
             page = _ok(await client.call_tool("list_tasks", {"status": "pending"}))
@@ -107,10 +115,10 @@ async def test_agent_sees_own_write_from_the_fallback_while_replica_stays_paused
 
 
 async def test_without_fallback_a_lagging_read_answers_replica_unavailable_with_the_lag(
-    stack: Stack, strict_gateway: str
+    stack: Stack, gateways: Gateways
 ) -> None:
     _, token = sign_up(stack.backend_url)
-    async with mcp_session(strict_gateway, token) as client:
+    async with mcp_session(gateways.strict, token) as client:
         with replay_paused(stack.pair):
             _ok(await client.call_tool("create_task", {"title": "not replayed yet"}))
             envelope = _envelope(await client.call_tool("list_tasks", {}))
@@ -127,29 +135,28 @@ async def test_without_fallback_a_lagging_read_answers_replica_unavailable_with_
 
 
 async def test_a_write_through_one_gateway_is_read_at_once_through_another_sharing_redis(
-    stack: Stack,
+    stack: Stack, gateways: Gateways
 ) -> None:
     _, token = sign_up(stack.backend_url)
-    with (
-        running_redis() as redis,
-        gateway(stack, CACHE_URL=redis.url, CACHE_TTL="60") as first,
-        gateway(stack, CACHE_URL=redis.url, CACHE_TTL="60") as second,
+    async with (
+        mcp_session(gateways.redis_one, token) as one,
+        mcp_session(gateways.redis_two, token) as two,
     ):
-        async with mcp_session(first, token) as one, mcp_session(second, token) as two:
-            assert _ok(await two.call_tool("list_tasks", {}))["tasks"] == []  # cached in Redis
-            assert _ok(await two.call_tool("get_user_stats", {}))["total"] == 0
-            task = _ok(await one.call_tool("create_task", {"title": "written through one"}))
-            page = _ok(await two.call_tool("list_tasks", {}))
-            stats = _ok(await two.call_tool("get_user_stats", {}))
+        assert _ok(await two.call_tool("list_tasks", {}))["tasks"] == []  # cached in Redis
+        assert _ok(await one.call_tool("get_user_stats", {}))["total"] == 0
+        assert _ok(await two.call_tool("get_user_stats", {}))["total"] == 0  # one's entry
+        task = _ok(await one.call_tool("create_task", {"title": "written through one"}))
+        page = _ok(await two.call_tool("list_tasks", {}))
+        stats = _ok(await two.call_tool("get_user_stats", {}))
     assert [t["id"] for t in page["tasks"]] == [task["id"]]
     assert stats["total"] == 1
 
 
 async def test_replica_down_reads_answer_replica_unavailable_and_writes_go_on(
-    stack: Stack, strict_gateway: str
+    stack: Stack, gateways: Gateways
 ) -> None:
     _, token = sign_up(stack.backend_url)
-    async with mcp_session(strict_gateway, token) as client:
+    async with mcp_session(gateways.strict, token) as client:
         _ok(await client.call_tool("list_tasks", {}))  # the pool holds a live connection
         try:
             stack.pair.stop_replica()
