@@ -100,7 +100,7 @@ def ensure_peer_venv(path: Path) -> Path:
         return python
     say(f"creating the fastapi-mcp peer's virtualenv in {path}")
     uv = shutil.which("uv") or "uv"
-    subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(path)], check=True)
+    subprocess.run([uv, "venv", "-q", "--clear", "--python", sys.executable, str(path)], check=True)
     subprocess.run(
         [uv, "pip", "install", "-q", "--python", str(python), *wanted.split("\n")], check=True
     )
