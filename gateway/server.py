@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -81,6 +82,12 @@ class TaskgateMCP(MCPServer[Any]):
     """MCPServer whose tool failures all leave as the shared error envelope."""
 
     tool_observer: ToolCallObserver | None = None  # metrics and logs per call (gateway.ops)
+
+    def add_tool(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        # A docstring is the tool's description for the model: drop its source indentation.
+        if kwargs.get("description") is None and fn.__doc__:
+            kwargs["description"] = inspect.cleandoc(fn.__doc__)
+        super().add_tool(fn, *args, **kwargs)
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
         if self.tool_observer is None:
