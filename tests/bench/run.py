@@ -519,10 +519,12 @@ async def profile_gateway(bench: Bench, args: argparse.Namespace, out: Path) -> 
     if spy is None:
         raise BenchError("py-spy is not installed: uv sync --group bench")
     results = {}
-    for key in args.profile.split(","):
-        scn = next(s for s in scenarios_for_10k() if s.key == key)
-        pid = bench.servers[scn.server].process.pid
-        raw = out / f"profile-{key}.txt"
+    for spec in args.profile.split(","):
+        # "peer@backend": drive the peer scenario, sample the backend process.
+        key, _, server = spec.partition("@")
+        scn = next(s for s in scenarios_for_10k() + scenarios_for_ab() if s.key == key)
+        pid = bench.servers[server or scn.server].process.pid
+        raw = out / f"profile-{key}{'-' + server if server else ''}.txt"
         seconds = max(5, int(args.duration))
         # Runs beside the load, on purpose: Popen returns at once.
         proc = subprocess.Popen(  # noqa: ASYNC220
@@ -547,8 +549,8 @@ async def profile_gateway(bench: Bench, args: argparse.Namespace, out: Path) -> 
         await asyncio.sleep(0.5)
         cell = await bench.run_cell(scn, 16, 0.5, seconds)
         await asyncio.to_thread(proc.wait)
-        results[key] = {"cell": asdict(cell), "summary": report.summarise_profile(raw)}
-        say(f"profiled {key}: {raw}")
+        results[spec] = {"cell": asdict(cell), "summary": report.summarise_profile(raw)}
+        say(f"profiled {spec}: {raw}")
     return results
 
 
