@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -172,16 +172,10 @@ class TaskReader:
         Connecting and querying get REPLICA_TIMEOUT in all; waiting for replay gets
         RYW_WAIT_TIMEOUT on top, so a dead or hung replica answers within REPLICA_TIMEOUT.
         """
+        waits = mark > self.watcher.known
+        budget = self._replica_timeout + (self._ryw_wait if waits else 0.0)
         try:
-            async with asyncio.timeout(self._replica_timeout) as budget:
-                try:
-                    return await self._read_replica(mark, load, budget)
-                except DBAPIError as exc:
-                    if not exc.connection_invalidated:
-                        raise
-                # A pooled connection the replica dropped (it restarted): SQLAlchemy has
-                # invalidated the pool, so one retry, in the same budget, gets a fresh one.
-                return await self._read_replica(mark, load, budget)
+            return await _within(budget, self._read_replica_once_more(mark, load))
         except _ReplicaBehind as behind:
             lag = behind.lag
         except _DB_FAULTS as exc:
@@ -210,15 +204,22 @@ class TaskReader:
             },
         )
 
-    async def _read_replica(
-        self, mark: int, load: Callable[[AsyncConnection], Awaitable[T]], budget: asyncio.Timeout
+    async def _read_replica_once_more(
+        self, mark: int, load: Callable[[AsyncConnection], Awaitable[T]]
     ) -> T:
+        try:
+            return await self._read_replica(mark, load)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+        # A pooled connection the replica dropped (it restarted): SQLAlchemy has invalidated
+        # the pool, so one retry, in the same budget, gets a fresh connection.
+        return await self._read_replica(mark, load)
+
+    async def _read_replica(self, mark: int, load: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         async with self.replica.connect() as conn:
             if mark > self.watcher.known:
                 self.stats.ryw_waits += 1
-                deadline = budget.when()
-                if deadline is not None:
-                    budget.reschedule(deadline + self._ryw_wait)
                 lag = await self.watcher.wait_for(conn, mark, self._ryw_wait)
                 if lag:
                     raise _ReplicaBehind(lag)
@@ -227,8 +228,7 @@ class TaskReader:
     async def _read_fallback(self, load: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         assert self.fallback is not None
         try:
-            async with asyncio.timeout(self._replica_timeout), self.fallback.connect() as conn:
-                return await load(conn)
+            return await _within(self._replica_timeout, self._read_on(self.fallback, load))
         except _DB_FAULTS as exc:
             log.warning("fallback read failed: %s", type(exc).__name__)
             raise TaskgateError(
@@ -236,6 +236,36 @@ class TaskReader:
                 "neither the read replica nor the fallback can be reached; retry shortly",
                 {"reason": type(exc).__name__},
             ) from None
+
+    @staticmethod
+    async def _read_on(engine: AsyncEngine, load: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        async with engine.connect() as conn:
+            return await load(conn)
+
+
+async def _within(seconds: float, work: Coroutine[Any, Any, T]) -> T:
+    """`work`'s result, or TimeoutError after `seconds` at the latest.
+
+    Unlike asyncio.timeout, this does not wait for the work to clean up once cancelled: giving
+    a connection back means a rollback, which a hung server never answers. The cancelled work
+    finishes in the background, when the server answers or its socket dies.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        task.add_done_callback(_forget)
+        raise TimeoutError
+    return task.result()
+
+
+def _forget(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved, so an abandoned read's failure is not logged as unhandled
 
 
 class _ReplicaBehind(Exception):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -67,6 +70,32 @@ def replay_paused(pair: PgPair) -> Iterator[None]:
 
 def resume_replay(pair: PgPair) -> None:
     pair.psql("SELECT pg_wal_replay_resume()", replica=True)
+
+
+@contextmanager
+def replica_frozen(pair: PgPair) -> Iterator[None]:
+    """SIGSTOP every process of the replica: it accepts connections and never answers."""
+    postmaster = int((pair.replica_dir / "postmaster.pid").read_text().split()[0])
+    pids = [postmaster, *_children(postmaster)]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+
+
+def _children(parent: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent:
+            found.append(int(stat.parent.name))
+    return found
 
 
 class QueryCounter:

@@ -7,12 +7,14 @@ import asyncio
 import pytest
 
 from shared.errors import ErrorCode, TaskgateError
+from shared.settings import Settings
 from taskgate.pgpair import PgPair
 from tests.integration.readmodel.conftest import (
     MakeReader,
     insert_tasks,
     new_user,
     replay_paused,
+    replica_frozen,
     resume_replay,
     wait_replayed,
 )
@@ -113,3 +115,31 @@ async def test_a_down_replica_is_read_from_the_fallback(
         pg_pair.start_replica()
         pg_pair.wait_streaming()
     assert reader.stats.replica_errors >= 1
+
+
+@pytest.mark.parametrize("fallback", [False, True], ids=["no-fallback", "fallback"])
+async def test_a_hung_replica_answers_within_two_seconds(
+    pg_pair: PgPair, make_reader: MakeReader, settings: Settings, fallback: bool
+) -> None:
+    user = new_user(pg_pair)
+    wait_replayed(pg_pair, insert_tasks(pg_pair, user, 1))
+    reader = await make_reader(cache_ttl=0, fallback=fallback)
+    # Pooled connections that will hang rather than fail, and a default REPLICA_TIMEOUT.
+    await asyncio.gather(*(reader.get_user_stats(user) for _ in range(3)))
+    assert reader._replica_timeout == settings.replica_timeout
+    with replica_frozen(pg_pair):
+        async with asyncio.timeout(2.0):
+            if fallback:
+                assert (await reader.get_user_stats(user))["total"] == 1
+            else:
+                with pytest.raises(TaskgateError) as raised:
+                    await reader.get_user_stats(user)
+                assert raised.value.code is ErrorCode.REPLICA_UNAVAILABLE
+    for _ in range(50):  # the frozen connections are discarded; the replica serves again
+        try:
+            assert (await reader.get_user_stats(user))["total"] == 1
+            break
+        except TaskgateError:
+            await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the reader did not recover after the replica thawed")
