@@ -20,8 +20,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from readmodel.cache import ReadCache, TtlPolicy, build_cache
 from readmodel.engine import create_read_engine
+from readmodel.queries import list_tasks_query
 from readmodel.reader import TaskReader
 from shared.migrate import upgrade_to_head
 from shared.settings import Settings
@@ -77,6 +81,22 @@ async def _time_calls(call: Any, runs: int) -> dict[str, float]:
     }
 
 
+async def _server_side(engine: AsyncEngine, runs: int) -> dict[str, float]:
+    """The first page's plan on the replica: buffers touched and execution time, no client."""
+    compiled = list_tasks_query(1, "all", 51, None).compile(dialect=postgresql.asyncpg.dialect())
+    params = tuple(compiled.params[name] for name in compiled.positiontup)
+    sql = f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {compiled.string}"
+    times, buffers = [], 0.0
+    async with engine.connect() as conn:
+        for _ in range(runs):
+            raw = (await conn.exec_driver_sql(sql, params)).scalar_one()
+            report = (json.loads(raw) if isinstance(raw, str) else raw)[0]
+            times.append(report["Execution Time"])
+            plan = report["Plan"]
+            buffers = plan["Shared Hit Blocks"] + plan["Shared Read Blocks"]
+    return {"execution_ms_p50": statistics.median(times), "buffers": buffers}
+
+
 async def _measure(settings: Settings, runs: int) -> dict[str, dict[str, float]]:
     engine = create_read_engine(settings, settings.read_database_url)
     reader = TaskReader(
@@ -96,7 +116,9 @@ async def _measure(settings: Settings, runs: int) -> dict[str, dict[str, float]]
             "page 11 (all, 50, cursor)": lambda: reader.list_tasks(1, "all", 50, cursor),
             "first page (all, 200)": lambda: reader.list_tasks(1, "all", 200, None),
         }
-        return {name: await _time_calls(call, runs) for name, call in cases.items()}
+        figures = {name: await _time_calls(call, runs) for name, call in cases.items()}
+        figures["server side, first page (all, 50)"] = await _server_side(engine, runs)
+        return figures
     finally:
         await engine.dispose()
 
@@ -128,7 +150,8 @@ def main() -> None:
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
-    cases = list(next(iter(results.values())))
+    server = "server side, first page (all, 50)"
+    cases = [case for case in next(iter(results.values())) if case != server]
     print(f"\nuncached list_tasks on the replica, {args.runs} calls each, milliseconds")
     print("| case | " + " | ".join(f"{s:,} tasks p50 / p95" for s in sizes) + " |")
     print("| --- |" + " --- |" * len(sizes))
@@ -137,6 +160,9 @@ def main() -> None:
             f"{results[s][case]['p50_ms']:.2f} / {results[s][case]['p95_ms']:.2f}" for s in sizes
         ]
         print(f"| {case} | " + " | ".join(cells) + " |")
+    plans = [results[s][server] for s in sizes]
+    cells = [f"{p['execution_ms_p50']:.3f} ms, {p['buffers']:.0f} buffers" for p in plans]
+    print(f"| {server}: EXPLAIN ANALYZE | " + " | ".join(cells) + " |")
     if args.out:
         args.out.write_text(json.dumps({str(k): v for k, v in results.items()}, indent=2))
 
