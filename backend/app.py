@@ -7,9 +7,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 
 from backend.db import create_session_factory, create_write_engine
 from backend.errors import install_error_handlers
+from backend.metrics import BackendMetrics, RequestMetrics
 from backend.middleware import BodySizeLimit, UnhandledErrors
 from backend.request_log import RequestLog
 from backend.routes import auth, health, tasks, users
@@ -34,7 +36,10 @@ def create_app(settings: Settings) -> FastAPI:
     # Added last, so outermost: even the size limit's failures leave as an envelope.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(UnhandledErrors)
+    metrics = BackendMetrics(CollectorRegistry())
+    app.add_middleware(RequestMetrics, metrics=metrics)
     app.add_middleware(RequestLog)  # outermost: logs the status the client gets
+    app.add_route("/metrics", metrics.scrape, include_in_schema=False)
     for router in (users.router, auth.router, tasks.router):
         app.include_router(router, prefix="/api/v1")
     app.include_router(health.router)

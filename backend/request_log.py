@@ -45,5 +45,9 @@ class RequestLog:
                     scope["path"],
                     status,
                     elapsed_ms,
-                    extra={"status": status, "duration_ms": round(elapsed_ms, 1)},
+                    extra={
+                        "request_id": request_id,
+                        "status": status,
+                        "duration_ms": round(elapsed_ms, 1),
+                    },
                 )
