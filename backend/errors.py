@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from shared.errors import ErrorCode, ErrorEnvelope, TaskgateError
 
@@ -77,9 +78,13 @@ def _is_unsupported_media_type(request: Request, exc: RequestValidationError) ->
     # FastAPI reads a JSON body only when the content type says JSON; otherwise the whole
     # body fails as "not an object", which would hide the real mistake.
     content_type = request.headers.get("content-type", "")
-    return bool(content_type) and "json" not in content_type and any(
-        tuple(err.get("loc", ())) == ("body",) and err.get("type") == "model_attributes_type"
-        for err in exc.errors()
+    return (
+        bool(content_type)
+        and "json" not in content_type
+        and any(
+            tuple(err.get("loc", ())) == ("body",) and err.get("type") == "model_attributes_type"
+            for err in exc.errors()
+        )
     )
 
 
@@ -131,11 +136,13 @@ def install_error_handlers(app: FastAPI) -> None:
             ErrorCode.SERVER_ERROR if exc.status_code >= 500 else ErrorCode.BAD_REQUEST,
         )
         message = str(exc.detail)
+        headers = exc.headers
         if exc.status_code == 404 and message == "Not Found":
             message = f"no route matches {request.url.path}"
         elif exc.status_code == 405:
             message = f"method {request.method} is not allowed on {request.url.path}"
-        return envelope_response(exc.status_code, code, message, headers=exc.headers)
+            headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
+        return envelope_response(exc.status_code, code, message, headers=headers)
 
     async def _database(request: Request, exc: Exception) -> JSONResponse:
         if not database_unavailable(exc):
@@ -147,6 +154,16 @@ def install_error_handlers(app: FastAPI) -> None:
 
     for kind in (DBAPIError, PoolTimeoutError, OSError, TimeoutError):
         app.add_exception_handler(kind, _database)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette lists only the first route's)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
 
 
 def _kind(exc: BaseException) -> str:

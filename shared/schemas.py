@@ -11,6 +11,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     EmailStr,
+    StrictBool,
     StringConstraints,
     model_validator,
 )
@@ -55,9 +56,8 @@ class Strict(BaseModel):
 
 class UserCreate(Strict):
     email: EmailStr
-    password: Annotated[
-        str, StringConstraints(min_length=8, max_length=128), AfterValidator(storable)
-    ]
+    # Any characters: the password is only ever hashed, never stored or compared as text.
+    password: Annotated[str, StringConstraints(min_length=8, max_length=128)]
 
 
 class UserOut(BaseModel):
@@ -85,7 +85,7 @@ class TaskUpdate(Strict):
     # MISSING (left out) means unchanged; title and completed cannot be null.
     title: Title | MISSING = MISSING
     description: Annotated[Description | None, AfterValidator(_none_if_empty)] | MISSING = MISSING
-    completed: bool | MISSING = MISSING
+    completed: StrictBool | MISSING = MISSING  # true or false, not 0, 1 or "yes"
 
     @model_validator(mode="after")
     def _changes_something(self) -> TaskUpdate:

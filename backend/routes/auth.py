@@ -32,8 +32,8 @@ router = APIRouter(prefix="/auth", tags=["auth"], responses=error_responses(*COM
     },
 )
 async def login(
-    username: Annotated[str, Form(max_length=320, description="The email.")],
-    password: Annotated[str, Form(max_length=128)],
+    username: Annotated[str, Form(min_length=1, max_length=320, description="The email.")],
+    password: Annotated[str, Form(min_length=1, max_length=128)],
     session: SessionDep,
     settings: SettingsDep,
     request: Request,

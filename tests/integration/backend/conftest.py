@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -76,3 +78,15 @@ async def user(api: httpx.AsyncClient) -> SignedUp:
 @pytest.fixture
 async def other_user(api: httpx.AsyncClient) -> SignedUp:
     return await sign_up(api)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """How many cases schemathesis generated, when the contract test ran."""
+    contract = sys.modules.get("tests.integration.backend.test_openapi_contract")
+    generated: Counter[str] = getattr(contract, "GENERATED", Counter())
+    if generated:
+        per_operation = ", ".join(f"{op}: {n}" for op, n in sorted(generated.items()) if n > 1)
+        terminalreporter.write_line(
+            f"schemathesis generated {sum(generated.values())} cases"
+            f" (one each for wrong methods; {per_operation})"
+        )
