@@ -34,7 +34,6 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     cache = ReadCache(
         build_cache(settings.cache_url),
         TtlPolicy(settings.cache_ttl, settings.cache_ttl_overrides),
-        lock_lease=settings.replica_timeout,
     )
     try:
         reader = TaskReader(

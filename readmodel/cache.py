@@ -97,7 +97,7 @@ class ReadCache:
     Across N gateways one key costs at most N loads.
     """
 
-    def __init__(self, cache: BaseCache, ttl: TtlPolicy, lock_lease: float = 0.0) -> None:
+    def __init__(self, cache: BaseCache, ttl: TtlPolicy) -> None:
         self.cache = cache
         self.ttl = ttl
         self.stats = CacheStats()
