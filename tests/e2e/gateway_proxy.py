@@ -1,5 +1,6 @@
 """A TCP proxy between a gateway and the backend: it records each HTTP request's head, and can
-drop the connection instead of relaying one response, as a network reset after the commit would."""
+lose one response, either by dropping the connection (a reset after the commit) or by holding the
+response back until the gateway gives up (a timeout after the commit)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ class RequestHead:
 class _Connection:
     buffer: bytes = b""
     drop_response: bool = False
+    hold_response: bool = False
 
 
 @dataclass
@@ -27,6 +29,8 @@ class RecordingProxy:
     heads: list[RequestHead] = field(default_factory=list)
     # Set to (method, path): the next response to that request is lost with its connection.
     drop_next: tuple[str, str] | None = None
+    # Set to (method, path): the next response to that request is never relayed.
+    hold_next: tuple[str, str] | None = None
     port: int = 0
     _server: asyncio.Server | None = None
 
@@ -78,6 +82,8 @@ class RecordingProxy:
             if conn.drop_response:
                 writer.transport.abort()  # the backend answered; the gateway never hears it
                 return
+            if conn.hold_response:
+                continue  # the gateway times out waiting, and closes this connection itself
             writer.write(data)
             await writer.drain()
 
@@ -97,3 +103,6 @@ class RecordingProxy:
             if self.drop_next == (method, path):
                 self.drop_next = None
                 conn.drop_response = True
+            if self.hold_next == (method, path):
+                self.hold_next = None
+                conn.hold_response = True

@@ -30,7 +30,12 @@ async def proxied(stack: Stack) -> AsyncIterator[ProxiedGateway]:
     proxy = RecordingProxy(upstream_port=int(stack.backend_url.rsplit(":", 1)[1]))
     await proxy.start()
     port = free_port()
-    env = {**stack.env, "FASTAPI_BASE_URL": f"http://127.0.0.1:{proxy.port}"}
+    env = {
+        **stack.env,
+        "FASTAPI_BASE_URL": f"http://127.0.0.1:{proxy.port}",
+        # Short enough for a held response to time out soon, long for a loaded test machine.
+        "BACKEND_READ_TIMEOUT": "4",
+    }
     gateway: Component = spawn_component(
         "proxied-gateway",
         ["gateway", "--transport", "http", "--port", str(port)],
@@ -95,6 +100,23 @@ async def test_a_create_whose_response_is_lost_is_retried_without_a_duplicate(
     assert attempts[0].headers["x-request-id"] == attempts[1].headers["x-request-id"]
     assert [t["id"] for t in listed["tasks"]] == [created["id"]]
     assert stats["total"] == 1
+
+
+async def test_a_create_that_times_out_is_retried_without_a_duplicate(
+    stack: Stack, proxied: ProxiedGateway
+) -> None:
+    _, token = sign_up(stack.backend_url)
+    proxied.proxy.hold_next = ("POST", "/api/v1/tasks")
+    before = len(proxied.proxy.sent("POST", "/api/v1/tasks"))
+    async with mcp_session(proxied.mcp_url, token) as client:
+        created = ok(await client.call_tool("create_task", {"title": "slow but once"}))
+        listed = ok(await client.call_tool("list_tasks", {}))
+
+    assert proxied.proxy.hold_next is None  # the first response was held back
+    attempts = proxied.proxy.sent("POST", "/api/v1/tasks")[before:]
+    assert len(attempts) == 2
+    assert attempts[0].headers["idempotency-key"] == attempts[1].headers["idempotency-key"]
+    assert [t["id"] for t in listed["tasks"]] == [created["id"]]
 
 
 async def test_two_agents_cannot_see_or_touch_each_others_tasks(stack: Stack) -> None:
