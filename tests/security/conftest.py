@@ -1,0 +1,131 @@
+"""Hostile-input fixtures: the real backend process on the real pair, and an in-process gateway
+that a synchronous Hypothesis test can call (its MCP client lives on a loop in another thread)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future
+from typing import Any
+
+import pytest
+from mcp import Client
+from mcp.types import CallToolResult, TextContent
+from pydantic import SecretStr
+
+from gateway.server import build_server
+from shared.errors import ErrorCode
+from shared.settings import Settings
+from taskgate.devstack import spawn_component, wait_healthy
+from taskgate.pgpair import free_port
+from tests.conftest import TEST_JWT_SECRET
+from tests.integration.gateway.conftest import Agent, backend_url, gateway_settings, sign_up
+
+__all__ = ["backend_url"]  # the backend process fixture, shared with the gateway's own tests
+
+ENVELOPE_CODES = {code.value for code in ErrorCode}
+
+
+class ThreadedClient:
+    """An in-process gateway (GATEWAY_TOKEN = the agent's token) and its MCP client, served on an
+    event loop in a thread of its own, so Hypothesis's synchronous tests can call tools."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._client: Client | None = None
+        self._stop: asyncio.Event | None = None
+        self._served: Future[None] | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+        ready: Future[None] = Future()
+        self._served = asyncio.run_coroutine_threadsafe(self._serve(ready), self._loop)
+        ready.result(timeout=60)
+
+    async def _serve(self, ready: Future[None]) -> None:
+        # The client is entered and left in this one task, as its anyio task group requires.
+        self._stop = asyncio.Event()
+        server, _ = build_server(self._settings)
+        try:
+            async with Client(server) as client:
+                self._client = client
+                ready.set_result(None)
+                await self._stop.wait()
+        except BaseException as exc:
+            if not ready.done():
+                ready.set_exception(exc)
+            raise
+
+    def call(self, tool: str, arguments: Any) -> CallToolResult:
+        assert self._client is not None
+        coro = self._client.call_tool(tool, arguments)
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=60)
+
+    def close(self) -> None:
+        if self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._served is not None:
+            self._served.result(timeout=30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+        self._loop.close()
+
+
+@pytest.fixture(scope="module")
+def agent(backend_url: str) -> Agent:
+    return sign_up(backend_url)
+
+
+@pytest.fixture(scope="module")
+def gateway(settings: Settings, backend_url: str, agent: Agent) -> Iterator[ThreadedClient]:
+    configured = gateway_settings(settings, backend_url, gateway_token=SecretStr(agent.token))
+    client = ThreadedClient(configured)
+    client.start()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def envelope_of(result: CallToolResult) -> dict[str, Any]:
+    """The error envelope of a failed call, checked for shape and for leaks."""
+    assert result.is_error
+    assert len(result.content) == 1
+    content = result.content[0]
+    assert isinstance(content, TextContent)
+    assert "Traceback" not in content.text
+    body: dict[str, Any] = json.loads(content.text)
+    assert set(body) == {"status", "error_code", "message", "details"}, body
+    assert body["status"] == "error"
+    assert body["error_code"] in ENVELOPE_CODES, body
+    return body
+
+
+@pytest.fixture(scope="module")
+def http_gateway(settings: Settings, backend_url: str) -> Iterator[str]:
+    """A gateway process on streamable HTTP in token mode; yields its MCP URL."""
+    port = free_port()
+    env = {
+        "DATABASE_URL": settings.database_url,
+        "READ_DATABASE_URL": settings.read_database_url,
+        "FASTAPI_BASE_URL": backend_url,
+        "JWT_SECRET": TEST_JWT_SECRET,
+        "MCP_TRANSPORT": "http",
+        "MCP_HOST": "127.0.0.1",
+        "LOG_LEVEL": "WARNING",
+    }
+    gateway = spawn_component(
+        "gateway",
+        ["gateway", "--transport", "http", "--port", str(port)],
+        env,
+        f"http://127.0.0.1:{port}/healthz",
+    )
+    try:
+        wait_healthy(gateway, timeout=120)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        gateway.stop()

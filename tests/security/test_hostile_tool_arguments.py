@@ -1,0 +1,199 @@
+"""Property tests: whatever arguments an agent sends to any tool, the answer is a valid result or
+the shared error envelope, never server_error, never a traceback, never another user's task.
+
+The gateway runs in-process on the real backend process and the real primary and replica.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import operator
+from dataclasses import dataclass
+from datetime import UTC
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from mcp.types import CallToolResult
+
+from shared.cursor import Keyset, encode_cursor
+from tests.integration.gateway.conftest import Agent, sign_up
+from tests.security.conftest import ThreadedClient, envelope_of
+
+ANY_CHAR = st.characters(exclude_categories=())  # lone surrogates, NUL, controls, everything
+SQLISH = st.sampled_from(
+    [
+        "' OR '1'='1",
+        "1; DROP TABLE tasks; --",
+        "1 OR 1=1",
+        "'); DELETE FROM tasks WHERE ('1'='1",
+        "\\x00' UNION SELECT password_hash FROM users --",
+        "%' AND pg_sleep(5) IS NULL --",
+        "$$; COPY tasks TO PROGRAM 'id'; $$",
+        "*/ SELECT 1 /*",
+    ]
+)
+ODD_TEXT = st.text(ANY_CHAR, max_size=300)
+HUGE_TEXT = st.builds(operator.mul, ANY_CHAR, st.integers(1_000, 300_000))
+ODD_INTS = st.one_of(
+    st.integers(),
+    st.sampled_from([0, -1, -(2**63), 2**31, 2**63 - 1, 2**63, 2**64, 10**40, -(10**40)]),
+)
+SCALARS = st.one_of(st.none(), st.booleans(), ODD_INTS, st.floats(), ODD_TEXT, SQLISH)
+HOSTILE = st.one_of(
+    SCALARS,
+    HUGE_TEXT,
+    st.recursive(
+        SCALARS,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(ODD_TEXT, inner, max_size=3),
+        max_leaves=6,
+    ),
+)
+STATUSES = ("all", "pending", "completed")
+
+
+@dataclass(frozen=True)
+class Seeds:
+    """Real values to mix with hostile ones, so calls also get past validation."""
+
+    own_ids: list[int]
+    foreign_id: int
+    cursors: list[str]  # real next_cursor values, one per status
+
+
+def forged_cursors(seeds: Seeds) -> st.SearchStrategy[str]:
+    """What an agent can make without the secret: noise, tampering, another key, other filters."""
+    keyset = st.builds(
+        Keyset,
+        st.datetimes(timezones=st.just(UTC)),
+        st.integers(-(2**70), 2**70),
+    )
+    return st.one_of(
+        ODD_TEXT,
+        st.binary(max_size=150).map(lambda b: base64.urlsafe_b64encode(b).decode()),
+        st.builds(
+            encode_cursor, st.binary(min_size=1, max_size=32), st.sampled_from(STATUSES), keyset
+        ),
+        st.builds(_tamper, st.sampled_from(seeds.cursors), st.integers(0, 200), ANY_CHAR),
+        st.sampled_from(seeds.cursors).map(lambda c: c[: len(c) // 2]),
+        st.sampled_from(seeds.cursors).map(lambda c: c + "AA"),
+        st.sampled_from(seeds.cursors),  # a real one, possibly with another status
+    )
+
+
+def _tamper(cursor: str, at: int, char: str) -> str:
+    at %= len(cursor)
+    return cursor[:at] + char + cursor[at + 1 :]
+
+
+def valid_fields(tool: str, seeds: Seeds) -> dict[str, st.SearchStrategy[Any]]:
+    task_id = st.one_of(
+        st.sampled_from([*seeds.own_ids, seeds.foreign_id]), st.integers(1, 2**63 - 1)
+    )
+    title = st.one_of(st.text(ANY_CHAR, min_size=1, max_size=200), SQLISH)
+    description = st.one_of(st.none(), st.text(ANY_CHAR, max_size=1000), SQLISH)
+    return {
+        "create_task": {"title": title, "description": description},
+        "update_task": {
+            "task_id": task_id,
+            "title": title,
+            "description": description,
+            "completed": st.booleans(),
+        },
+        "complete_task": {"task_id": task_id},
+        "delete_task": {"task_id": task_id},
+        "list_tasks": {
+            "status": st.sampled_from(STATUSES),
+            "limit": st.integers(1, 200),
+            "cursor": forged_cursors(seeds),
+        },
+        "get_task": {"task_id": task_id},
+        "get_user_stats": {},
+    }[tool]
+
+
+def tool_arguments(tool: str, seeds: Seeds) -> st.SearchStrategy[dict[str, Any]]:
+    fields = {name: st.one_of(valid, HOSTILE) for name, valid in valid_fields(tool, seeds).items()}
+    known = st.fixed_dictionaries({}, optional=fields)
+    unknown = st.dictionaries(st.one_of(ODD_TEXT, SQLISH), HOSTILE, min_size=1, max_size=2)
+    return st.one_of(known, known, known, st.builds(lambda k, u: {**u, **k}, known, unknown))
+
+
+def tasks_in(result: CallToolResult) -> list[dict[str, Any]]:
+    data = result.structured_content
+    assert isinstance(data, dict), result
+    if "tasks" in data:
+        tasks: list[dict[str, Any]] = data["tasks"]
+        return tasks
+    return [data] if "user_id" in data else []
+
+
+def _ok(result: CallToolResult) -> dict[str, Any]:
+    assert not result.is_error, result.content
+    assert result.structured_content is not None
+    return result.structured_content
+
+
+@pytest.fixture(scope="module")
+def seeds(gateway: ThreadedClient, backend_url: str, agent: Agent) -> Seeds:
+    own = [_ok(gateway.call("create_task", {"title": f"seed {n}"}))["id"] for n in range(3)]
+    _ok(gateway.call("complete_task", {"task_id": own[0]}))
+    cursors = []
+    for status in STATUSES:
+        page = _ok(gateway.call("list_tasks", {"status": status, "limit": 1}))
+        if page["next_cursor"]:
+            cursors.append(page["next_cursor"])
+    # The other agent's task: it must answer not_found to this one.
+    other = sign_up(backend_url)
+    with httpx.Client(base_url=backend_url, timeout=10) as http:
+        made = http.post(
+            "/api/v1/tasks",
+            json={"title": "someone else's"},
+            headers={"Authorization": f"Bearer {other.token}"},
+        )
+        made.raise_for_status()
+    return Seeds(own, int(made.json()["id"]), cursors)
+
+
+TOOLS = [
+    "create_task",
+    "update_task",
+    "complete_task",
+    "delete_task",
+    "list_tasks",
+    "get_task",
+    "get_user_stats",
+]
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    database=None,  # no example folder left in the tree; failures print their reproducer
+)
+@given(data=st.data())
+def test_any_arguments_get_a_result_or_an_envelope_never_a_server_error(
+    gateway: ThreadedClient, agent: Agent, seeds: Seeds, tool: str, data: st.DataObject
+) -> None:
+    arguments = data.draw(tool_arguments(tool, seeds), label="arguments")
+    result = gateway.call(tool, arguments)
+    # `--hypothesis-show-statistics` shows how many examples got past validation.
+    if result.is_error:
+        body = envelope_of(result)
+        event(f"error_code={body['error_code']}")
+        assert body["error_code"] != "server_error", (arguments, body)
+        # The envelope never echoes a huge argument back to the agent.
+        assert len(json.dumps(body)) < 20_000
+        return
+    event("success")
+    for task in tasks_in(result):
+        assert task["user_id"] == agent.id, task
+        assert task["id"] != seeds.foreign_id
+    if tool == "get_user_stats":
+        stats = _ok(result)
+        assert stats["total"] == stats["completed"] + stats["pending"] >= 0
