@@ -22,6 +22,7 @@ from gateway.auth import JwtVerifier
 from gateway.metrics import ToolCallObserver
 from gateway.ops import Operations
 from gateway.request_id import bind_request_id, reset_request_id
+from gateway.results import ConvertedResults
 from gateway.runtime import RuntimeRef
 from gateway.tools.bench import register_bench_tools
 from gateway.tools.read import register_read_tools
@@ -83,6 +84,10 @@ class TaskgateMCP(MCPServer[Any]):
 
     tool_observer: ToolCallObserver | None = None  # metrics and logs per call (gateway.ops)
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.converted = ConvertedResults()  # cache hits are converted to MCP results once
+
     def add_tool(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         # A docstring is the tool's description for the model: drop its source indentation.
         if kwargs.get("description") is None and fn.__doc__:
@@ -101,8 +106,11 @@ class TaskgateMCP(MCPServer[Any]):
     ) -> Any:
         bound = bind_request_id(_headers_of(context))
         try:
-            _refuse_unknown_arguments(self._tool_manager.get_tool(name), arguments)
-            return await super().call_tool(name, arguments, context)
+            tool = self._tool_manager.get_tool(name)
+            _refuse_unknown_arguments(tool, arguments)
+            if tool is None or context is None:
+                return await super().call_tool(name, arguments, context)
+            return await self.converted.run(tool, arguments, context)
         except TaskgateError as exc:
             return error_result(exc)
         except ToolError as exc:
