@@ -202,8 +202,9 @@ class ReadCache:
             self._fault("mark", exc)
 
     async def flush(self) -> None:
-        # Redis clears "taskgate:*", memory every key starting "taskgate": both, ours only.
-        await self.cache.clear(namespace=NAMESPACE)
+        # The backend's own namespace: Redis clears "taskgate:*", memory keys starting
+        # "taskgate:". Either way keys of other namespaces (the TTL policy's) stay.
+        await self.cache.clear(namespace=self.cache.namespace)
 
     async def close(self) -> None:
         try:

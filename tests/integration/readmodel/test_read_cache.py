@@ -180,3 +180,20 @@ async def test_reads_answer_while_redis_is_down_and_own_writes_still_show(
     assert (await reader.get_user_stats(user))["total"] == 1
     assert len((await reader.list_tasks(user, "all", 10, None))["tasks"]) == 1
     assert reader.cache.stats.errors >= 1
+
+
+async def test_flush_drops_cached_reads_and_marks_but_not_other_keys_in_redis(
+    pg_pair: PgPair, make_reader: MakeReader, redis_server: RedisServer
+) -> None:
+    user = new_user(pg_pair)
+    reader = await make_reader(cache_url=redis_server.url)
+    await reader.get_user_stats(user)
+    await reader.cache.raise_mark(user, 1)
+    await reader.cache.cache.set("ttl-policy", {"cache_ttl": 9}, namespace="taskgate-admin:")
+    await reader.cache.flush()
+    client = aioredis.Redis(host="127.0.0.1", port=redis_server.port)
+    try:
+        left = [k.decode() for k in await client.keys("taskgate*")]
+    finally:
+        await client.aclose()
+    assert left == ["taskgate-admin::ttl-policy"]

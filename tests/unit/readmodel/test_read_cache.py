@@ -131,3 +131,10 @@ async def test_flush_removes_taskgate_entries() -> None:
 def test_ttl_policy_falls_back_to_the_default(tool: str) -> None:
     policy = TtlPolicy(5, {"get_task": 30})
     assert policy.ttl_for(tool) == (30 if tool == "get_task" else 5)
+
+
+async def test_flush_keeps_keys_of_other_namespaces() -> None:
+    cache = _cache()
+    await cache.cache.set("ttl-policy", {"cache_ttl": 9}, namespace="taskgate-admin:")
+    await cache.flush()
+    assert await cache.cache.get("ttl-policy", namespace="taskgate-admin:") == {"cache_ttl": 9}
