@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
 from mcp.types import CallToolResult, TextContent
 
@@ -80,6 +81,30 @@ async def test_the_agents_own_token_reaches_the_backend(
     assert {h.headers["authorization"] for h in sent} == {f"Bearer {token}"}
     request_ids = [h.headers["x-request-id"] for h in sent]
     assert len(set(request_ids)) == 2  # one id per tool call
+
+
+async def test_the_callers_request_id_travels_to_the_backend(
+    stack: Stack, proxied: ProxiedGateway
+) -> None:
+    _, token = sign_up(stack.backend_url)
+    call = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "create_task", "arguments": {"title": "traced"}},
+    }
+    headers = {
+        "Accept": "application/json, text/event-stream",
+        "Authorization": f"Bearer {token}",
+        "X-Request-ID": "agent-trace-0042",
+    }
+    before = len(proxied.proxy.heads)
+    async with httpx.AsyncClient(timeout=30) as http:
+        reply = await http.post(proxied.mcp_url, json=call, headers=headers)
+    assert reply.status_code == 200, reply.text
+    assert not reply.json()["result"].get("isError"), reply.text
+    sent = proxied.proxy.heads[before:]
+    assert [h.headers["x-request-id"] for h in sent] == ["agent-trace-0042"]
 
 
 async def test_a_create_whose_response_is_lost_is_retried_without_a_duplicate(
