@@ -74,7 +74,12 @@ class TaskReader:
     # -- writes leave marks ------------------------------------------------------
 
     async def note_write(self, user_id: int, commit_lsn: str) -> None:
-        position = parse_lsn(commit_lsn)
+        try:
+            position = parse_lsn(commit_lsn)
+        except ValueError:
+            # The write is done; failing the tool now would invite the agent to repeat it.
+            log.warning("backend sent a malformed commit LSN; this write leaves no mark")
+            return
         if position > self._local_marks.get(user_id, 0):
             self._local_marks[user_id] = position
             self._local_marks.move_to_end(user_id)

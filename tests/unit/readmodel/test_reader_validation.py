@@ -95,3 +95,12 @@ async def test_within_answers_at_the_bound_without_waiting_for_cleanup() -> None
         await _within(0.05, hangs_and_cleans_up_slowly())
     assert not cleaned.is_set()
     await asyncio.wait_for(cleaned.wait(), 5)
+
+
+async def test_a_malformed_commit_lsn_leaves_no_mark_and_does_not_fail_the_write(
+    reader: TaskReader,
+) -> None:
+    await reader.note_write(1, "not-an-lsn")
+    await reader.note_write(1, "1/10")
+    await reader.note_write(1, "0/5")  # older: the mark stays
+    assert await reader.cache.get_mark(1) == (1 << 32) + 0x10
