@@ -44,7 +44,8 @@ def verify_token(settings: Settings, token: str) -> TokenClaims:
         options={"require": ["sub", "exp", "iat", "iss", "aud"]},
     )
     sub = claims["sub"]
-    if not isinstance(sub, str) or not sub.isdigit():
+    # ASCII digits within bigint: str.isdigit() alone also takes '²', which int() refuses.
+    if not isinstance(sub, str) or not (sub.isascii() and sub.isdigit()) or len(sub) > 18:
         raise jwt.InvalidTokenError("subject is not a user id")
     return TokenClaims(
         user_id=int(sub), expires_at=int(claims["exp"]), issued_at=int(claims["iat"])

@@ -5,7 +5,14 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path, Query, Response, status
 
 from backend.deps import CurrentUser, SessionDep, SettingsDep
-from backend.openapi import AUTH_ERRORS, COMMON_ERRORS, LSN_HEADER, error_responses, written
+from backend.openapi import (
+    AUTH_ERRORS,
+    COMMON_ERRORS,
+    LSN_HEADER,
+    LSN_HEADER_DOC,
+    error_responses,
+    written,
+)
 from backend.services import tasks
 from shared.cursor import Keyset, decode_cursor, encode_cursor
 from shared.schemas import Status, TaskCreate, TaskOut, TaskPage, TaskUpdate
@@ -36,7 +43,15 @@ TaskId = Annotated[int, Path(ge=1, le=2**63 - 1)]
         201: written("The task was created."),
         200: {
             "model": TaskOut,
-            **written("A retry with an Idempotency-Key already used with this body: that task."),
+            "description": "A retry with an Idempotency-Key already used with this body: "
+            "that task, as it is now.",
+            "headers": {
+                **LSN_HEADER_DOC,
+                "Idempotent-Replayed": {
+                    "description": "`true`: no task was created by this call.",
+                    "schema": {"type": "string", "enum": ["true"]},
+                },
+            },
         },
         **error_responses(409),
     },
