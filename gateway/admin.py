@@ -88,14 +88,13 @@ class AdminApi:
         cache = rt.reader.cache
         stats = cache.stats.as_dict()
         lookups = stats.get("hits", 0) + stats.get("misses", 0)
+        hit_ratio = round(stats.get("hits", 0) / lookups, 4) if lookups else None
         return {
             "ttl": cache.ttl.as_dict(),
             "effective_ttl": {tool: cache.ttl.ttl_for(tool) for tool in READ_TOOLS},
             "shared": self.store is not None,
             "sync_seconds": self._sync_seconds if self.store is not None else None,
-            "stats": {**stats, "hit_ratio": round(stats.get("hits", 0) / lookups, 4)}
-            if lookups
-            else {**stats, "hit_ratio": None},
+            "stats": {**stats, "hit_ratio": hit_ratio},
             "reads": dataclasses.asdict(rt.reader.stats),
         }
 

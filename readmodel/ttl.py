@@ -19,8 +19,10 @@ from readmodel.cache import TtlPolicy
 
 log = logging.getLogger(__name__)
 
-POLICY_NAMESPACE = "taskgate-admin:"
+POLICY_NAMESPACE = "taskgate-admin"
 POLICY_KEY = "ttl-policy"
+# What aiocache's Redis backend makes of them ("<namespace>:<key>"): the key operators can inspect.
+POLICY_REDIS_KEY = f"{POLICY_NAMESPACE}:{POLICY_KEY}"
 
 
 def replace_policy(policy: TtlPolicy, snapshot: dict[str, Any]) -> None:
@@ -75,7 +77,10 @@ class TtlStore:
         self.interval = interval
 
     async def load(self) -> dict[str, Any] | None:
-        value = await self.cache.get(POLICY_KEY, namespace=POLICY_NAMESPACE)
+        try:
+            value = await self.cache.get(POLICY_KEY, namespace=POLICY_NAMESPACE)
+        except ValueError:  # not JSON: treated as absent, so the next change overwrites it
+            return None
         return _valid_snapshot(value)
 
     async def publish(self, snapshot: dict[str, Any]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -9,11 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from starlette.applications import Starlette
 
 from gateway.server import build_http_app
+from readmodel.ttl import POLICY_REDIS_KEY
 from shared.settings import Settings
 from taskgate.pgpair import free_port
 from tests.integration.readmodel.redis_server import RedisServer, running_redis
@@ -241,3 +244,28 @@ async def wait_for_ttl(client: httpx.AsyncClient, tool: str, ttl: float) -> dict
             return shown
         await asyncio.sleep(0.05)
     raise AssertionError(f"{tool} never showed TTL {ttl}: {shown}")
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [b"not json", b'{"cache_ttl": -5, "overrides": {}}', b'{"cache_ttl": 3}', b"[1, 2]"],
+)
+async def test_gateways_ignore_a_damaged_shared_policy_and_an_operator_replaces_it(
+    settings: Settings, redis_server: RedisServer, stored: bytes
+) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        client.set(POLICY_REDIS_KEY, stored)
+        shared = gateway_settings(settings, cache_url=redis_server.url, cache_ttl=4.0)
+        async with running_gateway(shared) as gateway:
+            shown = (await gateway.get("/admin/cache", headers=admin())).json()
+            assert shown["ttl"] == {"cache_ttl": 4.0, "overrides": {}}
+            reply = await gateway.put("/admin/cache/ttl", json={"ttl": 6}, headers=admin())
+            assert reply.status_code == 200, reply.text
+        assert json.loads(client.get(POLICY_REDIS_KEY) or b"") == {
+            "cache_ttl": 6,
+            "overrides": {},
+        }
+    finally:
+        client.delete(POLICY_REDIS_KEY)
+        client.close()
