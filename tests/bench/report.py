@@ -111,6 +111,9 @@ def markdown(data: dict[str, Any]) -> str:
         f"Python {env['python']}, mcp {env['mcp']}, uvicorn {env['uvicorn']}, "
         f"uvloop {env['uvloop']}, httptools {env['httptools']}.",
         "",
+    ]
+    lines += [
+        *headline(data),
         "## Targets",
         "",
         "| target | measured | limit | met |",
@@ -147,6 +150,66 @@ def markdown(data: dict[str, Any]) -> str:
             lines += ["```", ""]
     lines += ["", "![latency against concurrency](latency.png)", ""]
     return "\n".join(lines)
+
+
+HEADLINE = ("cached", "noop", "uncached", "peer", "create_gw", "create_direct")
+
+
+def headline(data: dict[str, Any]) -> list[str]:
+    """calls/s and p50/p99 per scenario and concurrency, 10k rows; then the A/B if it ran."""
+    cells = data["cells"]
+    concurrencies = sorted({c["concurrency"] for c in cells})
+    head = " | ".join(f"{n} session{'s' if n > 1 else ''}" for n in concurrencies)
+    lines = [
+        "## Headline (10,000 rows): calls/s, p50 / p99 ms",
+        "",
+        f"| scenario | {head} |",
+        "| --- |" + " ---: |" * len(concurrencies),
+    ]
+    for key in (*HEADLINE, "noop_plain", "cached_plain"):
+        row = [_cell(cells, key, n) for n in concurrencies]
+        if not any(row):
+            continue
+        label = next(c for c in row if c)["label"]
+        parts = [
+            f"{c['throughput']:,.0f}/s, {c['p50_ms']:.2f} / {c['p99_ms']:.2f}" if c else ""
+            for c in row
+        ]
+        lines.append(f"| {label} | " + " | ".join(parts) + " |")
+    large = max(c["rows"] for c in cells)
+    if large > SMALL:
+        for key in ("uncached_l10", "uncached"):
+            for rows in (SMALL, large):
+                row = [_cell(cells, key, n, rows) for n in concurrencies]
+                if not any(row):
+                    continue
+                label = next(c for c in row if c)["label"] + f" at {rows:,} rows"
+                parts = [
+                    f"{c['throughput']:,.0f}/s, {c['p50_ms']:.2f} / {c['p99_ms']:.2f}" if c else ""
+                    for c in row
+                ]
+                lines.append(f"| {label} | " + " | ".join(parts) + " |")
+    lines.append("")
+    if any(c["scenario"].endswith("_plain") for c in cells):
+        lines += [
+            "### uvicorn on asyncio + h11 (before) against uvloop + httptools (after)",
+            "",
+            "| call | sessions | before: calls/s, CPU ms/call | after: calls/s, CPU ms/call |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        for key in ("noop", "cached"):
+            for n in concurrencies:
+                before, after = _cell(cells, f"{key}_plain", n), _cell(cells, key, n)
+                if before and after:
+                    lines.append(
+                        f"| {after['label']} | {n} "
+                        f"| {before['throughput']:,.0f}, "
+                        f"{before['cpu_ms_per_call'].get('gateway_plain', float('nan')):.2f} "
+                        f"| {after['throughput']:,.0f}, "
+                        f"{after['cpu_ms_per_call'].get(after['server'], float('nan')):.2f} |"
+                    )
+        lines.append("")
+    return lines
 
 
 def plot(data: dict[str, Any], path: Path) -> None:
