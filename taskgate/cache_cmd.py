@@ -42,7 +42,7 @@ def run_cache_command(args: argparse.Namespace) -> int:
         "Authorization": f"Bearer {settings.admin_token.get_secret_value()}",
         "X-Admin-Actor": args.actor,
     }
-    url = args.url or admin_url(settings)
+    url = (args.url or admin_url(settings)).rstrip("/")
     try:
         reply = httpx.request(method, url + path, json=body, headers=headers, timeout=10)
     except httpx.TransportError as exc:
