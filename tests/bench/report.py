@@ -142,6 +142,14 @@ def markdown(data: dict[str, Any]) -> str:
             f"| {_fmt(c['p50_ms'])} | {_fmt(c['p95_ms'])} | {_fmt(c['p99_ms'])} | {c['errors']} "
             f"| {cpu} | {rss:.0f} | {'' if c['tasks_per_page'] is None else c['tasks_per_page']} |"
         )
+    failed = [c for c in cells if c.get("first_error")]
+    if failed:
+        lines += ["", "## Errors (first of each cell)", ""]
+        lines += [
+            f"- {c['rows']:,} rows, {c['concurrency']} sessions, {c['scenario']}: "
+            f"{c['errors']} errors; first: `{c['first_error'][:200]}`"
+            for c in failed
+        ]
     if data.get("notes"):
         lines += ["", "## Client check", ""] + [f"- {n}" for n in data["notes"]]
     if data.get("profile"):

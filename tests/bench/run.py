@@ -129,6 +129,7 @@ class Cell:
     rss_max_mb: dict[str, float] = field(default_factory=dict)
     cpu_ms_per_call: dict[str, float] = field(default_factory=dict)
     tasks_per_page: int | None = None
+    first_error: str = ""
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -217,6 +218,7 @@ class Bench:
             tasks_per_page = _tasks_in(result)
         latencies: list[list[float]] = [[] for _ in sessions]
         errors = [0] * concurrency
+        first_error: list[str] = []
         start = time.perf_counter()
         measure_from = start + warmup
         stop_at = measure_from + duration
@@ -235,6 +237,8 @@ class Bench:
                     mine.append(t1 - t0)
                     if not cheap_ok(reply, expect):
                         errors[i] += 1
+                        if not first_error:
+                            first_error.append(f"HTTP {reply.status}: {reply.body[:300]!r}")
 
         async with self.monitor(measure_from, stop_at) as usage:
             await asyncio.gather(*(loop(i) for i in range(concurrency)))
@@ -262,6 +266,7 @@ class Bench:
                 for name, cpu in usage["cpu_s"].items()
             },
             tasks_per_page=tasks_per_page,
+            first_error=first_error[0] if first_error else "",
         )
         if scn.writes:
             await seed.delete_tasks_after(self.stack.pair, self.last_seeded_id)
