@@ -213,6 +213,9 @@ async def test_metrics_count_tool_calls_cache_use_and_read_your_writes(ops: OpsS
         assert missing.is_error
         bad = await client.call_tool("create_task", {"title": ""})
         assert bad.is_error
+        for _ in range(3):  # names agents make up must not become label values
+            made_up = await client.call_tool(f"tool-{secrets.token_hex(4)}", {})
+            assert made_up.is_error
     after = scrape(ops.gateway)
 
     calls = "taskgate_tool_calls_total"
@@ -220,6 +223,8 @@ async def test_metrics_count_tool_calls_cache_use_and_read_your_writes(ops: OpsS
     assert moved(before, after, calls, tool="list_tasks", outcome="ok") == 2
     assert moved(before, after, calls, tool="get_task", outcome="not_found") == 1
     assert moved(before, after, calls, tool="create_task", outcome="validation_error") == 1
+    assert moved(before, after, calls, tool="unknown", outcome="not_found") == 3
+    assert not any(name == calls and "tool-" in str(labels) for name, labels in after)
     latency = "taskgate_tool_call_duration_seconds_count"
     assert moved(before, after, latency, tool="list_tasks") == 2
     assert moved(before, after, "taskgate_cache_hits_total") == 1
