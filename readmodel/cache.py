@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiocache import Cache
+from aiocache.backends.redis import RedisCache
 from aiocache.base import BaseCache
 from aiocache.serializers import JsonSerializer
 
@@ -101,7 +102,7 @@ class ReadCache:
         self.cache = cache
         self.ttl = ttl
         self.stats = CacheStats()
-        self.shared = type(cache).__name__ == "RedisCache"
+        self.shared = isinstance(cache, RedisCache)
         self._in_flight: dict[str, asyncio.Task[Any]] = {}
         self._down_until = 0.0
         self._last_fault_log = 0.0

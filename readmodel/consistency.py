@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from readmodel.queries import replayed_lsn
 
+_LSN = re.compile(r"[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}")
+
 
 def parse_lsn(lsn: str) -> int:
     """'16/B374D848' -> a byte position. Raises ValueError on anything else."""
-    high, sep, low = lsn.partition("/")
-    if not sep or not high or not low or len(high) > 8 or len(low) > 8:
+    if not _LSN.fullmatch(lsn):
         raise ValueError(f"not an LSN: {lsn!r}")
+    high, _, low = lsn.partition("/")
     return (int(high, 16) << 32) | int(low, 16)
 
 

@@ -16,7 +16,10 @@ def test_positions_order_like_the_wal() -> None:
     assert parse_lsn("0/FFFFFFFF") < parse_lsn("1/0") < parse_lsn("1/1") < parse_lsn("A/0")
 
 
-@pytest.mark.parametrize("bad", ["", "/", "16", "16/", "/B3", "xyz/1", "1/2/3", "123456789/0"])
+@pytest.mark.parametrize(
+    "bad",
+    ["", "/", "16", "16/", "/B3", "xyz/1", "1/2/3", "123456789/0", "-1/0", "+1/0", " 1/2", "1/2\n"],
+)
 def test_anything_else_is_refused(bad: str) -> None:
     with pytest.raises(ValueError):
         parse_lsn(bad)
