@@ -237,19 +237,23 @@ def plot(data: dict[str, Any], path: Path) -> None:
         if c["rows"] == SMALL or c["scenario"] in ("uncached", "uncached_l10"):
             series.setdefault((c["label"], c["rows"]), []).append(c)
     fig, (ax_lat, ax_thr) = plt.subplots(1, 2, figsize=(13, 5.5))
-    for (label, rows), points in sorted(series.items()):
+    colours = [plt.get_cmap("tab20")(i) for i in range(20)]
+    markers = "osD^vP*Xh<>p"
+    for n, ((label, rows), points) in enumerate(sorted(series.items())):
         points.sort(key=lambda c: c["concurrency"])
         xs = [c["concurrency"] for c in points]
         name = label.replace("`", "") + (f" [{rows:,} rows]" if rows != SMALL else "")
-        (line,) = ax_lat.plot(xs, [c["p50_ms"] for c in points], marker="o", label=name)
-        ax_lat.plot(xs, [c["p99_ms"] for c in points], linestyle=":", color=line.get_color())
-        ax_thr.plot(xs, [c["throughput"] for c in points], marker="o", color=line.get_color())
+        style = {"color": colours[n % len(colours)], "marker": markers[n % len(markers)]}
+        ax_lat.plot(xs, [c["p50_ms"] for c in points], label=name, **style)
+        ax_lat.plot(xs, [c["p99_ms"] for c in points], linestyle=":", color=style["color"])
+        ax_thr.plot(xs, [c["throughput"] for c in points], **style)
     for ax in (ax_lat, ax_thr):
         ax.set_xscale("log", base=2)
         ax.set_xticks([1, 16, 64], ["1", "16", "64"])
         ax.set_xlabel("concurrent client sessions")
         ax.grid(True, which="both", alpha=0.3)
     ax_lat.set_yscale("log")
+    ax_thr.set_yscale("log")
     ax_lat.set_ylabel("latency, ms (solid p50, dotted p99)")
     ax_thr.set_ylabel("calls per second")
     ax_lat.set_title("Latency against concurrency")
