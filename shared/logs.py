@@ -24,7 +24,12 @@ request_id_var: ContextVar[str | None] = ContextVar("taskgate_request_id", defau
 # Ids come from clients: short and plain, so they cannot forge log lines or bloat them.
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+# (uvicorn's color_message repeats the message with terminal colours: not for JSON.)
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message",
+    "asctime",
+    "color_message",
+}
 
 
 def current_request_id() -> str | None:
