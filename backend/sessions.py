@@ -28,7 +28,9 @@ def csrf_token_for(settings: Settings, session_token: str) -> str:
 
 
 def csrf_token_matches(settings: Settings, session_token: str, sent: str | None) -> bool:
-    return sent is not None and hmac.compare_digest(csrf_token_for(settings, session_token), sent)
+    # As bytes: compare_digest raises on non-ASCII str, and headers may carry any latin-1.
+    expected = csrf_token_for(settings, session_token).encode()
+    return sent is not None and hmac.compare_digest(expected, sent.encode("utf-8"))
 
 
 def set_session_cookies(

@@ -221,10 +221,13 @@ async def test_cookie_write_without_the_csrf_header_is_forbidden(
         wrong = await browser.post(
             "/api/v1/tasks", json={"title": "forged"}, headers={CSRF_HEADER: "0" * len(csrf)}
         )
+        not_ascii = await browser.post(
+            "/api/v1/tasks", json={"title": "forged"}, headers={CSRF_HEADER: b"\xff" * 8}
+        )
         allowed = await browser.post(
             "/api/v1/tasks", json={"title": "mine"}, headers={CSRF_HEADER: csrf}
         )
-    for response in (missing, wrong):
+    for response in (missing, wrong, not_ascii):
         assert response.status_code == 403
         assert response.json()["error_code"] == "forbidden"
     assert allowed.status_code == 201
