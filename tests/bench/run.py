@@ -496,7 +496,8 @@ async def measure(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def merge_rounds(cells: list[Cell]) -> list[Cell]:
-    """With --rounds > 1, the same cell measured again: keep the median-throughput round."""
+    """With --rounds > 1, the same cell measured again: keep the median-throughput round
+    (the upper median: of two rounds, the faster one, for every scenario alike)."""
     groups: dict[tuple[str, int, int], list[Cell]] = {}
     for c in cells:
         groups.setdefault((c.scenario, c.rows, c.concurrency), []).append(c)
@@ -706,7 +707,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--concurrency", default="1,16,64", help="client sessions per cell")
     p.add_argument("--warmup", type=float, help="seconds per cell before measuring (default 2)")
     p.add_argument("--duration", type=float, help="measured seconds per cell (default 10)")
-    p.add_argument("--rounds", type=int, default=1, help="repeat every cell; keep the median")
+    p.add_argument(
+        "--rounds", type=int, default=1, help="repeat every cell; keep the (upper) median round"
+    )
     p.add_argument("--only", help="scenario keys to run, comma-separated")
     p.add_argument(
         "--cache-ttl",
