@@ -83,7 +83,8 @@ async def _time_calls(call: Any, runs: int) -> dict[str, float]:
 
 async def _server_side(engine: AsyncEngine, runs: int) -> dict[str, float]:
     """The first page's plan on the replica: buffers touched and execution time, no client."""
-    compiled = list_tasks_query(1, "all", 51, None).compile(dialect=postgresql.asyncpg.dialect())
+    dialect = postgresql.asyncpg.dialect()  # type: ignore[no-untyped-call]
+    compiled = list_tasks_query(1, "all", 51, None).compile(dialect=dialect)
     params = tuple(compiled.params[name] for name in compiled.positiontup)
     sql = f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {compiled.string}"
     times, buffers = [], 0.0
@@ -137,7 +138,7 @@ def main() -> None:
         with PgPair(root) as pair:
             upgrade_to_head(pair.database_url)
             settings = Settings(
-                _env_file=None,  # type: ignore[call-arg]
+                _env_file=None,
                 database_url=pair.database_url,
                 read_database_url=pair.read_database_url,
             )

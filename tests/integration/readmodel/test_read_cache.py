@@ -155,14 +155,14 @@ async def test_redis_holds_plain_json_never_pickle(
 
     client = aioredis.Redis(host="127.0.0.1", port=redis_server.port)
     try:
-        keys = [k.decode() for k in await client.keys(f"{NAMESPACE}:*:{user}*")]
-        values = {k: await client.get(k) for k in keys}
+        keys = [_text(k) for k in await client.keys(f"{NAMESPACE}:*:{user}*")]
+        values = {k: _raw(await client.get(k)) for k in keys}
     finally:
         await client.aclose()
     assert any(k.startswith(f"{NAMESPACE}:list_tasks:{user}:") for k in keys), keys
     assert f"{NAMESPACE}:mark:{user}" in keys
     for raw in values.values():
-        assert raw is not None and not raw.startswith(b"\x80")  # pickle's opcode
+        assert not raw.startswith(b"\x80")  # pickle's opcode
         json.loads(raw)
     listed = next(v for k, v in values.items() if "list_tasks" in k)
     assert json.loads(listed) == page
@@ -193,7 +193,16 @@ async def test_flush_drops_cached_reads_and_marks_but_not_other_keys_in_redis(
     await reader.cache.flush()
     client = aioredis.Redis(host="127.0.0.1", port=redis_server.port)
     try:
-        left = [k.decode() for k in await client.keys("taskgate*")]
+        left = [_text(k) for k in await client.keys("taskgate*")]
     finally:
         await client.aclose()
     assert left == ["taskgate-admin::ttl-policy"]
+
+
+def _text(key: bytes | str) -> str:
+    return key.decode() if isinstance(key, bytes) else key
+
+
+def _raw(value: bytes | str | None) -> bytes:
+    assert value is not None
+    return value if isinstance(value, bytes) else value.encode()

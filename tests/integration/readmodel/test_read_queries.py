@@ -18,7 +18,9 @@ from taskgate.pgpair import PgPair
 from tests.integration.readmodel.conftest import MakeReader, insert_tasks, new_user, wait_replayed
 
 
-async def _all_pages(reader: TaskReader, user_id: int, status: Any, limit: int) -> list[dict]:
+async def _all_pages(
+    reader: TaskReader, user_id: int, status: Any, limit: int
+) -> list[dict[str, Any]]:
     tasks: list[dict[str, Any]] = []
     cursor = None
     while True:
@@ -171,7 +173,7 @@ def crowded_table(pg_pair: PgPair) -> int:
 
 
 async def _plan(conn: AsyncConnection, query: Any) -> dict[str, Any]:
-    compiled = query.compile(dialect=postgresql.asyncpg.dialect())
+    compiled = query.compile(dialect=postgresql.asyncpg.dialect())  # type: ignore[no-untyped-call]
     params = tuple(compiled.params[name] for name in compiled.positiontup)
     result = await conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {compiled.string}", params)
     raw = result.scalar_one()
