@@ -274,8 +274,8 @@ async def test_backend_recovers_from_a_primary_restart_without_its_own(faults: F
         pair.wait_streaming()
         for agent in everyone:
             page = await eventually_ok(agent, http, faults.strict, "list_tasks", {"limit": 200})
-            made = [o.body["id"] for o in agent.outcomes if o.tool == "create_task" and o.ok]
-            assert page.ok and set(made) <= {t["id"] for t in page.body["tasks"]}
+            made_ids = {o.body["id"] for o in agent.outcomes if o.tool == "create_task" and o.ok}
+            assert page.ok and made_ids <= {t["id"] for t in page.body["tasks"]}
     assert_acknowledged_creates_are_stored_once(pair, everyone)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -28,6 +29,23 @@ __all__ = ["backend_url"]  # the backend process fixture, shared with the gatewa
 ENVELOPE_CODES = {code.value for code in ErrorCode}
 
 
+class Collected(logging.Handler):
+    """Every log record of the process while a fixture holds it, for leak checks."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def text(self) -> str:
+        return "\n".join(
+            self.format(r) + (logging.Formatter().formatException(r.exc_info) if r.exc_info else "")
+            for r in self.records
+        )
+
+
 class ThreadedClient:
     """An in-process gateway (GATEWAY_TOKEN = the agent's token) and its MCP client, served on an
     event loop in a thread of its own, so Hypothesis's synchronous tests can call tools."""
@@ -39,8 +57,10 @@ class ThreadedClient:
         self._client: Client | None = None
         self._stop: asyncio.Event | None = None
         self._served: Future[None] | None = None
+        self.log = Collected()
 
     def start(self) -> None:
+        logging.getLogger().addHandler(self.log)
         self._thread.start()
         ready: Future[None] = Future()
         self._served = asyncio.run_coroutine_threadsafe(self._serve(ready), self._loop)
@@ -73,6 +93,7 @@ class ThreadedClient:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=30)
         self._loop.close()
+        logging.getLogger().removeHandler(self.log)
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from mcp.types import CallToolResult
 
 from shared.cursor import Keyset, encode_cursor
+from tests.conftest import TEST_JWT_SECRET
 from tests.integration.gateway.conftest import Agent, sign_up
 from tests.security.conftest import ThreadedClient, envelope_of
 
@@ -95,7 +96,7 @@ def valid_fields(tool: str, seeds: Seeds) -> dict[str, st.SearchStrategy[Any]]:
     )
     title = st.one_of(st.text(ANY_CHAR, min_size=1, max_size=200), SQLISH)
     description = st.one_of(st.none(), st.text(ANY_CHAR, max_size=1000), SQLISH)
-    return {
+    fields: dict[str, dict[str, st.SearchStrategy[Any]]] = {
         "create_task": {"title": title, "description": description},
         "update_task": {
             "task_id": task_id,
@@ -112,7 +113,8 @@ def valid_fields(tool: str, seeds: Seeds) -> dict[str, st.SearchStrategy[Any]]:
         },
         "get_task": {"task_id": task_id},
         "get_user_stats": {},
-    }[tool]
+    }
+    return fields[tool]
 
 
 def tool_arguments(tool: str, seeds: Seeds) -> st.SearchStrategy[dict[str, Any]]:
@@ -133,8 +135,9 @@ def tasks_in(result: CallToolResult) -> list[dict[str, Any]]:
 
 def _ok(result: CallToolResult) -> dict[str, Any]:
     assert not result.is_error, result.content
-    assert result.structured_content is not None
-    return result.structured_content
+    content: dict[str, Any] | None = result.structured_content
+    assert content is not None
+    return content
 
 
 @pytest.fixture(scope="module")
@@ -197,3 +200,15 @@ def test_any_arguments_get_a_result_or_an_envelope_never_a_server_error(
     if tool == "get_user_stats":
         stats = _ok(result)
         assert stats["total"] == stats["completed"] + stats["pending"] >= 0
+
+
+def test_no_traceback_or_secret_reached_the_gateway_log(
+    gateway: ThreadedClient, agent: Agent
+) -> None:
+    """Runs after the property tests above, over everything they made the gateway log."""
+    logged = gateway.log.text()
+    assert not [r for r in gateway.log.records if r.exc_info], "a traceback was logged"
+    assert "Traceback" not in logged
+    assert agent.token not in logged
+    assert TEST_JWT_SECRET not in logged
+    assert agent.password not in logged

@@ -16,7 +16,7 @@ from shared.settings import Settings
 from tests.integration.gateway.conftest import Agent, sign_up
 
 ACCEPT = {"Accept": "application/json, text/event-stream"}
-MAX_BODY = Settings(_env_file=None).max_body_bytes  # type: ignore[call-arg]
+MAX_BODY = Settings(_env_file=None).max_body_bytes
 FUZZ = settings(
     max_examples=60,
     deadline=None,
