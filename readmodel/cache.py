@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 # Keys read "taskgate:<tool>:<user>:<mark>:<args>" (aiocache's Redis backend adds the ":").
 NAMESPACE = "taskgate"
+# Write marks live beside the cache, not in it, so flushing cached reads keeps them.
+MARK_NAMESPACE = "taskgate-ryw"
 # Write marks must outlive every cached entry they guard.
 MARK_TTL_SECONDS = 86_400
 # After a cache fault, values skip the cache this long, so a hung Redis costs one timeout,
@@ -103,6 +105,7 @@ class ReadCache:
         self.ttl = ttl
         self.stats = CacheStats()
         self.shared = isinstance(cache, RedisCache)
+        self._mark_namespace = MARK_NAMESPACE if self.shared else MARK_NAMESPACE + ":"
         self._in_flight: dict[str, asyncio.Task[Any]] = {}
         self._down_until = 0.0
         self._last_fault_log = 0.0
@@ -155,26 +158,26 @@ class ReadCache:
         if not task.cancelled():
             task.exception()  # retrieved here, so a load nobody awaits any more is not logged
 
-    async def _get(self, key: str) -> Any:
+    async def _get(self, key: str, namespace: str | None = None) -> Any:
         if self._backing_off():
             return None
         try:
-            return await self.cache.get(key)
+            return await self.cache.get(key, namespace=namespace)
         except Exception as exc:  # any backend fault must degrade to a direct read
             self._fault("get", exc)
             return None
 
-    async def _set(self, key: str, value: Any, ttl: float) -> None:
+    async def _set(self, key: str, value: Any, ttl: float, namespace: str | None = None) -> None:
         if self._backing_off():
             return
         try:
-            await self.cache.set(key, value, ttl=ttl)
+            await self.cache.set(key, value, ttl=ttl, namespace=namespace)
         except Exception as exc:
             self._fault("set", exc)
 
     async def get_mark(self, user_id: int) -> int:
         """The user's last write position known to the cache, or 0."""
-        value = await self._get(f"mark:{user_id}")
+        value = await self._get(f"mark:{user_id}", namespace=self._mark_namespace)
         try:
             return int(value, 16) if isinstance(value, str) and len(value) == 16 else 0
         except ValueError:
@@ -187,7 +190,7 @@ class ReadCache:
         if not self.shared:
             # One process: the reader's own marks are authoritative, this is a second copy.
             if position > await self.get_mark(user_id):
-                await self._set(key, value, MARK_TTL_SECONDS)
+                await self._set(key, value, MARK_TTL_SECONDS, namespace=self._mark_namespace)
             return
         try:
             # Tried even while backing off: a mark is what makes other gateways wait.
@@ -195,7 +198,7 @@ class ReadCache:
                 "eval",
                 _RAISE_MARK,
                 1,
-                self.cache.build_key(key),
+                self.cache.build_key(key, namespace=self._mark_namespace),
                 self.cache.serializer.dumps(value),
                 MARK_TTL_SECONDS,
             )
@@ -203,8 +206,9 @@ class ReadCache:
             self._fault("mark", exc)
 
     async def flush(self) -> None:
-        # The backend's own namespace: Redis clears "taskgate:*", memory keys starting
-        # "taskgate:". Either way keys of other namespaces (the TTL policy's) stay.
+        # The cache's own namespace: Redis clears "taskgate:*", memory keys starting
+        # "taskgate:". Other namespaces stay: the TTL policy's, and the write marks, whose loss
+        # would let another gateway answer a user's read without waiting for their last write.
         await self.cache.clear(namespace=self.cache.namespace)
 
     async def close(self) -> None:

@@ -8,7 +8,7 @@ import json
 import pytest
 import redis.asyncio as aioredis
 
-from readmodel.cache import NAMESPACE
+from readmodel.cache import MARK_NAMESPACE, NAMESPACE
 from taskgate.pgpair import PgPair
 from tests.integration.readmodel.conftest import (
     MakeReader,
@@ -156,11 +156,12 @@ async def test_redis_holds_plain_json_never_pickle(
     client = aioredis.Redis(host="127.0.0.1", port=redis_server.port)
     try:
         keys = [_text(k) for k in await client.keys(f"{NAMESPACE}:*:{user}*")]
+        keys += [_text(k) for k in await client.keys(f"{MARK_NAMESPACE}:mark:{user}")]
         values = {k: _raw(await client.get(k)) for k in keys}
     finally:
         await client.aclose()
     assert any(k.startswith(f"{NAMESPACE}:list_tasks:{user}:") for k in keys), keys
-    assert f"{NAMESPACE}:mark:{user}" in keys
+    assert f"{MARK_NAMESPACE}:mark:{user}" in keys
     for raw in values.values():
         assert not raw.startswith(b"\x80")  # pickle's opcode
         json.loads(raw)
@@ -182,7 +183,7 @@ async def test_reads_answer_while_redis_is_down_and_own_writes_still_show(
     assert reader.cache.stats.errors >= 1
 
 
-async def test_flush_drops_cached_reads_and_marks_but_not_other_keys_in_redis(
+async def test_flush_drops_cached_reads_but_keeps_write_marks_and_other_keys_in_redis(
     pg_pair: PgPair, make_reader: MakeReader, redis_server: RedisServer
 ) -> None:
     user = new_user(pg_pair)
@@ -196,7 +197,11 @@ async def test_flush_drops_cached_reads_and_marks_but_not_other_keys_in_redis(
         left = [_text(k) for k in await client.keys("taskgate*")]
     finally:
         await client.aclose()
-    assert left == ["taskgate-admin::ttl-policy"]
+    # A flushed mark would let another gateway answer without waiting for the user's write.
+    assert not [k for k in left if k.startswith(f"{NAMESPACE}:")]
+    assert "taskgate-admin::ttl-policy" in left
+    assert f"{MARK_NAMESPACE}:mark:{user}" in left
+    assert await reader.cache.get_mark(user) == 1
 
 
 def _text(key: bytes | str) -> str:
