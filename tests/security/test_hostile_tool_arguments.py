@@ -25,6 +25,8 @@ from tests.integration.gateway.conftest import Agent, sign_up
 from tests.security.conftest import ThreadedClient, envelope_of
 
 ANY_CHAR = st.characters(exclude_categories=())  # lone surrogates, NUL, controls, everything
+# What JSON can carry as UTF-8: everything but lone surrogates (NUL, controls, RTL marks, emoji).
+UTF8_CHAR = st.characters(codec="utf-8")
 SQLISH = st.sampled_from(
     [
         "' OR '1'='1",
@@ -94,8 +96,12 @@ def valid_fields(tool: str, seeds: Seeds) -> dict[str, st.SearchStrategy[Any]]:
     task_id = st.one_of(
         st.sampled_from([*seeds.own_ids, seeds.foreign_id]), st.integers(1, 2**63 - 1)
     )
-    title = st.one_of(st.text(ANY_CHAR, min_size=1, max_size=200), SQLISH)
-    description = st.one_of(st.none(), st.text(ANY_CHAR, max_size=1000), SQLISH)
+    title = st.one_of(
+        st.text(UTF8_CHAR, min_size=1, max_size=200),
+        st.text(ANY_CHAR, min_size=1, max_size=200),
+        SQLISH,
+    )
+    description = st.one_of(st.none(), st.text(UTF8_CHAR, max_size=1000), SQLISH)
     fields: dict[str, dict[str, st.SearchStrategy[Any]]] = {
         "create_task": {"title": title, "description": description},
         "update_task": {
@@ -118,10 +124,21 @@ def valid_fields(tool: str, seeds: Seeds) -> dict[str, st.SearchStrategy[Any]]:
 
 
 def tool_arguments(tool: str, seeds: Seeds) -> st.SearchStrategy[dict[str, Any]]:
-    fields = {name: st.one_of(valid, HOSTILE) for name, valid in valid_fields(tool, seeds).items()}
-    known = st.fixed_dictionaries({}, optional=fields)
-    unknown = st.dictionaries(st.one_of(ODD_TEXT, SQLISH), HOSTILE, min_size=1, max_size=2)
-    return st.one_of(known, known, known, st.builds(lambda k, u: {**u, **k}, known, unknown))
+    """Valid arguments, valid ones with one field made hostile, or anything at all."""
+    valid = valid_fields(tool, seeds)
+    all_valid = st.fixed_dictionaries({}, optional=valid)
+    one_hostile = st.builds(
+        lambda args, name, value: {**args, name: value},
+        all_valid,
+        st.sampled_from(sorted(valid) or ["user_id"]) | ODD_TEXT,
+        HOSTILE,
+    )
+    fields = {name: st.one_of(strategy, HOSTILE) for name, strategy in valid.items()}
+    unknown = st.dictionaries(st.one_of(ODD_TEXT, SQLISH), HOSTILE, max_size=2)
+    anything = st.builds(
+        lambda known, extra: {**extra, **known}, st.fixed_dictionaries({}, optional=fields), unknown
+    )
+    return st.one_of(all_valid, one_hostile, anything)
 
 
 def tasks_in(result: CallToolResult) -> list[dict[str, Any]]:
@@ -161,20 +178,21 @@ def seeds(gateway: ThreadedClient, backend_url: str, agent: Agent) -> Seeds:
     return Seeds(own, int(made.json()["id"]), cursors)
 
 
+# delete_task last: it deletes the seeded tasks that the other tools' valid calls use.
 TOOLS = [
     "create_task",
     "update_task",
     "complete_task",
-    "delete_task",
     "list_tasks",
     "get_task",
     "get_user_stats",
+    "delete_task",
 ]
 
 
 @pytest.mark.parametrize("tool", TOOLS)
 @settings(
-    max_examples=60,
+    max_examples=100,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     database=None,  # no example folder left in the tree; failures print their reproducer
