@@ -14,7 +14,8 @@ from mcp.server.mcpserver.context import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.transport_security import TransportSecuritySettings
-from mcp.types import CallToolResult, TextContent
+from mcp.shared.exceptions import MCPError
+from mcp.types import INVALID_PARAMS, CallToolResult, TextContent
 from pydantic import ValidationError
 from starlette.applications import Starlette
 
@@ -87,6 +88,15 @@ class TaskgateMCP(MCPServer[Any]):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.converted = ConvertedResults()  # cache hits are converted to MCP results once
+
+    async def get_prompt(
+        self, name: str, arguments: dict[str, Any] | None = None, context: Any = None
+    ) -> Any:
+        # The SDK raises ValueError for an unknown prompt, which its dispatcher logs with a
+        # traceback: any agent could fill the log with tracebacks and text of its choosing.
+        if self._prompt_manager.get_prompt(name) is None:
+            raise MCPError(INVALID_PARAMS, "unknown prompt")
+        return await super().get_prompt(name, arguments, context)
 
     def add_tool(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         # A docstring is the tool's description for the model: drop its source indentation.

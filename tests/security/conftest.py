@@ -7,9 +7,9 @@ import asyncio
 import json
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from mcp import Client
@@ -26,6 +26,7 @@ from tests.integration.gateway.conftest import Agent, backend_url, gateway_setti
 
 __all__ = ["backend_url"]  # the backend process fixture, shared with the gateway's own tests
 
+T = TypeVar("T")
 ENVELOPE_CODES = {code.value for code in ErrorCode}
 
 
@@ -81,9 +82,12 @@ class ThreadedClient:
             raise
 
     def call(self, tool: str, arguments: Any) -> CallToolResult:
+        return self.run(lambda client: client.call_tool(tool, arguments))
+
+    def run(self, request: Callable[[Client], Coroutine[Any, Any, T]]) -> T:
+        """Any request of the MCP client, on the client's loop."""
         assert self._client is not None
-        coro = self._client.call_tool(tool, arguments)
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=60)
+        return asyncio.run_coroutine_threadsafe(request(self._client), self._loop).result(60)
 
     def close(self) -> None:
         if self._stop is not None:
