@@ -130,7 +130,7 @@ def envelope_of(result: CallToolResult) -> dict[str, Any]:
     return body
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def http_gateway(settings: Settings, backend_url: str) -> Iterator[str]:
     """A gateway process on streamable HTTP in token mode; yields its MCP URL."""
     port = free_port()
