@@ -31,9 +31,7 @@ class Settings(BaseSettings):
     backend_write_timeout: float = Field(10.0, gt=0)
     backend_pool_timeout: float = Field(5.0, gt=0)
     backend_max_connections: int = Field(100, ge=1)
-    # As many idle connections kept as may be open: with fewer, a burst of concurrent writes
-    # closes and reopens connections to the backend on every call (bench: 64 sessions).
-    backend_max_keepalive: int = Field(100, ge=0)
+    backend_max_keepalive: int = Field(20, ge=0)
 
     # MCP server.
     mcp_transport: Literal["stdio", "http"] = "http"

@@ -35,7 +35,7 @@ def build_peer(backend_url: str) -> FastAPI:
     http = httpx.AsyncClient(
         base_url=backend_url,
         timeout=10.0,
-        limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
     )
     mcp = FastApiMCP(backend, http_client=http, include_operations=include)
     peer = FastAPI(title="fastapi-mcp peer")
