@@ -16,6 +16,8 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -186,6 +188,18 @@ class PgPair:
 
     def stop_replica(self) -> None:
         self.stop_server(self.replica_dir, "replica")
+
+    @contextmanager
+    def replay_paused(self) -> Iterator[None]:
+        """The replica keeps receiving WAL but stops replaying it: a lagging replica, on demand."""
+        self.psql("SELECT pg_wal_replay_pause()", replica=True)
+        try:
+            yield
+        finally:
+            self.resume_replay()
+
+    def resume_replay(self) -> None:
+        self.psql("SELECT pg_wal_replay_resume()", replica=True)
 
     def restart_primary(self) -> None:
         self.stop_server(self.primary_dir, "primary")

@@ -5,13 +5,15 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from shared.migrate import upgrade_to_head
 from shared.settings import Settings
-from taskgate.pgpair import PgPair
+from taskgate.devstack import spawn_component, wait_healthy
+from taskgate.pgpair import PgPair, free_port
 
 TEST_JWT_SECRET = "test-secret-" + "x" * 32
 
@@ -39,3 +41,32 @@ def settings(pg_pair: PgPair) -> Settings:
         jwt_secret=TEST_JWT_SECRET,  # type: ignore[arg-type]
         cache_url="memory://",
     )
+
+
+@contextmanager
+def running_gateway(
+    settings: Settings, backend_url: str, extra_env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """A gateway process on streamable HTTP over the test pair and a backend; yields its MCP URL."""
+    port = free_port()
+    env = {
+        "DATABASE_URL": settings.database_url,
+        "READ_DATABASE_URL": settings.read_database_url,
+        "FASTAPI_BASE_URL": backend_url,
+        "JWT_SECRET": TEST_JWT_SECRET,
+        "MCP_TRANSPORT": "http",
+        "MCP_HOST": "127.0.0.1",
+        "LOG_LEVEL": "WARNING",
+        **(extra_env or {}),
+    }
+    gateway = spawn_component(
+        "gateway",
+        ["gateway", "--transport", "http", "--port", str(port)],
+        env,
+        f"http://127.0.0.1:{port}/healthz",
+    )
+    try:
+        wait_healthy(gateway, timeout=120)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        gateway.stop()

@@ -235,9 +235,7 @@ async def test_metrics_count_tool_calls_cache_use_and_read_your_writes(ops: OpsS
 
 
 async def test_replica_lag_shows_in_metrics_while_replay_is_paused(ops: OpsStack) -> None:
-    pair = ops.stack.pair
-    pair.psql("SELECT pg_wal_replay_pause()", replica=True)
-    try:
+    with ops.stack.pair.replay_paused():
         sign_up(ops.stack.backend_url)  # WAL the replica receives but cannot replay
         lag = 0.0
         for _ in range(200):  # REPLICA_LAG_SAMPLE_SECONDS is 0.1 here
@@ -247,8 +245,6 @@ async def test_replica_lag_shows_in_metrics_while_replay_is_paused(ops: OpsStack
             await asyncio.sleep(0.05)
         assert lag > 0
         assert scrape(ops.gateway)[("taskgate_replica_lag_seconds", ())] >= 0
-    finally:
-        pair.psql("SELECT pg_wal_replay_resume()", replica=True)
 
 
 def test_gateway_and_backend_are_ready_when_their_dependencies_are(ops: OpsStack) -> None:

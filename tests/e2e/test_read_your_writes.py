@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +13,7 @@ import pytest
 from mcp.types import CallToolResult
 
 from taskgate.devstack import Stack, spawn_component, wait_healthy
-from taskgate.pgpair import READER_ROLE, PgPair, free_port
+from taskgate.pgpair import READER_ROLE, free_port
 from tests.e2e.conftest import mcp_session, sign_up
 from tests.integration.readmodel.redis_server import running_redis
 
@@ -61,15 +61,6 @@ def gateways(stack: Stack) -> Iterator[Gateways]:
         yield Gateways(**urls)
 
 
-@contextmanager
-def replay_paused(pair: PgPair) -> Iterator[None]:
-    pair.psql("SELECT pg_wal_replay_pause()", replica=True)
-    try:
-        yield
-    finally:
-        pair.psql("SELECT pg_wal_replay_resume()", replica=True)
-
-
 def _ok(result: CallToolResult) -> Any:
     assert not result.is_error, result.content
     return result.structured_content
@@ -87,7 +78,7 @@ async def test_agent_sees_own_write_while_replica_is_paused(
     _, token = sign_up(stack.backend_url)
     async with mcp_session(gateways.patient, token) as client:
         assert _ok(await client.call_tool("list_tasks", {}))["tasks"] == []  # now cached
-        with replay_paused(stack.pair):
+        with stack.pair.replay_paused():
             task = _ok(await client.call_tool("create_task", {"title": "seen at once"}))
             read = asyncio.create_task(client.call_tool("list_tasks", {}))
             await asyncio.sleep(0.5)
@@ -106,7 +97,7 @@ async def test_agent_sees_own_write_from_the_fallback_while_replica_stays_paused
 ) -> None:
     _, token = sign_up(stack.backend_url)
     async with mcp_session(gateways.fallback, token) as client:
-        with replay_paused(stack.pair):
+        with stack.pair.replay_paused():
             task = _ok(await client.call_tool("create_task", {"title": "from the primary"}))
             page = _ok(await client.call_tool("list_tasks", {"status": "pending"}))
             stats = _ok(await client.call_tool("get_user_stats", {}))
@@ -119,7 +110,7 @@ async def test_without_fallback_a_lagging_read_answers_replica_unavailable_with_
 ) -> None:
     _, token = sign_up(stack.backend_url)
     async with mcp_session(gateways.strict, token) as client:
-        with replay_paused(stack.pair):
+        with stack.pair.replay_paused():
             _ok(await client.call_tool("create_task", {"title": "not replayed yet"}))
             envelope = _envelope(await client.call_tool("list_tasks", {}))
         assert envelope["error_code"] == "replica_unavailable"

@@ -8,8 +8,6 @@ import asyncio
 import signal
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -71,15 +69,6 @@ async def churn(
             await agent.call(http, url, "list_tasks", {"limit": 5})
         else:
             await agent.call(http, url, "get_user_stats", {})
-
-
-@contextmanager
-def replay_paused(pair: PgPair) -> Iterator[None]:
-    pair.psql("SELECT pg_wal_replay_pause()", replica=True)
-    try:
-        yield
-    finally:
-        pair.psql("SELECT pg_wal_replay_resume()", replica=True)
 
 
 async def eventually_ok(agent: Agent, http: httpx.AsyncClient, url: str, tool: str,
@@ -225,7 +214,7 @@ async def test_lagging_replica_still_shows_each_agent_its_own_writes(faults: Fau
                 assert strict.error_code == "replica_unavailable"
                 assert strict.body["details"]["lag_bytes"] > 0
 
-        with replay_paused(pair):
+        with pair.replay_paused():
             await asyncio.gather(*(write_then_read(a) for a in everyone))
             strict_reads = [o for a in everyone for o in a.outcomes[-1:] if o.tool == "list_tasks"]
             assert any(not o.ok for o in strict_reads)  # the lag did reach the strict gateway

@@ -19,9 +19,7 @@ from pydantic import SecretStr
 from gateway.server import build_server
 from shared.errors import ErrorCode
 from shared.settings import Settings
-from taskgate.devstack import spawn_component, wait_healthy
-from taskgate.pgpair import free_port
-from tests.conftest import TEST_JWT_SECRET
+from tests.conftest import running_gateway
 from tests.integration.gateway.conftest import Agent, backend_url, gateway_settings, sign_up
 
 __all__ = ["backend_url"]  # the backend process fixture, shared with the gateway's own tests
@@ -133,24 +131,5 @@ def envelope_of(result: CallToolResult) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def http_gateway(settings: Settings, backend_url: str) -> Iterator[str]:
     """A gateway process on streamable HTTP in token mode; yields its MCP URL."""
-    port = free_port()
-    env = {
-        "DATABASE_URL": settings.database_url,
-        "READ_DATABASE_URL": settings.read_database_url,
-        "FASTAPI_BASE_URL": backend_url,
-        "JWT_SECRET": TEST_JWT_SECRET,
-        "MCP_TRANSPORT": "http",
-        "MCP_HOST": "127.0.0.1",
-        "LOG_LEVEL": "WARNING",
-    }
-    gateway = spawn_component(
-        "gateway",
-        ["gateway", "--transport", "http", "--port", str(port)],
-        env,
-        f"http://127.0.0.1:{port}/healthz",
-    )
-    try:
-        wait_healthy(gateway, timeout=120)
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        gateway.stop()
+    with running_gateway(settings, backend_url) as url:
+        yield url

@@ -86,16 +86,13 @@ async def test_reads_and_failed_writes_answer_no_lsn(
 async def test_lagging_replica_sees_the_write_once_it_replays_the_lsn(
     api: httpx.AsyncClient, user: SignedUp, replica: AsyncEngine, pg_pair: PgPair
 ) -> None:
-    pg_pair.psql("SELECT pg_wal_replay_pause()", replica=True)
-    try:
+    with pg_pair.replay_paused():
         await _wait_until_paused(pg_pair)
         created = await api.post(TASKS, json={"title": "on the replica"}, headers=user.auth)
         task_id = created.json()["id"]
         lsn = created.headers[LSN_HEADER]
         assert await _title_on(replica, task_id) is None  # the replica lags behind the write
         assert not await _replayed(replica, lsn)
-    finally:
-        pg_pair.psql("SELECT pg_wal_replay_resume()", replica=True)
     await _wait_for_replay(replica, lsn)
     assert await _title_on(replica, task_id) == "on the replica"
 

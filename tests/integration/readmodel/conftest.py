@@ -60,19 +60,6 @@ def wait_replayed(pair: PgPair, lsn: str, timeout: float = 30.0) -> None:
 
 
 @contextmanager
-def replay_paused(pair: PgPair) -> Iterator[None]:
-    pair.psql("SELECT pg_wal_replay_pause()", replica=True)
-    try:
-        yield
-    finally:
-        resume_replay(pair)
-
-
-def resume_replay(pair: PgPair) -> None:
-    pair.psql("SELECT pg_wal_replay_resume()", replica=True)
-
-
-@contextmanager
 def replica_frozen(pair: PgPair) -> Iterator[None]:
     """SIGSTOP every process of the replica: it accepts connections and never answers."""
     postmaster = int((pair.replica_dir / "postmaster.pid").read_text().split()[0])

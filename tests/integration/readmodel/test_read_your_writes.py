@@ -13,9 +13,7 @@ from tests.integration.readmodel.conftest import (
     MakeReader,
     insert_tasks,
     new_user,
-    replay_paused,
     replica_frozen,
-    resume_replay,
     wait_replayed,
 )
 
@@ -26,12 +24,12 @@ async def test_reader_waits_for_replay_of_its_users_write(
     user = new_user(pg_pair)
     reader = await make_reader(ryw_wait_timeout=30)
     assert (await reader.get_user_stats(user))["total"] == 0
-    with replay_paused(pg_pair):
+    with pg_pair.replay_paused():
         await reader.note_write(user, insert_tasks(pg_pair, user, 1))
         read = asyncio.create_task(reader.get_user_stats(user))
         await asyncio.sleep(0.5)
         assert not read.done()  # waiting for the replica, not answering from the old snapshot
-        resume_replay(pg_pair)
+        pg_pair.resume_replay()
         assert (await read)["total"] == 1
     assert reader.stats.ryw_waits == 1
     assert reader.stats.ryw_fallbacks == 0
@@ -42,7 +40,7 @@ async def test_reader_falls_back_to_the_primary_past_the_bound(
 ) -> None:
     user = new_user(pg_pair)
     reader = await make_reader(ryw_wait_timeout=0.2, fallback=True)
-    with replay_paused(pg_pair):
+    with pg_pair.replay_paused():
         await reader.note_write(user, insert_tasks(pg_pair, user, 2))
         page = await reader.list_tasks(user, "all", 10, None)
         assert len(page["tasks"]) == 2
@@ -54,7 +52,7 @@ async def test_reader_without_fallback_answers_replica_unavailable_with_the_lag(
 ) -> None:
     user = new_user(pg_pair)
     reader = await make_reader(ryw_wait_timeout=0.2)
-    with replay_paused(pg_pair):
+    with pg_pair.replay_paused():
         lsn = insert_tasks(pg_pair, user, 1)
         await reader.note_write(user, lsn)
         with pytest.raises(TaskgateError) as raised:
@@ -74,7 +72,7 @@ async def test_other_users_do_not_wait_for_someone_elses_write(
 ) -> None:
     writer, other = new_user(pg_pair), new_user(pg_pair)
     reader = await make_reader(ryw_wait_timeout=0.2)
-    with replay_paused(pg_pair):
+    with pg_pair.replay_paused():
         await reader.note_write(writer, insert_tasks(pg_pair, writer, 1))
         assert (await reader.get_user_stats(other))["total"] == 0
     assert reader.stats.ryw_waits == 0
