@@ -15,7 +15,13 @@ import redis
 
 from taskgate.pgpair import free_port
 
-REDIS_SERVER = "/usr/bin/redis-server"
+
+def redis_server_binary() -> str:
+    found = shutil.which("redis-server") or shutil.which("redis-server", path="/usr/sbin:/usr/bin")
+    assert found, (
+        "redis-server is needed for the Redis tests (Debian: apt-get install redis-server)"
+    )
+    return found
 
 
 @dataclass
@@ -31,7 +37,7 @@ class RedisServer:
     def start(self) -> None:
         self.process = subprocess.Popen(
             [
-                REDIS_SERVER,
+                redis_server_binary(),
                 "--port",
                 str(self.port),
                 "--bind",
