@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from shared.migrate import upgrade_to_head
@@ -70,3 +73,23 @@ def running_gateway(
         yield f"http://127.0.0.1:{port}/mcp"
     finally:
         gateway.stop()
+
+
+@dataclass(frozen=True)
+class Agent:
+    id: int
+    email: str
+    password: str
+    token: str
+
+
+def sign_up(backend_url: str) -> Agent:
+    """A new user and their bearer token, through the backend's REST API."""
+    email = f"agent-{uuid.uuid4().hex[:12]}@example.com"
+    password = uuid.uuid4().hex
+    with httpx.Client(base_url=backend_url, timeout=10) as http:
+        user = http.post("/api/v1/users", json={"email": email, "password": password})
+        user.raise_for_status()
+        token = http.post("/api/v1/auth/token", data={"username": email, "password": password})
+        token.raise_for_status()
+        return Agent(int(user.json()["id"]), email, password, str(token.json()["access_token"]))

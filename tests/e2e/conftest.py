@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import httpx
 import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from taskgate.devstack import Stack, running_stack
+from tests.conftest import sign_up as sign_up_agent
 
 
 @pytest.fixture(scope="session")
@@ -29,15 +28,9 @@ def stack() -> Iterator[Stack]:
 
 
 def sign_up(backend_url: str) -> tuple[int, str]:
-    """A new user and their bearer token, through the backend's REST API."""
-    email = f"agent-{uuid.uuid4().hex[:12]}@example.com"
-    password = uuid.uuid4().hex
-    with httpx.Client(base_url=backend_url, timeout=10) as http:
-        user = http.post("/api/v1/users", json={"email": email, "password": password})
-        user.raise_for_status()
-        token = http.post("/api/v1/auth/token", data={"username": email, "password": password})
-        token.raise_for_status()
-        return int(user.json()["id"]), str(token.json()["access_token"])
+    """A new user's id and bearer token, through the backend's REST API."""
+    agent = sign_up_agent(backend_url)
+    return agent.id, agent.token
 
 
 @asynccontextmanager

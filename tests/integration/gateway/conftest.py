@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
 from mcp import Client
 from pydantic import SecretStr
@@ -18,6 +15,8 @@ from shared.settings import Settings
 from taskgate.devstack import spawn_component, wait_healthy
 from taskgate.pgpair import free_port
 from tests.conftest import TEST_JWT_SECRET
+from tests.conftest import Agent as Agent
+from tests.conftest import sign_up as sign_up
 
 
 @pytest.fixture(scope="session")
@@ -36,26 +35,6 @@ def backend_url(settings: Settings) -> Iterator[str]:
         yield url
     finally:
         backend.stop()
-
-
-@dataclass(frozen=True)
-class Agent:
-    id: int
-    email: str
-    password: str
-    token: str
-
-
-def sign_up(backend_url: str) -> Agent:
-    """A new user and their bearer token, through the backend's REST API."""
-    email = f"agent-{uuid.uuid4().hex[:12]}@example.com"
-    password = uuid.uuid4().hex
-    with httpx.Client(base_url=backend_url, timeout=10) as http:
-        user = http.post("/api/v1/users", json={"email": email, "password": password})
-        user.raise_for_status()
-        token = http.post("/api/v1/auth/token", data={"username": email, "password": password})
-        token.raise_for_status()
-        return Agent(int(user.json()["id"]), email, password, str(token.json()["access_token"]))
 
 
 def gateway_settings(settings: Settings, backend_url: str, **changes: Any) -> Settings:
