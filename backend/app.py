@@ -13,6 +13,7 @@ from backend.db import create_session_factory, create_write_engine
 from backend.errors import install_error_handlers
 from backend.metrics import BackendMetrics, RequestMetrics
 from backend.middleware import BodySizeLimit, UnhandledErrors
+from backend.oauth.server import install_oauth
 from backend.request_log import RequestLog
 from backend.routes import auth, health, tasks, users
 from shared.settings import Settings
@@ -43,4 +44,5 @@ def create_app(settings: Settings) -> FastAPI:
     for router in (users.router, auth.router, tasks.router):
         app.include_router(router, prefix="/api/v1")
     app.include_router(health.router)
+    install_oauth(app, settings)  # the OAuth 2.1 authorization server for MCP clients
     return app

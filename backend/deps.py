@@ -80,6 +80,13 @@ async def get_current_user(
         claims = verify_token(settings, token)
     except jwt.ExpiredSignatureError:
         raise TaskgateError(ErrorCode.UNAUTHORIZED, "token has expired") from None
+    except jwt.InvalidAudienceError:
+        # One audience per token: a token for the MCP gateway is no good here (and vice versa).
+        raise TaskgateError(
+            ErrorCode.UNAUTHORIZED,
+            "token was issued for another audience; the REST API takes backend tokens "
+            "from POST /api/v1/auth/token without `resource`",
+        ) from None
     except jwt.InvalidTokenError:
         raise TaskgateError(ErrorCode.UNAUTHORIZED, "token is not valid") from None
     user = await session.get(User, claims.user_id)

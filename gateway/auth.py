@@ -1,10 +1,15 @@
-"""Credentials: the bearer verifier for HTTP callers, and the httpx.Auth flows to the backend."""
+"""Credentials: the bearer verifier for HTTP callers, and the httpx.Auth flows to the backend.
+
+An agent's token is issued for this gateway (aud = MCP_PUBLIC_URL) and never leaves it: calls to
+the backend carry a short-lived backend token that the gateway gets for it by RFC 8693 token
+exchange at the backend's /token, authenticated as the `taskgate-gateway` client."""
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
 from collections.abc import Generator
+from dataclasses import dataclass
 
 import httpx
 import jwt
@@ -12,9 +17,20 @@ from mcp.server.auth.provider import AccessToken
 
 from gateway.request_id import HEADER as REQUEST_ID_HEADER
 from shared.settings import Settings
-from shared.tokens import verify_token
+from shared.tokens import (
+    ACCESS_TOKEN_TYPE,
+    GATEWAY_CLIENT_ID,
+    TOKEN_EXCHANGE_GRANT,
+    gateway_client_secret,
+    verify_gateway_token,
+)
 
 LOGIN_PATH = "/api/v1/auth/token"
+TOKEN_PATH = "/token"
+# Backend tokens kept per agent token, each until shortly before it expires: a few hundred
+# bytes each, so about 4 MB at the bound.
+EXCHANGED_TOKENS_MAX = 10_000
+EXCHANGE_MARGIN_SECONDS = 30
 # Tokens remembered as verified. An agent sends the same token on every call, and verifying it
 # (HMAC and claim checks) was about 12% of the gateway's CPU per call in the benchmark's profile.
 VERIFIED_TOKENS_MAX = 10_000
@@ -36,7 +52,7 @@ class JwtVerifier:
                 return known
             del self._verified[token]
         try:
-            claims = verify_token(self._settings, token)
+            claims = verify_gateway_token(self._settings, token)  # aud must be MCP_PUBLIC_URL
         except jwt.InvalidTokenError:
             return None
         access = AccessToken(
@@ -44,6 +60,7 @@ class JwtVerifier:
             client_id=f"user:{claims.user_id}",
             scopes=[],
             expires_at=claims.expires_at,
+            resource=self._settings.mcp_url,
             subject=str(claims.user_id),
             claims={"iss": self._settings.jwt_issuer},
         )
@@ -54,7 +71,7 @@ class JwtVerifier:
 
 
 class BearerAuth(httpx.Auth):
-    """Sends one token unchanged: the agent's own (HTTP), GATEWAY_TOKEN, or a service token."""
+    """Sends one backend token unchanged: a trusted-mode service token."""
 
     def __init__(self, token: str) -> None:
         self._token = token
@@ -125,3 +142,109 @@ class LoginAuth(httpx.Auth):
     def _log_in(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, str]:
         response = yield self.login_request(request.headers.get(REQUEST_ID_HEADER))
         return self.accept_login(response)
+
+
+class ExchangeRefused(Exception):
+    """The backend's /token did not exchange the agent's token for a backend token."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(f"token exchange answered {response.status_code}")
+        self.response = response
+
+
+@dataclass(frozen=True)
+class _Exchanged:
+    token: str
+    refresh_after: float  # monotonic
+
+
+class TokenExchanger:
+    """Swaps gateway tokens for backend tokens (RFC 8693) and remembers them, bounded in items."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._url = settings.fastapi_base_url.rstrip("/") + TOKEN_PATH
+        self._audience = settings.jwt_audience
+        self._basic = httpx.BasicAuth(GATEWAY_CLIENT_ID, gateway_client_secret(settings))
+        self._cache: OrderedDict[str, _Exchanged] = OrderedDict()
+
+    def __repr__(self) -> str:  # the client secret never reaches a log through a repr
+        return "TokenExchanger(...)"
+
+    def cached(self, subject_token: str) -> str | None:
+        hit = self._cache.get(subject_token)
+        if hit is None:
+            return None
+        if hit.refresh_after <= time.monotonic():
+            del self._cache[subject_token]
+            return None
+        self._cache.move_to_end(subject_token)
+        return hit.token
+
+    def forget(self, subject_token: str) -> None:
+        self._cache.pop(subject_token, None)
+
+    def exchange_request(self, subject_token: str, request_id: str | None) -> httpx.Request:
+        form = {
+            "grant_type": TOKEN_EXCHANGE_GRANT,
+            "client_id": GATEWAY_CLIENT_ID,
+            "subject_token": subject_token,
+            "subject_token_type": ACCESS_TOKEN_TYPE,
+            "audience": self._audience,
+        }
+        headers = {REQUEST_ID_HEADER: request_id} if request_id else None
+        request = httpx.Request("POST", self._url, data=form, headers=headers)
+        return next(self._basic.auth_flow(request))
+
+    def accept(self, subject_token: str, response: httpx.Response) -> str:
+        """Keep the backend token from an exchange response, or raise ExchangeRefused."""
+        if response.status_code != 200:
+            raise ExchangeRefused(response)
+        try:
+            body = response.json()
+            token, expires_in = body["access_token"], int(body["expires_in"])
+        except (ValueError, KeyError, TypeError):
+            raise ExchangeRefused(response) from None
+        if not isinstance(token, str) or not token:
+            raise ExchangeRefused(response)
+        margin = min(EXCHANGE_MARGIN_SECONDS, expires_in / 4)
+        self._cache[subject_token] = _Exchanged(token, time.monotonic() + expires_in - margin)
+        self._cache.move_to_end(subject_token)
+        while len(self._cache) > EXCHANGED_TOKENS_MAX:
+            self._cache.popitem(last=False)
+        return token
+
+
+class ExchangeAuth(httpx.Auth):
+    """Calls the backend as the agent with a backend token exchanged for the agent's gateway
+    token; the exchange request is yielded from the flow, so the pooled client sends it."""
+
+    requires_response_body = True  # the exchange response's body carries the token
+
+    def __init__(self, exchanger: TokenExchanger, subject_token: str) -> None:
+        self._exchanger = exchanger
+        self._subject = subject_token
+
+    def __repr__(self) -> str:
+        return "ExchangeAuth(...)"
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        token = self._exchanger.cached(self._subject)
+        fresh = token is None
+        if token is None:
+            token = yield from self._exchange(request)
+        request.headers["Authorization"] = f"Bearer {token}"
+        response = yield request
+        if response.status_code != 401 or fresh:
+            return
+        # The cached token stopped working (a restarted backend with a new secret): once more.
+        self._exchanger.forget(self._subject)
+        token = yield from self._exchange(request)
+        request.headers["Authorization"] = f"Bearer {token}"
+        yield request
+
+    def _exchange(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, str]:
+        exchange = self._exchanger.exchange_request(
+            self._subject, request.headers.get(REQUEST_ID_HEADER)
+        )
+        response = yield exchange
+        return self._exchanger.accept(self._subject, response)

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from gateway.auth import LoginAuth, LoginRefused
+from gateway.auth import ExchangeRefused, LoginAuth, LoginRefused
 from gateway.request_id import HEADER as REQUEST_ID_HEADER
 from gateway.request_id import current_request_id
 from shared.errors import ErrorCode, ErrorEnvelope, TaskgateError
@@ -96,6 +96,20 @@ def _login_error(exc: LoginRefused) -> TaskgateError:
     )
 
 
+def _exchange_error(exc: ExchangeRefused) -> TaskgateError:
+    status = exc.response.status_code
+    if status >= 500:
+        return error_from_response(exc.response)
+    if status == 401:  # the backend does not know the gateway as a client
+        log.error("the backend refused the gateway's client credentials: is JWT_SECRET the same?")
+        return TaskgateError(
+            ErrorCode.SERVER_ERROR, "the gateway is not configured to call the backend"
+        )
+    return TaskgateError(
+        ErrorCode.UNAUTHORIZED, "the backend refused to accept your token; log in again"
+    )
+
+
 def _reply(response: httpx.Response) -> BackendReply:
     if response.status_code >= 400:
         raise error_from_response(response)
@@ -136,6 +150,8 @@ class BackendClient:
                 )
             except LoginRefused as exc:
                 raise _login_error(exc) from None
+            except ExchangeRefused as exc:
+                raise _exchange_error(exc) from None
             except _MAYBE_SENT as exc:
                 if attempt == attempts:
                     raise _unavailable(exc) from None

@@ -16,11 +16,11 @@ import jwt
 from mcp.server.auth.middleware.auth_context import get_access_token
 from pydantic import Field
 
-from gateway.auth import BearerAuth, LoginAuth
+from gateway.auth import BearerAuth, ExchangeAuth, LoginAuth, TokenExchanger
 from gateway.backend_client import BackendClient
 from shared.errors import ErrorCode, TaskgateError
 from shared.settings import Settings
-from shared.tokens import issue_token, verify_token
+from shared.tokens import issue_token, verify_gateway_token, verify_token
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +47,17 @@ class Caller:
     auth: httpx.Auth
 
 
-def _user_of(settings: Settings, token: str, what: str) -> int:
+def _user_of(settings: Settings, token: str, what: str, *, gateway: bool = False) -> int:
+    verify = verify_gateway_token if gateway else verify_token
     try:
-        return verify_token(settings, token).user_id
+        return verify(settings, token).user_id
     except jwt.InvalidTokenError:
         raise TaskgateError(
-            ErrorCode.UNAUTHORIZED, f"{what} is not a valid token for this gateway's JWT_SECRET"
+            ErrorCode.UNAUTHORIZED,
+            f"{what} is not a valid token for this gateway: signed with another JWT_SECRET, "
+            f"expired, or issued for another audience than {settings.mcp_url}"
+            if gateway
+            else f"{what} is not a valid token for this gateway's JWT_SECRET",
         ) from None
 
 
@@ -62,6 +67,7 @@ class Identity:
     def __init__(self, settings: Settings, backend: BackendClient) -> None:
         self._settings = settings
         self._backend = backend
+        self._exchanger = TokenExchanger(settings)
         self._token_caller: Caller | None = None
         self._login: LoginAuth | None = None
         # A configuration error is answered on every call, where the agent's user sees it.
@@ -70,7 +76,8 @@ class Identity:
             token = settings.gateway_token.get_secret_value()
             try:
                 self._token_caller = Caller(
-                    _user_of(settings, token, "GATEWAY_TOKEN"), BearerAuth(token)
+                    _user_of(settings, token, "GATEWAY_TOKEN", gateway=True),
+                    ExchangeAuth(self._exchanger, token),
                 )
             except TaskgateError as exc:
                 log.error("%s", exc.message)
@@ -97,7 +104,8 @@ class Identity:
             return self._trusted_caller()
         access = get_access_token()
         if access is not None and access.subject is not None:
-            return Caller(int(access.subject), BearerAuth(access.token))
+            # Never passed through: the backend gets a token exchanged for it.
+            return Caller(int(access.subject), ExchangeAuth(self._exchanger, access.token))
         if self._token_caller is not None:
             return self._token_caller
         if self._config_error is not None:

@@ -149,7 +149,7 @@ def build_server(settings: Settings) -> tuple[TaskgateMCP, RuntimeRef]:
     if settings.auth_mode == "token":
         verifier = JwtVerifier(settings)
         auth = AuthSettings(
-            issuer_url=settings.fastapi_base_url,
+            issuer_url=settings.backend_url,  # the backend is the authorization server
             resource_server_url=settings.mcp_url,
             validate_token_resource=False,  # JwtVerifier checks the audience itself
         )

@@ -26,6 +26,8 @@ class Settings(BaseSettings):
 
     # Gateway to backend.
     fastapi_base_url: str = "http://127.0.0.1:8000"
+    # What browsers and MCP clients call the backend (its OAuth issuer); defaults to the above.
+    backend_public_url: str = ""
     backend_connect_timeout: float = Field(2.0, gt=0)
     backend_read_timeout: float = Field(10.0, gt=0)
     backend_write_timeout: float = Field(10.0, gt=0)
@@ -61,7 +63,11 @@ class Settings(BaseSettings):
     jwt_secret: SecretStr = SecretStr("change-me-in-production-this-is-not-a-secret")
     jwt_issuer: str = "taskgate"
     jwt_audience: str = "taskgate-api"
-    jwt_ttl_seconds: int = Field(3600, ge=60)
+    jwt_ttl_seconds: int = Field(3600, ge=1)
+    # OAuth: backend tokens minted by token exchange for the gateway, refresh tokens, codes.
+    backend_token_ttl_seconds: int = Field(300, ge=1)
+    oauth_refresh_ttl_seconds: int = Field(30 * 24 * 3600, ge=60)
+    oauth_code_ttl_seconds: int = Field(60, ge=1, le=600)
 
     # Read cache and read-your-writes.
     cache_ttl: float = Field(5.0, ge=0)
@@ -90,6 +96,10 @@ class Settings(BaseSettings):
 
     def ttl_for(self, tool: str) -> float:
         return self.cache_ttl_overrides.get(tool, self.cache_ttl)
+
+    @property
+    def backend_url(self) -> str:
+        return (self.backend_public_url or self.fastapi_base_url).rstrip("/")
 
     @property
     def mcp_url(self) -> str:

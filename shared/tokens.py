@@ -1,7 +1,10 @@
-"""JWTs that the backend issues and both the backend and the gateway verify."""
+"""JWTs that the backend issues, one audience each: the backend's own (JWT_AUDIENCE) for its REST
+API, or a gateway's resource URL (MCP_PUBLIC_URL) for MCP. Neither side accepts the other's."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 import uuid
 from dataclasses import dataclass
@@ -11,6 +14,10 @@ import jwt
 from shared.settings import Settings
 
 ALGORITHM = "HS256"
+TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"  # RFC 8693
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+# The one client allowed to exchange a gateway token for a backend token.
+GATEWAY_CLIENT_ID = "taskgate-gateway"
 
 
 @dataclass(frozen=True)
@@ -20,26 +27,42 @@ class TokenClaims:
     issued_at: int
 
 
-def issue_token(settings: Settings, user_id: int, ttl_seconds: int | None = None) -> str:
+def issue_token(
+    settings: Settings,
+    user_id: int,
+    ttl_seconds: int | None = None,
+    *,
+    audience: str | None = None,
+    client_id: str | None = None,
+) -> str:
+    """A token for one audience: the backend's (the default) or a gateway's resource URL."""
     now = int(time.time())
     claims = {
         "sub": str(user_id),
         "iat": now,
         "exp": now + (ttl_seconds or settings.jwt_ttl_seconds),
         "iss": settings.jwt_issuer,
-        "aud": settings.jwt_audience,
+        "aud": audience or settings.jwt_audience,
         "jti": uuid.uuid4().hex,
     }
+    if client_id is not None:
+        claims["client_id"] = client_id  # RFC 9068: the OAuth client the token was issued to
     return jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm=ALGORITHM)
 
 
-def verify_token(settings: Settings, token: str) -> TokenClaims:
-    """Verify signature, expiry, issuer and audience. Raises jwt.InvalidTokenError."""
+def issue_gateway_token(settings: Settings, user_id: int, ttl_seconds: int | None = None) -> str:
+    """A token that the gateway at MCP_PUBLIC_URL accepts, and the backend's REST API refuses."""
+    return issue_token(settings, user_id, ttl_seconds, audience=settings.mcp_url)
+
+
+def verify_token(settings: Settings, token: str, audience: str | None = None) -> TokenClaims:
+    """Verify signature, expiry, issuer and audience (the backend's unless named).
+    Raises jwt.InvalidTokenError."""
     claims = jwt.decode(
         token,
         settings.jwt_secret.get_secret_value(),
         algorithms=[ALGORITHM],  # pinned: no alg=none, no RS/HS confusion
-        audience=settings.jwt_audience,
+        audience=audience or settings.jwt_audience,
         issuer=settings.jwt_issuer,
         options={"require": ["sub", "exp", "iat", "iss", "aud"]},
     )
@@ -50,3 +73,17 @@ def verify_token(settings: Settings, token: str) -> TokenClaims:
     return TokenClaims(
         user_id=int(sub), expires_at=int(claims["exp"]), issued_at=int(claims["iat"])
     )
+
+
+def verify_gateway_token(settings: Settings, token: str) -> TokenClaims:
+    return verify_token(settings, token, audience=settings.mcp_url)
+
+
+def gateway_client_secret(settings: Settings) -> str:
+    """The gateway's OAuth client secret for token exchange, derived from JWT_SECRET on both sides,
+    so there is no second secret to deploy and an agent (which never holds JWT_SECRET) cannot
+    exchange its own gateway token."""
+    key = settings.jwt_secret.get_secret_value().encode()
+    return hmac.new(
+        key, b"oauth-client-secret:" + GATEWAY_CLIENT_ID.encode(), hashlib.sha256
+    ).hexdigest()

@@ -112,9 +112,14 @@ def running_stack(
         _say(f"primary on 127.0.0.1:{pair.primary_port}, replica on 127.0.0.1:{pair.replica_port}")
         _say("migrating the primary")
         upgrade_to_head(pair.database_url)
-        env = {**stack_env(pair, backend_port, secrets.token_urlsafe(32)), **(extra_env or {})}
         backend_url = f"http://127.0.0.1:{backend_port}"
         gateway_url = f"http://127.0.0.1:{mcp_port}"
+        env = {
+            **stack_env(pair, backend_port, secrets.token_urlsafe(32)),
+            # The gateway's audience: the backend issues tokens for it, the gateway checks them.
+            "MCP_PUBLIC_URL": f"{gateway_url}/mcp",
+            **(extra_env or {}),
+        }
         _say(f"starting backend on {backend_url} and gateway on {gateway_url}")
         # Both start at once: each takes about a second to import.
         backend = spawn_component(
@@ -133,11 +138,13 @@ def running_stack(
         yield Stack(pair, backend, gateway, env, f"{gateway_url}/mcp", backend_url)
 
 
-def demo_token(backend_url: str) -> str:
+def demo_token(backend_url: str, mcp_url: str) -> str:
+    """The demo user's token for the gateway at mcp_url (RFC 8707 `resource`)."""
     password = secrets.token_urlsafe(16)
     with httpx.Client(base_url=backend_url, timeout=10) as http:
         http.post("/api/v1/users", json={"email": DEMO_EMAIL, "password": password})
-        reply = http.post("/api/v1/auth/token", data={"username": DEMO_EMAIL, "password": password})
+        form = {"username": DEMO_EMAIL, "password": password, "resource": mcp_url}
+        reply = http.post("/api/v1/auth/token", data=form)
         reply.raise_for_status()
         token: str = reply.json()["access_token"]
         return token
@@ -155,7 +162,7 @@ def run_dev(mcp_port: int, backend_port: int) -> int:
     root = Path(tempfile.mkdtemp(prefix="taskgate-dev-"))
     try:
         with running_stack(root, mcp_port=mcp_port, backend_port=backend_port) as stack:
-            token = demo_token(stack.backend_url)
+            token = demo_token(stack.backend_url, stack.env["MCP_PUBLIC_URL"])
             _say(f"ready in {time.monotonic() - started:.1f}s; press Ctrl-C to stop")
             print(f"MCP endpoint: {stack.mcp_url}", flush=True)
             print(f"Bearer token: {token}", flush=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import uuid
@@ -19,6 +20,21 @@ from taskgate.devstack import spawn_component, wait_healthy
 from taskgate.pgpair import PgPair, free_port
 
 TEST_JWT_SECRET = "test-secret-" + "x" * 32
+# Every test gateway's MCP_PUBLIC_URL (its token audience), whatever port it listens on, so one
+# gateway token from sign_up() works with any of them. The OAuth tests use real URLs instead.
+TEST_MCP_URL = "http://gateway.taskgate.test/mcp"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _test_mcp_public_url() -> Iterator[None]:
+    """Backends and gateways that tests spawn inherit the shared audience from the environment."""
+    before = os.environ.get("MCP_PUBLIC_URL")
+    os.environ["MCP_PUBLIC_URL"] = TEST_MCP_URL
+    yield
+    if before is None:
+        os.environ.pop("MCP_PUBLIC_URL", None)
+    else:
+        os.environ["MCP_PUBLIC_URL"] = before
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +58,7 @@ def settings(pg_pair: PgPair) -> Settings:
         database_url=pg_pair.database_url,
         read_database_url=pg_pair.read_database_url,
         jwt_secret=TEST_JWT_SECRET,  # type: ignore[arg-type]
+        mcp_public_url=TEST_MCP_URL,
         cache_url="memory://",
     )
 
@@ -59,6 +76,7 @@ def running_gateway(
         "JWT_SECRET": TEST_JWT_SECRET,
         "MCP_TRANSPORT": "http",
         "MCP_HOST": "127.0.0.1",
+        "MCP_PUBLIC_URL": TEST_MCP_URL,
         "LOG_LEVEL": "WARNING",
         **(extra_env or {}),
     }
@@ -80,16 +98,23 @@ class Agent:
     id: int
     email: str
     password: str
-    token: str
+    token: str  # for MCP: audience = the gateway's MCP_PUBLIC_URL (TEST_MCP_URL by default)
+    backend_token: str  # for the backend's REST API
 
 
-def sign_up(backend_url: str) -> Agent:
-    """A new user and their bearer token, through the backend's REST API."""
+def sign_up(backend_url: str, mcp_url: str = TEST_MCP_URL) -> Agent:
+    """A new user and their two bearer tokens, through the backend's REST API."""
     email = f"agent-{uuid.uuid4().hex[:12]}@example.com"
     password = uuid.uuid4().hex
     with httpx.Client(base_url=backend_url, timeout=10) as http:
         user = http.post("/api/v1/users", json={"email": email, "password": password})
         user.raise_for_status()
-        token = http.post("/api/v1/auth/token", data={"username": email, "password": password})
-        token.raise_for_status()
-        return Agent(int(user.json()["id"]), email, password, str(token.json()["access_token"]))
+        tokens = []
+        for resource in (mcp_url, None):
+            form = {"username": email, "password": password}
+            if resource is not None:
+                form["resource"] = resource
+            reply = http.post("/api/v1/auth/token", data=form)
+            reply.raise_for_status()
+            tokens.append(str(reply.json()["access_token"]))
+        return Agent(int(user.json()["id"]), email, password, tokens[0], tokens[1])

@@ -8,6 +8,7 @@ from backend.deps import SessionDep, SettingsDep
 from backend.openapi import COMMON_ERRORS, error_responses
 from backend.services import users
 from backend.sessions import CSRF_COOKIE, SESSION_COOKIE, clear_session_cookies, set_session_cookies
+from shared.errors import ErrorCode, TaskgateError
 from shared.schemas import TokenOut
 from shared.tokens import issue_token
 
@@ -34,15 +35,36 @@ router = APIRouter(prefix="/auth", tags=["auth"], responses=error_responses(*COM
 async def login(
     username: Annotated[str, Form(min_length=1, max_length=320, description="The email.")],
     password: Annotated[str, Form(min_length=1, max_length=128)],
+    resource: Annotated[
+        str | None,
+        Form(
+            max_length=2048,
+            description="RFC 8707: the gateway's MCP URL for a token that the gateway accepts; "
+            "leave out for a token for this REST API.",
+        ),
+    ] = None,
+    *,
     session: SessionDep,
     settings: SettingsDep,
     request: Request,
     response: Response,
 ) -> TokenOut:
-    """OAuth2 password login (`username` is the email). Browsers also get a session cookie."""
+    """OAuth2 password login (`username` is the email). Without `resource`: a token for this REST
+    API, and browsers also get a session cookie. With `resource` = the gateway's MCP URL: a
+    token for MCP, which this API refuses (one audience per token)."""
+    audience = request.app.state.oauth_provider.audience_for(resource)
+    if resource is None:
+        audience = settings.jwt_audience
+    elif audience is None:
+        raise TaskgateError(
+            ErrorCode.BAD_REQUEST,
+            "resource names no service of this deployment",
+            {"field": "resource", "expected": [settings.mcp_url, settings.backend_url]},
+        )
     user = await users.authenticate(session, username, password)
-    token = issue_token(settings, user.id)
-    set_session_cookies(response, request, settings, token)
+    token = issue_token(settings, user.id, audience=audience)
+    if audience == settings.jwt_audience:
+        set_session_cookies(response, request, settings, token)
     return TokenOut(access_token=token, expires_in=settings.jwt_ttl_seconds)
 
 

@@ -14,6 +14,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from taskgate.devstack import Stack, running_stack
+from tests.conftest import TEST_MCP_URL
 from tests.conftest import sign_up as sign_up_agent
 
 
@@ -21,7 +22,7 @@ from tests.conftest import sign_up as sign_up_agent
 def stack() -> Iterator[Stack]:
     root = Path(tempfile.mkdtemp(prefix="taskgate-test-e2e-"))
     try:
-        with running_stack(root) as running:
+        with running_stack(root, extra_env={"MCP_PUBLIC_URL": TEST_MCP_URL}) as running:
             yield running
     finally:
         shutil.rmtree(root, ignore_errors=True)

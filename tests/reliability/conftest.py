@@ -15,6 +15,7 @@ import pytest
 
 from taskgate.devstack import Component, Stack, running_stack, spawn_component, wait_healthy
 from taskgate.pgpair import READER_ROLE, free_port
+from tests.conftest import TEST_MCP_URL
 from tests.integration.readmodel.redis_server import RedisServer, running_redis
 
 # Small backend timeouts, so "answers within its timeout" is checked against a bound that a
@@ -77,7 +78,9 @@ def faults() -> Iterator[FaultStack]:
     root = Path(tempfile.mkdtemp(prefix="taskgate-test-faults-"))
     try:
         with running_redis() as redis, ExitStack() as cleanup:
-            stack = cleanup.enter_context(running_stack(root, extra_env=FAULT_ENV))
+            stack = cleanup.enter_context(
+                running_stack(root, extra_env={**FAULT_ENV, "MCP_PUBLIC_URL": TEST_MCP_URL})
+            )
             fallback, fallback_url = _gateway(
                 stack,
                 {"READ_FALLBACK_DATABASE_URL": stack.pair.url(READER_ROLE),

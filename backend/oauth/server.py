@@ -1,0 +1,53 @@
+"""Mounts the OAuth 2.1 authorization server in the backend: the MCP SDK's routes (RFC 8414
+metadata, RFC 7591 registration, /authorize), our /token, and the login pages."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from mcp.server.auth.handlers.metadata import MetadataHandler
+from mcp.server.auth.routes import build_metadata, cors_middleware, create_auth_routes
+from mcp.server.auth.settings import ClientRegistrationOptions, RevocationOptions
+from pydantic import AnyHttpUrl
+from starlette.routing import BaseRoute, Route
+
+from backend.oauth import pages
+from backend.oauth.provider import TaskgateOAuthProvider
+from backend.oauth.token import TokenEndpoint
+from shared.settings import Settings
+from shared.tokens import TOKEN_EXCHANGE_GRANT
+
+METADATA_PATH = "/.well-known/oauth-authorization-server"
+
+
+def install_oauth(app: FastAPI, settings: Settings) -> None:
+    provider = TaskgateOAuthProvider(settings, app.state)
+    app.state.oauth_provider = provider
+    issuer = AnyHttpUrl(settings.backend_url)
+    registration = ClientRegistrationOptions(enabled=True)
+    revocation = RevocationOptions(enabled=False)
+    metadata = build_metadata(issuer, None, registration, revocation)
+    # Public clients (PKCE, no secret) are what MCP clients register as; the gateway exchanges.
+    metadata.token_endpoint_auth_methods_supported = [
+        "none",
+        "client_secret_post",
+        "client_secret_basic",
+    ]
+    metadata.grant_types_supported = ["authorization_code", "refresh_token", TOKEN_EXCHANGE_GRANT]
+    token = TokenEndpoint(settings, provider)
+    ours: dict[str, BaseRoute] = {
+        METADATA_PATH: Route(
+            METADATA_PATH,
+            endpoint=cors_middleware(MetadataHandler(metadata).handle, ["GET", "OPTIONS"]),
+            methods=["GET", "OPTIONS"],
+        ),
+        "/token": Route(
+            "/token",
+            endpoint=cors_middleware(token.handle, ["POST", "OPTIONS"]),
+            methods=["POST", "OPTIONS"],
+        ),
+    }
+    for route in create_auth_routes(provider, issuer, None, registration, revocation):
+        path = getattr(route, "path", "")
+        app.router.routes.append(ours.pop(path, route))
+    app.router.routes.extend(ours.values())
+    app.include_router(pages.router)
