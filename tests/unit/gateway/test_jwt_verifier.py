@@ -10,7 +10,7 @@ import pytest
 from gateway import auth
 from gateway.auth import JwtVerifier
 from shared.settings import Settings
-from shared.tokens import issue_token
+from shared.tokens import issue_gateway_token, issue_token
 
 
 @pytest.fixture
@@ -22,10 +22,10 @@ async def test_a_token_is_verified_once_then_remembered(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = []
-    real = auth.verify_token
-    monkeypatch.setattr(auth, "verify_token", lambda s, t: calls.append(t) or real(s, t))
+    real = auth.verify_gateway_token
+    monkeypatch.setattr(auth, "verify_gateway_token", lambda s, t: calls.append(t) or real(s, t))
     verifier = JwtVerifier(settings)
-    token = issue_token(settings, 7)
+    token = issue_gateway_token(settings, 7)
 
     first = await verifier.verify_token(token)
     second = await verifier.verify_token(token)
@@ -39,11 +39,11 @@ async def test_a_remembered_token_is_verified_again_once_it_expires(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     verifier = JwtVerifier(settings)
-    token = issue_token(settings, 7, ttl_seconds=60)
+    token = issue_gateway_token(settings, 7, ttl_seconds=60)
     assert await verifier.verify_token(token) is not None
 
     calls = []
-    monkeypatch.setattr(auth, "verify_token", lambda s, t: calls.append(t) or _expired())
+    monkeypatch.setattr(auth, "verify_gateway_token", lambda s, t: calls.append(t) or _expired())
     later = time.time() + 120
     monkeypatch.setattr(time, "time", lambda: later)
 
@@ -57,10 +57,18 @@ def _expired() -> None:
 
 async def test_a_bad_token_is_never_remembered(settings: Settings) -> None:
     verifier = JwtVerifier(settings)
-    forged = issue_token(
+    forged = issue_gateway_token(
         Settings(_env_file=None, jwt_secret="other-secret-" + "y" * 32),  # type: ignore[call-arg, arg-type]
         7,
     )
     assert await verifier.verify_token(forged) is None
     assert await verifier.verify_token(forged) is None
     assert forged not in verifier._verified
+
+
+async def test_a_backend_token_is_refused_by_the_gateway(settings: Settings) -> None:
+    verifier = JwtVerifier(settings)
+    assert await verifier.verify_token(issue_gateway_token(settings, 7)) is not None
+    assert await verifier.verify_token(issue_token(settings, 7)) is None  # aud = JWT_AUDIENCE
+    other_gateway = issue_token(settings, 7, audience="https://other.example/mcp")
+    assert await verifier.verify_token(other_gateway) is None
