@@ -176,7 +176,7 @@ def seeds(gateway: ThreadedClient, backend_url: str, agent: Agent) -> Seeds:
         made = http.post(
             "/api/v1/tasks",
             json={"title": "someone else's"},
-            headers={"Authorization": f"Bearer {other.token}"},
+            headers={"Authorization": f"Bearer {other.backend_token}"},
         )
         made.raise_for_status()
     return Seeds(own, int(made.json()["id"]), cursors)

@@ -138,7 +138,7 @@ def test_the_gateway_refuses_a_body_over_the_limit_declared_or_streamed(
 
 def test_the_backend_refuses_a_body_over_the_limit_declared_or_streamed(backend_url: str) -> None:
     agent = sign_up(backend_url)  # a fresh user, so "nothing was created" is exact
-    auth = {"Authorization": f"Bearer {agent.token}", "Content-Type": "application/json"}
+    auth = {"Authorization": f"Bearer {agent.backend_token}", "Content-Type": "application/json"}
     over = json.dumps({"title": "t", "description": "d" * MAX_BODY}).encode()
     with httpx.Client(base_url=backend_url, headers=auth, timeout=30) as http:
         for reply in (
@@ -234,7 +234,10 @@ def test_hostile_bodies_never_get_a_5xx_from_the_backend(
     reply = httpx.post(
         f"{backend_url}/api/v1/tasks",
         content=body,
-        headers={"Authorization": f"Bearer {agent.token}", "Content-Type": "application/json"},
+        headers={
+            "Authorization": f"Bearer {agent.backend_token}",
+            "Content-Type": "application/json",
+        },
         timeout=30,
     )
     assert reply.status_code < 500, (body, reply.status_code, reply.text)

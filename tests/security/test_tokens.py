@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import json
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +17,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.conftest import TEST_JWT_SECRET
+from tests.conftest import TEST_JWT_SECRET, TEST_MCP_URL
 from tests.integration.gateway.conftest import Agent, sign_up
 from tests.security.conftest import ENVELOPE_CODES
 
@@ -36,6 +37,11 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
+# The audience forged tokens claim: each forgery is tried as a gateway and as a backend token.
+AUDIENCES = {"gateway": TEST_MCP_URL, "backend": "taskgate-api"}
+AUDIENCE = AUDIENCES["gateway"]
+
+
 def claims(agent: Agent, **changes: Any) -> dict[str, Any]:
     now = int(time.time())
     base = {
@@ -43,7 +49,7 @@ def claims(agent: Agent, **changes: Any) -> dict[str, Any]:
         "iat": now,
         "exp": now + 600,
         "iss": "taskgate",
-        "aud": "taskgate-api",
+        "aud": AUDIENCE,
     }
     return {k: v for k, v in {**base, **changes}.items() if v is not None}
 
@@ -148,10 +154,17 @@ def _assert_backend_refused(reply: httpx.Response) -> None:
     assert body["error_code"] in ENVELOPE_CODES
 
 
+@pytest.mark.parametrize("audience", list(AUDIENCES))
 @pytest.mark.parametrize("forgery", list(FORGERIES))
 def test_a_forged_token_is_refused_by_the_gateway_and_the_backend(
-    http_gateway: str, backend_url: str, agents: tuple[Agent, Agent], forgery: str
+    http_gateway: str,
+    backend_url: str,
+    agents: tuple[Agent, Agent],
+    forgery: str,
+    audience: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "AUDIENCE", AUDIENCES[audience])
     agent, victim = agents
     token = FORGERIES[forgery](agent, victim)
     gateway_reply = _mcp(http_gateway, f"Bearer {token}")
@@ -182,7 +195,7 @@ def test_the_real_token_is_served_so_the_refusals_above_are_about_the_token(
     reply = _mcp(http_gateway, f"Bearer {agent.token}")
     assert reply.status_code == 200, reply.text
     assert reply.json()["result"]["isError"] is False
-    assert _backend(backend_url, f"Bearer {agent.token}").status_code == 200
+    assert _backend(backend_url, f"Bearer {agent.backend_token}").status_code == 200
 
 
 def test_another_users_token_sees_and_touches_only_its_own_tasks(
@@ -192,12 +205,12 @@ def test_another_users_token_sees_and_touches_only_its_own_tasks(
     made = httpx.post(
         f"{backend_url}/api/v1/tasks",
         json={"title": "owner's secret plan"},
-        headers={"Authorization": f"Bearer {owner.token}"},
+        headers={"Authorization": f"Bearer {owner.backend_token}"},
         timeout=30,
     )
     made.raise_for_status()
     task_id = made.json()["id"]
-    as_other = {"Authorization": f"Bearer {other.token}"}
+    as_other = {"Authorization": f"Bearer {other.backend_token}"}
 
     # Backend: every route answers 404 for a task of another user, as for a missing one.
     for method, path, body in [
@@ -220,7 +233,10 @@ def test_another_users_token_sees_and_touches_only_its_own_tasks(
         ("delete_task", {"task_id": task_id}),
     ]:
         call = {**STATS_CALL, "params": {"name": name, "arguments": arguments}}
-        reply = httpx.post(http_gateway, json=call, headers={**ACCEPT, **as_other}, timeout=30)
+        as_other_agent = {"Authorization": f"Bearer {other.token}"}
+        reply = httpx.post(
+            http_gateway, json=call, headers={**ACCEPT, **as_other_agent}, timeout=30
+        )
         result = reply.json()["result"]
         assert result["isError"] is True, (name, result)
         assert json.loads(result["content"][0]["text"])["error_code"] == "not_found"
@@ -228,7 +244,7 @@ def test_another_users_token_sees_and_touches_only_its_own_tasks(
     # Nothing changed for the owner.
     mine = httpx.get(
         f"{backend_url}/api/v1/tasks/{task_id}",
-        headers={"Authorization": f"Bearer {owner.token}"},
+        headers={"Authorization": f"Bearer {owner.backend_token}"},
         timeout=30,
     ).json()
     assert (mine["title"], mine["completed"]) == ("owner's secret plan", False)
