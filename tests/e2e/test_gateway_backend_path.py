@@ -1,4 +1,5 @@
-"""The write path on real processes: the agent's own token reaches the backend, a lost response is
+"""The write path on real processes: the agent's token stays at the gateway (the backend gets a
+backend token exchanged for it), a lost response is
 retried without a duplicate, and two agents cannot see or touch each other's tasks."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 from mcp.types import CallToolResult, TextContent
 
@@ -65,7 +67,7 @@ def error_code(result: CallToolResult) -> str:
     return code
 
 
-async def test_the_agents_own_token_reaches_the_backend(
+async def test_the_backend_gets_an_exchanged_backend_token_never_the_agents_own(
     stack: Stack, proxied: ProxiedGateway
 ) -> None:
     _, token = sign_up(stack.backend_url)
@@ -74,12 +76,21 @@ async def test_the_agents_own_token_reaches_the_backend(
         task = ok(await client.call_tool("create_task", {"title": "mine"}))
         ok(await client.call_tool("complete_task", {"task_id": task["id"]}))
     sent = proxied.proxy.heads[before:]
+    # One RFC 8693 exchange (as the gateway's client), then both calls with its result.
     assert [(h.method, h.path) for h in sent] == [
+        ("POST", "/token"),
         ("POST", "/api/v1/tasks"),
         ("POST", f"/api/v1/tasks/{task['id']}/complete"),
     ]
-    assert {h.headers["authorization"] for h in sent} == {f"Bearer {token}"}
-    request_ids = [h.headers["x-request-id"] for h in sent]
+    exchange, *calls = sent
+    assert exchange.headers["authorization"].startswith("Basic ")
+    used = {h.headers["authorization"] for h in calls}
+    assert len(used) == 1 and used != {f"Bearer {token}"}
+    backend_token = used.pop().removeprefix("Bearer ")
+    claims = jwt.decode(backend_token, options={"verify_signature": False})
+    assert claims["aud"] == "taskgate-api" and claims["client_id"] == "taskgate-gateway"
+    assert all(token not in value for h in sent for value in h.headers.values())
+    request_ids = [h.headers["x-request-id"] for h in calls]
     assert len(set(request_ids)) == 2  # one id per tool call
 
 
@@ -104,7 +115,11 @@ async def test_the_callers_request_id_travels_to_the_backend(
     assert reply.status_code == 200, reply.text
     assert not reply.json()["result"].get("isError"), reply.text
     sent = proxied.proxy.heads[before:]
-    assert [h.headers["x-request-id"] for h in sent] == ["agent-trace-0042"]
+    # The token exchange that the call needed carries the caller's id too.
+    assert [(h.path, h.headers["x-request-id"]) for h in sent] == [
+        ("/token", "agent-trace-0042"),
+        ("/api/v1/tasks", "agent-trace-0042"),
+    ]
 
 
 async def test_a_create_whose_response_is_lost_is_retried_without_a_duplicate(

@@ -1,0 +1,46 @@
+"""The official MCP TypeScript SDK's OAuth client (npm @modelcontextprotocol/sdk, pinned by
+tests/oauth_ts/package-lock.json and installed there with `npm ci`) logs in and refreshes
+against a running backend and gateway."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.oauth.conftest import ACCESS_TTL_SECONDS, OAuthStack
+
+HERE = Path(__file__).parent.parent / "oauth_ts"
+
+
+@pytest.fixture(scope="session")
+def node() -> str:
+    npm, node = shutil.which("npm"), shutil.which("node")
+    assert npm and node, "node and npm (Node 20 or later) are needed for the TypeScript SDK test"
+    if not (HERE / "node_modules" / "@modelcontextprotocol" / "sdk").exists():
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=HERE, check=True, timeout=600)
+    return node
+
+
+def test_the_typescript_sdk_client_logs_in_calls_tools_and_refreshes(
+    oauth_stack: OAuthStack, node: str
+) -> None:
+    agent = oauth_stack.agent()
+    run = subprocess.run(
+        [node, "client.mjs", oauth_stack.mcp_url, agent.email, agent.password],
+        cwd=HERE,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "WAIT_FOR_EXPIRY_MS": str((ACCESS_TTL_SECONDS + 1) * 1000)},
+    )
+    assert run.returncode == 0, run.stderr
+    outcome = json.loads(run.stdout.strip().splitlines()[-1])
+    assert outcome["created"]["user_id"] == agent.id
+    assert outcome["titles"] == ["from the TS SDK"]
+    assert outcome["stats"] == {"total": 1, "completed": 0, "pending": 1}
+    assert outcome["hadRefresh"] and outcome["refreshed"]
+    assert outcome["logins"] == 1  # the second session refreshed; the person did not log in again
