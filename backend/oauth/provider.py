@@ -9,6 +9,7 @@ family when a code or a rotated refresh token is used a second time.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import secrets
 import time
@@ -26,16 +27,19 @@ from mcp.server.auth.provider import (
     AuthorizeError,
     OAuthAuthorizationServerProvider,
     RefreshToken,
+    RegistrationError,
     TokenError,
 )
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 from pydantic import AnyUrl, BaseModel
+from pydantic_core import PydanticCustomError
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.datastructures import State
 
 from backend.oauth.clients import TaskgateClient, check_redirect_uris, gateway_client
 from shared.models import OAuthClient, OAuthCode, OAuthRefreshToken
+from shared.schemas import storable
 from shared.settings import Settings
 from shared.tokens import ALGORITHM, GATEWAY_CLIENT_ID, issue_token
 
@@ -116,13 +120,16 @@ class TaskgateOAuthProvider(
 
     async def register_client(self, client_info: OAuthClientInformationFull) -> None:
         check_redirect_uris(client_info)
+        info = client_info.model_dump(mode="json", exclude_none=True)
+        text = json.dumps(info, ensure_ascii=False)  # escapes NUL as \u0000, which JSONB refuses
+        try:  # JSONB takes neither NUL nor a lone surrogate: refuse them instead of failing
+            storable(text.replace("\\u0000", "\x00"))
+        except PydanticCustomError:
+            raise RegistrationError(
+                "invalid_client_metadata", "metadata must be valid Unicode text without NUL"
+            ) from None
         async with self._sessions() as session:
-            session.add(
-                OAuthClient(
-                    client_id=client_info.client_id,
-                    info=client_info.model_dump(mode="json", exclude_none=True),
-                )
-            )
+            session.add(OAuthClient(client_id=client_info.client_id, info=info))
             await session.commit()
 
     # /authorize: the SDK has checked the client, redirect URI and PKCE; the person logs in next.

@@ -4,6 +4,7 @@ its own gateway token for a backend token."""
 
 from __future__ import annotations
 
+import json
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -167,3 +168,38 @@ def test_an_agent_cannot_exchange_its_own_gateway_token(oauth_stack: OAuthStack)
         assert no_secret.status_code == 401 and _error(no_secret) == "invalid_client"
         guessed = http.post(found.token_url, data=as_gateway, auth=(GATEWAY_CLIENT_ID, "guess"))
         assert guessed.status_code == 401 and _error(guessed) == "invalid_client"
+
+
+def test_hostile_oauth_requests_get_a_4xx_never_a_5xx(oauth_stack: OAuthStack) -> None:
+    with oauth_stack.client() as http:
+        found = discover(http, oauth_stack.mcp_url)
+        hostile: list[dict[str, object]] = [
+            {"redirect_uris": [REDIRECT], "client_name": "nul\u0000name"},
+            {"redirect_uris": [REDIRECT], "client_name": "\ud800"},
+            {"redirect_uris": ["http://127.0.0.1:1/\u0000"]},
+            {"redirect_uris": []},
+            {"redirect_uris": [REDIRECT], "client_name": "x" * 50_000},
+        ]
+        for metadata in hostile:
+            body = json.dumps(metadata).encode()
+            reply = http.post(
+                found.register_url, content=body, headers={"Content-Type": "application/json"}
+            )
+            assert reply.status_code < 500, (metadata, reply.status_code, reply.text)
+        invalid_utf8 = http.get(f"{found.authorize_url}?response_type=code&client_id=%ED%A0%80")
+        assert 400 <= invalid_utf8.status_code < 500
+        for client_id in ("nul\u0000", "x" * 10_000, "taskgate-gateway"):
+            params = {"response_type": "code", "client_id": client_id, "code_challenge": "c"}
+            reply = http.get(found.authorize_url, params=params)
+            assert 400 <= reply.status_code < 500, (client_id, reply.status_code)
+        for form in (
+            {"grant_type": "authorization_code", "client_id": "\u0000", "code": "c"},
+            {"grant_type": "refresh_token", "client_id": "x" * 5000, "refresh_token": "\u0000"},
+            {"grant_type": "password", "client_id": "a"},
+            {"grant_type": TOKEN_EXCHANGE_GRANT, "client_id": "taskgate-gateway"},
+        ):
+            reply = http.post(found.token_url, data=form)
+            assert 400 <= reply.status_code < 500, (form, reply.status_code, reply.text)
+        for path in ("/oauth/login?request=forged", "/oauth/signup?request=x.y.z"):
+            reply = http.get(f"{oauth_stack.backend_url}{path}")
+            assert reply.status_code == 400 and reply.json()["error_code"] == "bad_request"
