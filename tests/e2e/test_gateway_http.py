@@ -6,12 +6,14 @@ from __future__ import annotations
 import re
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import jwt
 import pytest
 
 from taskgate.devstack import Stack
+from tests.conftest import TEST_MCP_URL
 from tests.e2e.conftest import mcp_session, sign_up
 
 LIST_TOOLS = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
@@ -21,7 +23,7 @@ ACCEPT = {"Accept": "application/json, text/event-stream"}
 def forged(stack: Stack, secret: str | None = None, **changes: Any) -> str:
     """A token like the backend's, with some claims (or the signing secret) changed."""
     now = int(time.time())
-    claims = {"sub": "1", "iat": now, "exp": now + 600, "iss": "taskgate", "aud": "taskgate-api"}
+    claims = {"sub": "1", "iat": now, "exp": now + 600, "iss": "taskgate", "aud": TEST_MCP_URL}
     return jwt.encode({**claims, **changes}, secret or stack.env["JWT_SECRET"], algorithm="HS256")
 
 
@@ -37,11 +39,17 @@ async def test_a_401_points_at_the_protected_resource_metadata(stack: Stack) -> 
     assert challenge.startswith("Bearer ")
     match = re.search(r'resource_metadata="([^"]+)"', challenge)
     assert match is not None, challenge
+    # It names MCP_PUBLIC_URL (a made-up host in these tests), so ask this gateway for its path.
+    where = urlsplit(match.group(1))
+    assert where.netloc == urlsplit(TEST_MCP_URL).netloc
     async with httpx.AsyncClient(timeout=30) as http:
-        metadata = await http.get(match.group(1))
+        metadata = await http.get(stack.mcp_url.removesuffix("/mcp") + where.path)
     assert metadata.status_code == 200
-    assert metadata.json()["resource"].rstrip("/") == stack.mcp_url.rstrip("/")
-    assert metadata.json()["authorization_servers"]
+    assert metadata.json()["resource"].rstrip("/") == TEST_MCP_URL
+    # The backend is the authorization server (tests/oauth/ follows the whole flow).
+    assert [url.rstrip("/") for url in metadata.json()["authorization_servers"]] == [
+        stack.backend_url
+    ]
 
 
 @pytest.mark.parametrize(
@@ -49,10 +57,11 @@ async def test_a_401_points_at_the_protected_resource_metadata(stack: Stack) -> 
     [
         {"exp": int(time.time()) - 60},
         {"aud": "someone-else"},
+        {"aud": "taskgate-api"},
         {"iss": "not-taskgate"},
         {"secret": "a-different-secret-" + "z" * 32},
     ],
-    ids=["expired", "wrong-audience", "wrong-issuer", "wrong-signature"],
+    ids=["expired", "wrong-audience", "backend-audience", "wrong-issuer", "wrong-signature"],
 )
 async def test_a_token_the_gateway_cannot_verify_is_refused(
     stack: Stack, claims: dict[str, Any]
