@@ -21,7 +21,7 @@ from gateway.results import ConvertedResults
 from gateway.server import build_server
 from readmodel.cache import build_cache
 from shared.settings import Settings
-from shared.tokens import issue_token, verify_token
+from shared.tokens import issue_gateway_token, verify_gateway_token
 
 N = 5000
 
@@ -45,9 +45,9 @@ def main() -> None:
     settings = Settings(_env_file=None, mcp_bench_tools=True, jwt_secret="x" * 40)
     loop = asyncio.new_event_loop()
 
-    token = issue_token(settings, 7)
+    token = issue_gateway_token(settings, 7)
     verifier = JwtVerifier(settings)
-    old = per_call_us(lambda: verify_token(settings, token))
+    old = per_call_us(lambda: verify_gateway_token(settings, token))
     new = per_await_us(loop, lambda: verifier.verify_token(token))
     print(f"bearer check: verify the JWT {old:.1f} us -> remembered token {new:.1f} us")
 

@@ -638,7 +638,7 @@ async def run(args: argparse.Namespace, stack: Stack, peer_python: Path) -> dict
             "backend": Target("127.0.0.1", be_port, "/api/v1/tasks", modern=False),
         }
         user_ids = await seed.seed_users(stack.pair, USERS)
-        tokens = seed.tokens_for(stack.env["JWT_SECRET"], user_ids)
+        tokens = seed.tokens_for(stack.env["JWT_SECRET"], user_ids, stack.env["MCP_PUBLIC_URL"])
         peer_tools = await peer_tool_names(targets["peer"], tokens[user_ids[0]])
         bench = Bench(stack, servers, targets, tokens, user_ids, peer_tools)
         load_before = load_average()

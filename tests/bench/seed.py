@@ -14,7 +14,7 @@ import asyncpg
 
 from backend.security import hash_password
 from shared.settings import Settings
-from shared.tokens import issue_token
+from shared.tokens import issue_gateway_token
 from taskgate.pgpair import SUPERUSER, PgPair
 
 
@@ -95,7 +95,8 @@ async def wait_replayed(pair: PgPair, limit_s: float = 300.0) -> float:
         await replica.close()
 
 
-def tokens_for(jwt_secret: str, user_ids: list[int]) -> dict[int, str]:
-    settings = Settings(_env_file=None, jwt_secret=jwt_secret)
+def tokens_for(jwt_secret: str, user_ids: list[int], mcp_url: str) -> dict[int, str]:
+    """Gateway tokens (aud = the stack's MCP_PUBLIC_URL)."""
+    settings = Settings(_env_file=None, jwt_secret=jwt_secret, mcp_public_url=mcp_url)
     # Valid for the whole run: a long run must not see its tokens expire halfway.
-    return {uid: issue_token(settings, uid, ttl_seconds=6 * 3600) for uid in user_ids}
+    return {uid: issue_gateway_token(settings, uid, ttl_seconds=6 * 3600) for uid in user_ids}
