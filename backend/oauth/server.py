@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from mcp.server.auth.handlers.metadata import MetadataHandler
 from mcp.server.auth.routes import build_metadata, cors_middleware, create_auth_routes
 from mcp.server.auth.settings import ClientRegistrationOptions, RevocationOptions
+from mcp.shared.auth import OAuthMetadata
 from pydantic import AnyHttpUrl
 from starlette.routing import BaseRoute, Route
 
@@ -26,6 +27,11 @@ def install_oauth(app: FastAPI, settings: Settings) -> None:
     registration = ClientRegistrationOptions(enabled=True)
     revocation = RevocationOptions(enabled=False)
     metadata = build_metadata(issuer, None, registration, revocation)
+    # RFC 8414 section 3.3: the issuer is exactly the URL the gateway's metadata names (AnyHttpUrl
+    # alone would add a trailing slash to a bare host).
+    metadata = OAuthMetadata.model_validate(
+        {**metadata.model_dump(mode="json", exclude_none=True), "issuer": settings.backend_url}
+    )
     # Public clients (PKCE, no secret) are what MCP clients register as; the gateway exchanges.
     metadata.token_endpoint_auth_methods_supported = [
         "none",

@@ -45,6 +45,7 @@ async def test_an_mcp_client_logs_in_calls_tools_refreshes_and_a_reused_refresh_
         found = discover(http, oauth_stack.mcp_url)
         assert found.resource == oauth_stack.mcp_url
         assert found.issuer == oauth_stack.backend_url
+        assert found.metadata["issuer"] == oauth_stack.backend_url  # RFC 8414 3.3: identical
         assert found.metadata["code_challenge_methods_supported"] == ["S256"]
         assert {"authorization_code", "refresh_token"} <= set(
             found.metadata["grant_types_supported"]
