@@ -13,6 +13,7 @@ from backend.db import create_session_factory, create_write_engine
 from backend.errors import install_error_handlers
 from backend.metrics import BackendMetrics, RequestMetrics
 from backend.middleware import BodySizeLimit, UnhandledErrors
+from backend.oauth.envelope import OAuthErrorEnvelope
 from backend.oauth.server import install_oauth
 from backend.request_log import RequestLog
 from backend.routes import auth, health, tasks, users
@@ -37,6 +38,7 @@ def create_app(settings: Settings) -> FastAPI:
     # Added last, so outermost: even the size limit's failures leave as an envelope.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(UnhandledErrors)
+    app.add_middleware(OAuthErrorEnvelope)  # OAuth's error bodies also carry the envelope
     metrics = BackendMetrics(CollectorRegistry())
     app.add_middleware(RequestMetrics, metrics=metrics)
     app.add_middleware(RequestLog)  # outermost: logs the status the client gets

@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
+from shared.errors import ErrorCode
 from shared.tokens import GATEWAY_CLIENT_ID, TOKEN_EXCHANGE_GRANT
 from tests.oauth.conftest import OAuthStack
 from tests.support.oauth import (
@@ -39,8 +40,12 @@ def _code(stack: OAuthStack, http: httpx.Client) -> tuple[Discovery, str, str, s
 
 
 def _error(reply: httpx.Response) -> str:
+    """The OAuth error code; the body is also the shared envelope."""
     assert reply.status_code in (400, 401), reply.text
-    return str(reply.json()["error"])
+    body = reply.json()
+    assert body["status"] == "error" and body["error_code"] in {c.value for c in ErrorCode}
+    assert body["details"]["oauth_error"] == body["error"]
+    return str(body["error"])
 
 
 def test_a_gateway_token_is_refused_by_the_backend_rest_api(oauth_stack: OAuthStack) -> None:
@@ -186,12 +191,15 @@ def test_hostile_oauth_requests_get_a_4xx_never_a_5xx(oauth_stack: OAuthStack) -
                 found.register_url, content=body, headers={"Content-Type": "application/json"}
             )
             assert reply.status_code < 500, (metadata, reply.status_code, reply.text)
+            if reply.status_code >= 400:
+                assert reply.json()["status"] == "error"
         invalid_utf8 = http.get(f"{found.authorize_url}?response_type=code&client_id=%ED%A0%80")
         assert 400 <= invalid_utf8.status_code < 500
         for client_id in ("nul\u0000", "x" * 10_000, "taskgate-gateway"):
             params = {"response_type": "code", "client_id": client_id, "code_challenge": "c"}
             reply = http.get(found.authorize_url, params=params)
             assert 400 <= reply.status_code < 500, (client_id, reply.status_code)
+            assert reply.json()["error_code"] == "bad_request"
         for form in (
             {"grant_type": "authorization_code", "client_id": "\u0000", "code": "c"},
             {"grant_type": "refresh_token", "client_id": "x" * 5000, "refresh_token": "\u0000"},
@@ -200,6 +208,7 @@ def test_hostile_oauth_requests_get_a_4xx_never_a_5xx(oauth_stack: OAuthStack) -
         ):
             reply = http.post(found.token_url, data=form)
             assert 400 <= reply.status_code < 500, (form, reply.status_code, reply.text)
+            _error(reply)
         for path in ("/oauth/login?request=forged", "/oauth/signup?request=x.y.z"):
             reply = http.get(f"{oauth_stack.backend_url}{path}")
             assert reply.status_code == 400 and reply.json()["error_code"] == "bad_request"
