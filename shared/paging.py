@@ -7,7 +7,7 @@ index instead of filtering the N-1 pages before it (tests check both sides' plan
 
 from __future__ import annotations
 
-from typing import Any, TypeVar, Unpack
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, tuple_
 
@@ -15,7 +15,7 @@ from shared.cursor import Keyset
 from shared.models import Task
 from shared.schemas import Status
 
-S = TypeVar("S", bound=Select[Unpack[tuple[Any, ...]]])
+S = TypeVar("S", bound=Select[*tuple[Any, ...]])
 
 
 def newest_first(query: S, user_id: int, status: Status, after: Keyset | None, rows: int) -> S:
