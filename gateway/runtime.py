@@ -32,8 +32,9 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         else None
     )
     cache = ReadCache(
-        build_cache(settings.cache_url),
+        build_cache(settings.cache_url, max_bytes=settings.cache_max_bytes),
         TtlPolicy(settings.cache_ttl, settings.cache_ttl_overrides),
+        max_entry_bytes=settings.cache_max_entry_bytes,
     )
     try:
         reader = TaskReader(

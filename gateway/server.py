@@ -23,7 +23,6 @@ from gateway.auth import JwtVerifier
 from gateway.metrics import ToolCallObserver
 from gateway.ops import Operations
 from gateway.request_id import bind_request_id, reset_request_id
-from gateway.results import ConvertedResults
 from gateway.runtime import RuntimeRef
 from gateway.tools.bench import register_bench_tools
 from gateway.tools.read import register_read_tools
@@ -85,10 +84,6 @@ class TaskgateMCP(MCPServer[Any]):
 
     tool_observer: ToolCallObserver | None = None  # metrics and logs per call (gateway.ops)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.converted = ConvertedResults()  # cache hits are converted to MCP results once
-
     async def get_prompt(
         self, name: str, arguments: dict[str, Any] | None = None, context: Any = None
     ) -> Any:
@@ -118,9 +113,7 @@ class TaskgateMCP(MCPServer[Any]):
         try:
             tool = self._tool_manager.get_tool(name)
             _refuse_unknown_arguments(tool, arguments)
-            if tool is None or context is None:
-                return await super().call_tool(name, arguments, context)
-            return await self.converted.run(tool, arguments, context)
+            return await super().call_tool(name, arguments, context)
         except TaskgateError as exc:
             return error_result(exc)
         except ToolError as exc:
