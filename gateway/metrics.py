@@ -49,6 +49,12 @@ class GatewayMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
+        self.rate_limited = Counter(
+            "taskgate_rate_limited",
+            "Tool calls refused with rate_limited because their user was over RATE_LIMIT_PER_USER.",
+            ["tool"],
+            registry=registry,
+        )
         self.backend_errors = Counter(
             "taskgate_backend_errors",
             "Failed calls to the backend: unreachable/timed out, or answered with a 5xx.",
