@@ -49,7 +49,7 @@ def test_the_in_process_buckets_are_bounded_in_number() -> None:
 
 async def test_a_refusal_is_rate_limited_with_retry_after_and_counted() -> None:
     settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         auth_mode="user_param",
         rate_limit_per_user=1.0,
         rate_limit_burst=2,
@@ -70,7 +70,7 @@ async def test_a_refusal_is_rate_limited_with_retry_after_and_counted() -> None:
 
 async def test_the_gateway_answers_the_envelope_for_a_user_over_the_limit() -> None:
     settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         auth_mode="user_param",
         rate_limit_per_user=0.01,
         rate_limit_burst=2,
