@@ -7,7 +7,11 @@ import gc
 import tracemalloc
 from typing import Any
 
+import pytest
+from pydantic import ValidationError
+
 from readmodel.cache import BoundedMemoryCache, ReadCache, TtlPolicy, build_cache, encode_entry
+from shared.settings import Settings
 
 MiB = 2**20
 
@@ -95,3 +99,15 @@ async def test_an_entry_expires_after_its_ttl() -> None:
     await asyncio.sleep(0.1)
     assert not await backend.exists("k")
     assert await cache.get_or_load("get_task", "k", loader({"id": 2})) == {"id": 2}
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"cache_max_bytes": 2**20, "cache_max_entry_bytes": 2**21},  # an entry over the budget
+        {"read_pool_timeout": 1.5, "replica_timeout": 1.5},  # the read's bound would fire first
+    ],
+)
+def test_bounds_that_cannot_hold_are_refused_at_start(changes: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        Settings(_env_file=None, **changes)
