@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 READ_TOOLS = ("list_tasks", "get_task", "get_user_stats")
+# The memory bound: the in-process cache's byte budget, and the largest entry any cache keeps.
+CACHE_MAX_BYTES_DEFAULT = 64 * 2**20
+CACHE_MAX_ENTRY_BYTES_DEFAULT = 512 * 2**10
 
 
 class Settings(BaseSettings):
@@ -21,6 +24,9 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(10, ge=1)
     db_max_overflow: int = Field(10, ge=0)
     db_pool_timeout: float = Field(5.0, gt=0)
+    # How long a read waits for a free replica connection before answering rate_limited (the
+    # gateway is overloaded). Below REPLICA_TIMEOUT, which bounds the whole read.
+    read_pool_timeout: float = Field(1.0, gt=0)
     db_connect_timeout: float = Field(2.0, gt=0)
     db_statement_timeout_ms: int = Field(2000, ge=0)
 
@@ -67,9 +73,16 @@ class Settings(BaseSettings):
     cache_ttl: float = Field(5.0, ge=0)
     cache_ttl_overrides: dict[str, float] = Field(default_factory=dict)
     cache_url: str = "memory://"
+    cache_max_bytes: int = Field(CACHE_MAX_BYTES_DEFAULT, ge=2**20)
+    cache_max_entry_bytes: int = Field(CACHE_MAX_ENTRY_BYTES_DEFAULT, ge=1024)
     ryw_wait_timeout: float = Field(1.0, ge=0)
     # Connecting plus querying, in all; under 2 s so a read of a dead replica answers in 2 s.
     replica_timeout: float = Field(1.5, gt=0)
+
+    # Tool calls per user and second, with a burst; shared through Redis when CACHE_URL is.
+    # 0 turns the limit off. Far above an agent's pace and the load test's (64 agents).
+    rate_limit_per_user: float = Field(50.0, ge=0)
+    rate_limit_burst: int = Field(100, ge=1)
 
     # Operators: the admin API (off while ADMIN_TOKEN is unset), TTL sharing, lag sampling.
     admin_token: SecretStr | None = None
@@ -87,6 +100,15 @@ class Settings(BaseSettings):
         if any(ttl < 0 for ttl in value.values()):
             raise ValueError("TTLs must be >= 0")
         return value
+
+    @model_validator(mode="after")
+    def _bounds_fit(self) -> Settings:
+        if self.cache_max_entry_bytes > self.cache_max_bytes:
+            raise ValueError("CACHE_MAX_ENTRY_BYTES must not exceed CACHE_MAX_BYTES")
+        if self.read_pool_timeout >= self.replica_timeout:
+            # Else the read's own bound fires first, and an overload reads as a dead replica.
+            raise ValueError("READ_POOL_TIMEOUT must be below REPLICA_TIMEOUT")
+        return self
 
     def ttl_for(self, tool: str) -> float:
         return self.cache_ttl_overrides.get(tool, self.cache_ttl)
