@@ -17,6 +17,8 @@ from aiocache.backends.redis import RedisCache
 from aiocache.base import BaseCache
 from aiocache.serializers import JsonSerializer
 
+from readmodel.redis_flush import unlink_matching
+
 log = logging.getLogger(__name__)
 
 # Keys read "taskgate:<tool>:<user>:<mark>:<args>" (aiocache's Redis backend adds the ":").
@@ -209,6 +211,10 @@ class ReadCache:
         # The cache's own namespace: Redis clears "taskgate:*", memory keys starting
         # "taskgate:". Other namespaces stay: the TTL policy's, and the write marks, whose loss
         # would let another gateway answer a user's read without waiting for their last write.
+        if isinstance(self.cache, RedisCache):
+            # Not aiocache's clear(): it runs KEYS, which blocks a big shared Redis.
+            await unlink_matching(self.cache.client, f"{self.cache.namespace}:*")
+            return
         await self.cache.clear(namespace=self.cache.namespace)
 
     async def close(self) -> None:
