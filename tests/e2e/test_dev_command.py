@@ -206,6 +206,7 @@ def test_dev_prints_one_endpoint_per_gateway_in_port_order_then_the_token_and_fi
 
 def test_the_settings_file_is_private_and_holds_every_value_a_client_needs(dev: Dev) -> None:
     assert stat.S_IMODE(dev.settings_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(dev.settings_file.parent.stat().st_mode) == 0o700
     values = dev.settings()
     assert set(values) >= SETTINGS_KEYS
     assert mcp_urls(values) == [
