@@ -142,6 +142,8 @@ def run_dev(options: DevOptions) -> int:
     dev_dir().mkdir(mode=0o700, exist_ok=True)
     logs = dev_dir() / "logs"
     logs.mkdir(mode=0o700, exist_ok=True)
+    # A file from an earlier run names servers that are gone: never leave it for a client to use.
+    dev_env_path().unlink(missing_ok=True)
     root = Path(tempfile.mkdtemp(prefix="taskgate-dev-"))
     admin_token = secrets.token_urlsafe(32)
     try:
