@@ -21,7 +21,7 @@ from types import FrameType
 from taskgate.devenv import dev_dir, dev_env_path, write_dev_env
 from taskgate.devstack import DEMO_EMAIL, Stack, demo_token, running_stack, say
 from taskgate.pgpair import SUPERUSER, PgPairError
-from taskgate.redis_server import RedisServerError
+from taskgate.redis_server import RedisServerError, redis_server_binary
 
 EXIT_USAGE = 2  # what argparse exits with for a bad command line
 
@@ -131,7 +131,9 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 def run_dev(options: DevOptions) -> int:
     try:
         check_ports(options)
-    except PortBusy as exc:
+        if options.gateways > 1:
+            redis_server_binary()  # found before anything starts, like the ports
+    except (PortBusy, RedisServerError) as exc:
         print(f"taskgate dev: {exc}", file=sys.stderr)
         return EXIT_USAGE
     started = time.monotonic()
@@ -165,7 +167,7 @@ def run_dev(options: DevOptions) -> int:
     except KeyboardInterrupt:
         say("stopping")
         return 0
-    except (PgPairError, RedisServerError, RuntimeError) as exc:
+    except (PgPairError, RedisServerError, RuntimeError, OSError) as exc:
         say(f"error: {exc}")
         return 1
     finally:
