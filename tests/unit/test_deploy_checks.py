@@ -16,6 +16,7 @@ import yaml
 from kubernetes_validate.utils import latest_version
 
 from taskgate.cli import parser
+from tests.support.dashboard import dashboard_expressions, metrics_read_by
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy/grafana/dashboards/taskgate.json"
@@ -155,3 +156,11 @@ def test_the_k8s_dashboard_configmap_is_the_dashboard() -> None:
     assert json.loads(configmap["data"]["taskgate.json"]) == json.loads(DASHBOARD.read_text()), (
         "regenerate it: uv run python deploy/grafana/render_k8s.py"
     )
+
+
+def test_every_dashboard_expression_is_promql_that_reads_taskgate_metrics() -> None:
+    # Which of them the gateway exports: tests/e2e/test_dev_command.py, on a real /metrics.
+    for expression in dashboard_expressions():
+        metrics = metrics_read_by(expression)  # raises on a syntax error
+        assert metrics, expression
+        assert all(name.startswith("taskgate_") for name in metrics), expression
