@@ -52,21 +52,18 @@ def spawn_component(
 
     With `log`, the child's stdout and stderr go to that file (rewritten), else to ours.
     """
-    if log is None:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "taskgate", *args],
-            env={**os.environ, **env},
-            stdin=subprocess.DEVNULL,
-        )
-        return Component(name, process, health_url)
-    with log.open("wb") as out:
+    out = log.open("wb") if log is not None else None
+    try:
         process = subprocess.Popen(
             [sys.executable, "-m", "taskgate", *args],
             env={**os.environ, **env},
             stdin=subprocess.DEVNULL,
             stdout=out,
-            stderr=subprocess.STDOUT,
+            stderr=subprocess.STDOUT if out is not None else None,
         )
+    finally:
+        if out is not None:
+            out.close()  # the child holds its own copy
     return Component(name, process, health_url, log)
 
 
