@@ -30,6 +30,7 @@ def admin_url(settings: Settings) -> str:
 class AdminTarget:
     url: str
     token: str
+    from_dev_env: bool = False
 
 
 def admin_target(url: str | None) -> AdminTarget | None:
@@ -42,7 +43,7 @@ def admin_target(url: str | None) -> AdminTarget | None:
         return None
     gateway = dev.get("MCP_URL", "").removesuffix(settings.mcp_path)
     default = os.environ.get("TASKGATE_ADMIN_URL") or gateway or admin_url(settings)
-    return AdminTarget(url or default, dev["ADMIN_TOKEN"])
+    return AdminTarget(url or default, dev["ADMIN_TOKEN"], from_dev_env=True)
 
 
 def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
@@ -69,8 +70,10 @@ def run_cache_command(args: argparse.Namespace) -> int:
     try:
         reply = httpx.request(method, url + path, json=body, headers=headers, timeout=10)
     except httpx.TransportError as exc:
+        hint = "; is `taskgate dev` still running?" if target.from_dev_env else ""
         print(
-            f"taskgate: cannot reach the gateway at {url} ({type(exc).__name__})", file=sys.stderr
+            f"taskgate: cannot reach the gateway at {url} ({type(exc).__name__}){hint}",
+            file=sys.stderr,
         )
         return 1
     try:

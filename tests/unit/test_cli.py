@@ -79,7 +79,9 @@ def test_the_admin_cli_reads_dev_env_when_no_token_is_set(no_settings: Path) -> 
     target = admin_target(None)
     assert target is not None
     assert (target.url, target.token) == ("http://127.0.0.1:18801", "from-dev-env")
-    assert admin_target("http://other:8001") == type(target)("http://other:8001", "from-dev-env")
+    other = admin_target("http://other:8001")
+    assert other is not None
+    assert (other.url, other.token) == ("http://other:8001", "from-dev-env")
 
 
 def test_an_admin_token_in_the_environment_wins_over_dev_env(
