@@ -23,6 +23,7 @@ from aiocache.base import BaseCache
 from aiocache.serializers import JsonSerializer, NullSerializer
 from cachetools import TLRUCache
 
+from readmodel.redis_flush import unlink_matching
 from shared.settings import CACHE_MAX_BYTES_DEFAULT, CACHE_MAX_ENTRY_BYTES_DEFAULT
 
 log = logging.getLogger(__name__)
@@ -353,6 +354,10 @@ class ReadCache:
         # The cache's own namespace: Redis clears "taskgate:*", memory keys starting
         # "taskgate:". Other namespaces stay: the TTL policy's, and the write marks, whose loss
         # would let another gateway answer a user's read without waiting for their last write.
+        if isinstance(self.cache, RedisCache):
+            # Not aiocache's clear(): it runs KEYS, which blocks a big shared Redis.
+            await unlink_matching(self.cache.client, f"{self.cache.namespace}:*")
+            return
         await self.cache.clear(namespace=self.cache.namespace)
 
     async def close(self) -> None:

@@ -88,6 +88,13 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = None
     cache_ttl_sync_seconds: float = Field(1.0, gt=0)  # bound on a TTL change reaching all gateways
     replica_lag_sample_seconds: float = Field(5.0, gt=0)
+    # Proxies whose X-Forwarded-For is believed (comma-separated addresses or networks, as
+    # uvicorn's FORWARDED_ALLOW_IPS). Empty: the client address is the socket's peer.
+    trusted_proxies: str = ""
+    # /metrics: with METRICS_PORT set, served on that port only (MCP_HOST); with METRICS_TOKEN
+    # set, /metrics on the MCP port needs it as a bearer token. Neither: public on the MCP port.
+    metrics_port: int = Field(0, ge=0, le=65535)
+    metrics_token: SecretStr | None = None
     log_level: str = "INFO"
     log_json: bool = False
 
