@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from gateway.backend_client import BackendClient, create_http_client
 from gateway.identity import Identity
+from gateway.ratelimit import Buckets, build_buckets
 from readmodel.cache import ReadCache, TtlPolicy, build_cache
 from readmodel.engine import create_read_engine
 from readmodel.reader import TaskReader
@@ -20,6 +21,7 @@ class Runtime:
     backend: BackendClient
     reader: TaskReader
     identity: Identity
+    buckets: Buckets | None  # tool calls per user; None when RATE_LIMIT_PER_USER is 0
 
 
 @asynccontextmanager
@@ -32,8 +34,9 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         else None
     )
     cache = ReadCache(
-        build_cache(settings.cache_url),
+        build_cache(settings.cache_url, max_bytes=settings.cache_max_bytes),
         TtlPolicy(settings.cache_ttl, settings.cache_ttl_overrides),
+        max_entry_bytes=settings.cache_max_entry_bytes,
     )
     try:
         reader = TaskReader(
@@ -47,7 +50,8 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         backend = BackendClient(http)
         identity = Identity(settings, backend)
         await identity.start()
-        yield Runtime(settings, backend, reader, identity)
+        buckets = build_buckets(settings, cache.cache, cache.shared)
+        yield Runtime(settings, backend, reader, identity, buckets)
     finally:
         await http.aclose()
         await replica.dispose()

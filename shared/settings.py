@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 READ_TOOLS = ("list_tasks", "get_task", "get_user_stats")
+# The memory bound: the in-process cache's byte budget, and the largest entry any cache keeps.
+CACHE_MAX_BYTES_DEFAULT = 64 * 2**20
+CACHE_MAX_ENTRY_BYTES_DEFAULT = 512 * 2**10
 
 
 class Settings(BaseSettings):
@@ -21,6 +24,9 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(10, ge=1)
     db_max_overflow: int = Field(10, ge=0)
     db_pool_timeout: float = Field(5.0, gt=0)
+    # How long a read waits for a free replica connection before answering rate_limited (the
+    # gateway is overloaded). Below REPLICA_TIMEOUT, which bounds the whole read.
+    read_pool_timeout: float = Field(1.0, gt=0)
     db_connect_timeout: float = Field(2.0, gt=0)
     db_statement_timeout_ms: int = Field(2000, ge=0)
 
@@ -41,6 +47,9 @@ class Settings(BaseSettings):
     mcp_port: int = Field(8001, ge=0, le=65535)
     mcp_path: str = "/mcp"
     mcp_public_url: str = ""  # what clients call; defaults to http://MCP_HOST:MCP_PORT/mcp
+    # The backend only: every gateway's public URL (comma-separated), the audiences it issues
+    # gateway tokens for, besides MCP_PUBLIC_URL. Each gateway accepts its own alone.
+    mcp_public_urls: str = ""
     mcp_stateless: bool = True
     mcp_json_response: bool = True
     mcp_allowed_hosts: list[str] = Field(default_factory=list)
@@ -73,14 +82,28 @@ class Settings(BaseSettings):
     cache_ttl: float = Field(5.0, ge=0)
     cache_ttl_overrides: dict[str, float] = Field(default_factory=dict)
     cache_url: str = "memory://"
+    cache_max_bytes: int = Field(CACHE_MAX_BYTES_DEFAULT, ge=2**20)
+    cache_max_entry_bytes: int = Field(CACHE_MAX_ENTRY_BYTES_DEFAULT, ge=1024)
     ryw_wait_timeout: float = Field(1.0, ge=0)
     # Connecting plus querying, in all; under 2 s so a read of a dead replica answers in 2 s.
     replica_timeout: float = Field(1.5, gt=0)
+
+    # Tool calls per user and second, with a burst; shared through Redis when CACHE_URL is.
+    # 0 turns the limit off. Far above an agent's pace and the load test's (64 agents).
+    rate_limit_per_user: float = Field(50.0, ge=0)
+    rate_limit_burst: int = Field(100, ge=1)
 
     # Operators: the admin API (off while ADMIN_TOKEN is unset), TTL sharing, lag sampling.
     admin_token: SecretStr | None = None
     cache_ttl_sync_seconds: float = Field(1.0, gt=0)  # bound on a TTL change reaching all gateways
     replica_lag_sample_seconds: float = Field(5.0, gt=0)
+    # Proxies whose X-Forwarded-For is believed (comma-separated addresses or networks, as
+    # uvicorn's FORWARDED_ALLOW_IPS). Empty: the client address is the socket's peer.
+    trusted_proxies: str = ""
+    # /metrics: with METRICS_PORT set, served on that port only (MCP_HOST); with METRICS_TOKEN
+    # set, /metrics on the MCP port needs it as a bearer token. Neither: public on the MCP port.
+    metrics_port: int = Field(0, ge=0, le=65535)
+    metrics_token: SecretStr | None = None
     log_level: str = "INFO"
     log_json: bool = False
 
@@ -94,12 +117,27 @@ class Settings(BaseSettings):
             raise ValueError("TTLs must be >= 0")
         return value
 
+    @model_validator(mode="after")
+    def _bounds_fit(self) -> Settings:
+        if self.cache_max_entry_bytes > self.cache_max_bytes:
+            raise ValueError("CACHE_MAX_ENTRY_BYTES must not exceed CACHE_MAX_BYTES")
+        if self.read_pool_timeout >= self.replica_timeout:
+            # Else the read's own bound fires first, and an overload reads as a dead replica.
+            raise ValueError("READ_POOL_TIMEOUT must be below REPLICA_TIMEOUT")
+        return self
+
     def ttl_for(self, tool: str) -> float:
         return self.cache_ttl_overrides.get(tool, self.cache_ttl)
 
     @property
     def backend_url(self) -> str:
         return (self.backend_public_url or self.fastapi_base_url).rstrip("/")
+
+    @property
+    def gateway_audiences(self) -> list[str]:
+        """MCP_PUBLIC_URL and MCP_PUBLIC_URLS, without duplicates."""
+        extra = [url.strip() for url in self.mcp_public_urls.split(",") if url.strip()]
+        return list(dict.fromkeys([self.mcp_url, *extra]))
 
     @property
     def mcp_url(self) -> str:

@@ -55,9 +55,11 @@ def issue_gateway_token(settings: Settings, user_id: int, ttl_seconds: int | Non
     return issue_token(settings, user_id, ttl_seconds, audience=settings.mcp_url)
 
 
-def verify_token(settings: Settings, token: str, audience: str | None = None) -> TokenClaims:
-    """Verify signature, expiry, issuer and audience (the backend's unless named).
-    Raises jwt.InvalidTokenError."""
+def verify_token(
+    settings: Settings, token: str, audience: str | list[str] | None = None
+) -> TokenClaims:
+    """Verify signature, expiry, issuer and audience (the backend's unless named; with a list,
+    any one of them). Raises jwt.InvalidTokenError."""
     claims = jwt.decode(
         token,
         settings.jwt_secret.get_secret_value(),

@@ -94,10 +94,11 @@ class TaskgateOAuthProvider(
         """The `aud` for an RFC 8707 resource: a gateway's URL, or this backend (its URL or the
         JWT_AUDIENCE name). None for a resource this server does not issue tokens for."""
         if resource is None:
-            return self._settings.mcp_url  # MCP clients are who use /authorize
+            return self._settings.mcp_url  # MCP clients are who use /authorize (the first gateway)
         wanted = resource.rstrip("/")
-        if wanted == self._settings.mcp_url.rstrip("/"):
-            return self._settings.mcp_url
+        for gateway in self._settings.gateway_audiences:
+            if wanted == gateway.rstrip("/"):
+                return gateway
         if wanted in (self._settings.backend_url, self._settings.jwt_audience):
             return self._settings.jwt_audience
         return None

@@ -20,7 +20,7 @@ from shared.tokens import (
     GATEWAY_CLIENT_ID,
     TOKEN_EXCHANGE_GRANT,
     issue_token,
-    verify_gateway_token,
+    verify_token,
 )
 
 JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
@@ -72,7 +72,11 @@ class TokenEndpoint:
         if self._provider.audience_for(target) != self._settings.jwt_audience:
             return oauth_error("invalid_target", "token exchange issues backend tokens only")
         try:
-            subject = verify_gateway_token(self._settings, _field(form, "subject_token") or "")
+            subject = verify_token(
+                self._settings,
+                _field(form, "subject_token") or "",
+                audience=self._settings.gateway_audiences,  # a token for any of our gateways
+            )
         except jwt.InvalidTokenError:
             return oauth_error("invalid_grant", "subject_token is not a valid gateway token")
         # Short-lived, and never outliving the token it was exchanged for.

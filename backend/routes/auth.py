@@ -59,7 +59,7 @@ async def login(
         raise TaskgateError(
             ErrorCode.BAD_REQUEST,
             "resource names no service of this deployment",
-            {"field": "resource", "expected": [settings.mcp_url, settings.backend_url]},
+            {"field": "resource", "expected": [*settings.gateway_audiences, settings.backend_url]},
         )
     user = await users.authenticate(session, username, password)
     token = issue_token(settings, user.id, audience=audience)
