@@ -8,6 +8,12 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 READ_TOOLS = ("list_tasks", "get_task", "get_user_stats")
+# Shorter secrets fall to an offline brute force of one captured HS256 token.
+MIN_SECRET_CHARS = 32
+
+
+class InsecureSettings(ValueError):
+    """A secret that a production process refuses to start with; the message says what to set."""
 
 
 class Settings(BaseSettings):
@@ -91,6 +97,37 @@ class Settings(BaseSettings):
     def ttl_for(self, tool: str) -> float:
         return self.cache_ttl_overrides.get(tool, self.cache_ttl)
 
+    def require_production_secrets(self) -> None:
+        """Refuse a missing, placeholder or short JWT_SECRET or ADMIN_TOKEN.
+
+        Called by the command line before a server starts, not on construction, so tests and
+        tools build Settings freely. The default JWT_SECRET is a public placeholder.
+        """
+        jwt_secret = self.jwt_secret.get_secret_value()
+        if _placeholder(jwt_secret):
+            raise InsecureSettings(
+                "JWT_SECRET is unset or a placeholder: set it to a random string of at least "
+                f"{MIN_SECRET_CHARS} characters (python -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))')"
+            )
+        if len(jwt_secret) < MIN_SECRET_CHARS:
+            raise InsecureSettings(
+                f"JWT_SECRET is {len(jwt_secret)} characters: set it to a random string of at "
+                f"least {MIN_SECRET_CHARS}"
+            )
+        # An empty ADMIN_TOKEN turns the admin API off, as an unset one does.
+        admin_token = self.admin_token.get_secret_value() if self.admin_token else ""
+        if admin_token and (_placeholder(admin_token) or len(admin_token) < MIN_SECRET_CHARS):
+            raise InsecureSettings(
+                f"ADMIN_TOKEN is a placeholder or shorter than {MIN_SECRET_CHARS} characters: "
+                f"set it to a random string of at least {MIN_SECRET_CHARS}, or unset it to turn "
+                "the admin API off"
+            )
+
     @property
     def mcp_url(self) -> str:
         return self.mcp_public_url or f"http://{self.mcp_host}:{self.mcp_port}{self.mcp_path}"
+
+
+def _placeholder(secret: str) -> bool:
+    return "change-me" in secret.lower()

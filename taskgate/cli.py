@@ -6,8 +6,19 @@ import argparse
 import sys
 
 from shared.logs import configure_logging
-from shared.settings import Settings
+from shared.settings import InsecureSettings, Settings
 from taskgate.cache_cmd import add_cache_parser, check_cache_args, run_cache_command
+
+
+def _production_settings(**overrides: object) -> Settings:
+    """Settings for a server process: one clear line and exit 2 on a missing or weak secret."""
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    try:
+        settings.require_production_secrets()
+    except InsecureSettings as refused:
+        print(f"taskgate: refusing to start: {refused}", file=sys.stderr)
+        sys.exit(2)
+    return settings
 
 
 def _backend(args: argparse.Namespace) -> None:
@@ -15,7 +26,7 @@ def _backend(args: argparse.Namespace) -> None:
 
     from backend.app import create_app
 
-    settings = Settings()
+    settings = _production_settings()
     configure_logging(settings.log_level, settings.log_json)
     port = args.port if args.port is not None else settings.backend_port
     uvicorn.run(
@@ -31,7 +42,7 @@ def _gateway(args: argparse.Namespace) -> None:
     overrides = {"mcp_transport": args.transport} if args.transport else {}
     if args.port is not None:
         overrides["mcp_port"] = args.port
-    settings = Settings(**overrides)
+    settings = _production_settings(**overrides)
     configure_logging(settings.log_level, settings.log_json)
     from gateway.server import build_http_app, build_server
 
