@@ -62,6 +62,21 @@ class Settings(BaseSettings):
     backend_host: str = "127.0.0.1"
     backend_port: int = Field(8000, ge=0, le=65535)
     max_body_bytes: int = Field(64 * 1024, ge=1024)
+    # Comma-separated addresses or networks whose X-Forwarded-For the backend believes.
+    # Empty: the client address is the socket's peer, whatever headers say.
+    trusted_proxies: str = ""
+
+    # Login throttling (backend/login_limits.py): failed attempts allowed before back-off,
+    # per account and per client address; the back-off doubles from its first value.
+    login_account_failures: int = Field(5, ge=1)
+    login_address_failures: int = Field(50, ge=1)
+    login_backoff_seconds: float = Field(1.0, gt=0)
+    login_backoff_max_seconds: float = Field(900.0, gt=0)
+    login_failure_window_seconds: float = Field(3600.0, gt=0)
+    login_limit_entries: int = Field(100_000, ge=1)  # per table, about 200 bytes each
+    # argon2 (64 MiB each) at most this many at once, so logins cannot starve other requests.
+    password_hash_concurrency: int = Field(2, ge=1)
+    password_hash_queue: int = Field(256, ge=0)
 
     # Tokens.
     jwt_secret: SecretStr = SecretStr("change-me-in-production-this-is-not-a-secret")

@@ -35,6 +35,10 @@ def _backend(args: argparse.Namespace) -> None:
         port=port,
         log_config=None,
         access_log=False,
+        # uvicorn believes X-Forwarded-For from loopback by default; login limits key on the
+        # client address, so only configured proxies may name it.
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=settings.trusted_proxies or None,
     )
 
 
