@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     gateway_password: SecretStr | None = None
     auth_mode: Literal["token", "user_param"] = "token"
 
+    # `taskgate connect`, the stdio bridge: a bearer token for the gateway (else an OAuth login),
+    # and where the OAuth tokens are kept (default ~/.config/taskgate/tokens.json).
+    mcp_token: SecretStr | None = None
+    connect_tokens_file: str = ""
+
     # Backend.
     backend_host: str = "127.0.0.1"
     backend_port: int = Field(8000, ge=0, le=65535)
@@ -73,7 +78,7 @@ class Settings(BaseSettings):
     login_backoff_seconds: float = Field(1.0, gt=0)
     login_backoff_max_seconds: float = Field(900.0, gt=0)
     login_failure_window_seconds: float = Field(3600.0, gt=0)
-    login_limit_entries: int = Field(100_000, ge=1)  # per table, about 200 bytes each
+    login_limit_entries: int = Field(50_000, ge=1)  # per table, about 350 bytes each
     # argon2 (64 MiB each) at most this many at once, so logins cannot starve other requests.
     password_hash_concurrency: int = Field(2, ge=1)
     password_hash_queue: int = Field(256, ge=0)

@@ -79,6 +79,17 @@ def _cache(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     sys.exit(run_cache_command(args))
 
 
+def _connect(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from taskgate.connect import run_connect
+
+    settings = Settings()
+    # Logs go to stderr only: stdout carries the MCP messages.
+    configure_logging("WARNING", settings.log_json)
+    sys.exit(run_connect(args.url, settings, Path.cwd()))
+
+
 def _dev(args: argparse.Namespace) -> None:
     from taskgate.devstack import run_dev
 
@@ -112,6 +123,14 @@ def parser() -> argparse.ArgumentParser:
 
     migrate = sub.add_parser("migrate", help="migrate DATABASE_URL to the latest schema")
     migrate.set_defaults(func=_migrate)
+
+    connect = sub.add_parser(
+        "connect",
+        help="stdio MCP bridge to a running gateway (MCP_TOKEN or an OAuth login); "
+        "no URL: .taskgate/dev.env",
+    )
+    connect.add_argument("url", nargs="?", help="the gateway's MCP URL")
+    connect.set_defaults(func=_connect)
 
     cache = add_cache_parser(sub)
     cache.set_defaults(func=lambda args: _cache(cache, args))

@@ -34,6 +34,9 @@ async def authenticate(
     user = (
         await session.scalar(select(User).where(User.email == email)) if _storable(email) else None
     )
+    # Hand the connection back before the hash, which may wait for a slot: logins queued
+    # behind the hashing cap must not hold the pool that task requests need.
+    await session.commit()
     ok = await hashing.verify(user.password_hash if user else None, password)
     if user is None or not ok:
         raise TaskgateError(ErrorCode.UNAUTHORIZED, "email or password is wrong")
