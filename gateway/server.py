@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from starlette.applications import Starlette
 
 from gateway.auth import JwtVerifier
+from gateway.http_headers import StripHeaderWhitespace
 from gateway.metrics import ToolCallObserver
 from gateway.ops import Operations
 from gateway.request_id import bind_request_id, reset_request_id
@@ -199,7 +200,7 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
 
 def build_http_app(settings: Settings) -> Starlette:
     server, _ = build_server(settings)
-    return server.streamable_http_app(
+    app = server.streamable_http_app(
         streamable_http_path=settings.mcp_path,
         stateless_http=settings.mcp_stateless,
         json_response=settings.mcp_json_response,
@@ -207,3 +208,5 @@ def build_http_app(settings: Settings) -> Starlette:
         max_request_body_size=settings.max_body_bytes,
         host=settings.mcp_host,
     )
+    app.add_middleware(StripHeaderWhitespace)
+    return app

@@ -1,4 +1,4 @@
-"""A local PostgreSQL primary plus a hot-standby streaming replica, for `taskgate dev` and tests.
+"""A local PostgreSQL primary plus hot-standby streaming replicas, for `taskgate dev` and tests.
 
 The servers listen on free loopback ports only, keep everything in the folder they are given,
 and run as an unprivileged user when started as root (initdb refuses root).
@@ -33,7 +33,7 @@ _SERVER_CONF = """
 listen_addresses = '127.0.0.1'
 unix_socket_directories = ''
 wal_level = replica
-max_wal_senders = 5
+max_wal_senders = 10
 hot_standby = on
 hot_standby_feedback = on
 fsync = {fsync}
@@ -48,6 +48,17 @@ logging_collector = off
 
 class PgPairError(RuntimeError):
     """The pair could not be started or stopped."""
+
+
+# A server that lost its port between free_port() and bind: other servers start on the machine
+# meanwhile (a busy CI runs several test sessions side by side). Such a start is retried.
+_PORT_TAKEN = ("Address already in use", "could not create any TCP/IP sockets")
+_PORT_ATTEMPTS = 5
+# Generous on purpose: on a loaded two-core machine a start or the first streaming takes tens
+# of seconds, and a false timeout is worse than a slow one.
+START_TIMEOUT_SECONDS = 120
+STREAMING_TIMEOUT_SECONDS = 120
+_LOG_TAIL_LINES = 15
 
 
 def free_port() -> int:
@@ -117,30 +128,51 @@ class PgPair:
     root: Path
     fsync: bool = False
     bindir: Path = field(default_factory=find_bindir)
+    replicas: int = 1
     primary_port: int = field(default_factory=free_port)
-    replica_port: int = field(default_factory=free_port)
+    replica_ports: list[int] = field(default_factory=list)
     superuser_password: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     app_password: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     reader_password: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     run_as: str | None = field(default_factory=_unprivileged_user)
 
+    def __post_init__(self) -> None:
+        if self.replicas < 1:
+            raise PgPairError("a pair needs at least one replica")
+        while len(self.replica_ports) < self.replicas:
+            self.replica_ports.append(free_port())
+
     @property
     def primary_dir(self) -> Path:
         return self.root / "primary"
 
+    def replica_dir_of(self, index: int) -> Path:
+        return self.root / ("replica" if index == 0 else f"replica{index + 1}")
+
     @property
     def replica_dir(self) -> Path:
-        return self.root / "replica"
+        return self.replica_dir_of(0)
+
+    @property
+    def replica_port(self) -> int:
+        return self.replica_ports[0]
+
+    def _port(self, replica: bool | int) -> int:
+        """`replica`: False for the primary, True for replica 0, an index for that replica."""
+        if replica is False:
+            return self.primary_port
+        return self.replica_ports[0 if replica is True else replica]
 
     # Connection URLs for the roles, in SQLAlchemy's asyncpg dialect.
-    def url(self, role: str, *, replica: bool = False, driver: str = "postgresql+asyncpg") -> str:
+    def url(
+        self, role: str, *, replica: bool | int = False, driver: str = "postgresql+asyncpg"
+    ) -> str:
         password = {
             SUPERUSER: self.superuser_password,
             APP_ROLE: self.app_password,
             READER_ROLE: self.reader_password,
         }[role]
-        port = self.replica_port if replica else self.primary_port
-        return f"{driver}://{role}:{password}@127.0.0.1:{port}/{DATABASE}"
+        return f"{driver}://{role}:{password}@127.0.0.1:{self._port(replica)}/{DATABASE}"
 
     @property
     def database_url(self) -> str:
@@ -148,7 +180,11 @@ class PgPair:
 
     @property
     def read_database_url(self) -> str:
-        return self.url(READER_ROLE, replica=True)
+        return self.url(READER_ROLE, replica=0)
+
+    @property
+    def read_database_urls(self) -> list[str]:
+        return [self.url(READER_ROLE, replica=i) for i in range(self.replicas)]
 
     @property
     def admin_url(self) -> str:
@@ -165,16 +201,26 @@ class PgPair:
         started = time.monotonic()
         self._prepare_root()
         self._init_primary()
-        self._start(self.primary_dir, self.primary_port, "primary")
+        self.start_primary()
         self._create_roles()
-        self._base_backup()
-        self._start(self.replica_dir, self.replica_port, "replica")
+        for index in range(self.replicas):
+            self._base_backup(index)
+            self.start_replica(index)
         self.wait_streaming()
-        log.info("postgres pair ready in %.2fs", time.monotonic() - started)
+        log.info(
+            "postgres primary and %d replica(s) ready in %.2fs",
+            self.replicas,
+            time.monotonic() - started,
+        )
 
     def stop(self) -> None:
-        for name, data in (("replica", self.replica_dir), ("primary", self.primary_dir)):
-            self.stop_server(data, name)
+        for index in reversed(range(self.replicas)):
+            self.stop_server(self.replica_dir_of(index), self._replica_name(index))
+        self.stop_server(self.primary_dir, "primary")
+
+    @staticmethod
+    def _replica_name(index: int) -> str:
+        return "replica" if index == 0 else f"replica{index + 1}"
 
     def stop_server(self, data: Path, name: str = "server", mode: str = "fast") -> None:
         if (data / "postmaster.pid").exists():
@@ -183,36 +229,46 @@ class PgPair:
             )
             log.debug("%s stopped", name)
 
-    def start_replica(self) -> None:
-        self._start(self.replica_dir, self.replica_port, "replica")
+    def start_primary(self) -> None:
+        self.primary_port = self._start(self.primary_dir, self.primary_port, "primary")
 
-    def stop_replica(self) -> None:
-        self.stop_server(self.replica_dir, "replica")
+    def start_replica(self, index: int = 0) -> None:
+        self.replica_ports[index] = self._start(
+            self.replica_dir_of(index), self.replica_ports[index], self._replica_name(index)
+        )
+
+    def stop_replica(self, index: int = 0) -> None:
+        self.stop_server(self.replica_dir_of(index), self._replica_name(index))
 
     @contextmanager
-    def replay_paused(self) -> Iterator[None]:
+    def replay_paused(self, replica: int = 0) -> Iterator[None]:
         """The replica keeps receiving WAL but stops replaying it: a lagging replica, on demand."""
-        self.psql("SELECT pg_wal_replay_pause()", replica=True)
+        self.psql("SELECT pg_wal_replay_pause()", replica=replica)
         try:
             yield
         finally:
-            self.resume_replay()
+            self.resume_replay(replica)
 
-    def resume_replay(self) -> None:
-        self.psql("SELECT pg_wal_replay_resume()", replica=True)
+    def resume_replay(self, replica: int = 0) -> None:
+        self.psql("SELECT pg_wal_replay_resume()", replica=replica)
 
     def restart_primary(self) -> None:
         self.stop_server(self.primary_dir, "primary")
-        self._start(self.primary_dir, self.primary_port, "primary")
+        self.start_primary()
 
     def psql(
-        self, sql: str, *, replica: bool = False, role: str = SUPERUSER, database: str = DATABASE
+        self,
+        sql: str,
+        *,
+        replica: bool | int = False,
+        role: str = SUPERUSER,
+        database: str = DATABASE,
     ) -> str:
         """Run SQL through psql as a role; returns unaligned tuples-only output."""
         password = {SUPERUSER: self.superuser_password, APP_ROLE: self.app_password}.get(
             role, self.reader_password
         )
-        port = self.replica_port if replica else self.primary_port
+        port = self._port(replica)
         out = self._run(
             [
                 "psql",
@@ -235,17 +291,23 @@ class PgPair:
         )
         return out.strip()
 
-    def wait_streaming(self, timeout: float = 30.0) -> None:
+    def wait_streaming(self, timeout: float = STREAMING_TIMEOUT_SECONDS) -> None:
+        """Wait until every replica streams from the primary."""
         deadline = time.monotonic() + timeout
+        streaming = 0
         while time.monotonic() < deadline:
             try:
-                state = self.psql("SELECT state FROM pg_stat_replication", database="postgres")
+                states = self.psql("SELECT state FROM pg_stat_replication", database="postgres")
             except PgPairError:
-                state = ""
-            if "streaming" in state.split():
+                states = ""
+            streaming = states.split().count("streaming")
+            if streaming >= self.replicas:
                 return
             time.sleep(0.05)
-        raise PgPairError(f"replica did not start streaming within {timeout:.0f}s")
+        raise PgPairError(
+            f"waiting for streaming replication: {streaming} of {self.replicas} replica(s) "
+            f"streaming after {timeout:.0f}s{self._log_tail(self._replica_name(0))}"
+        )
 
     # -- steps ------------------------------------------------------------------
 
@@ -294,24 +356,44 @@ class PgPair:
         with (self.primary_dir / "postgresql.conf").open("a") as conf:
             conf.write(_SERVER_CONF.format(fsync="on" if self.fsync else "off"))
 
-    def _start(self, data: Path, port: int, name: str) -> None:
+    def _start(self, data: Path, port: int, name: str) -> int:
+        """Start a server; returns its port, a new one if `port` was taken meanwhile."""
         logfile = self.root / f"{name}.log"
-        self._run(
-            [
-                "pg_ctl",
-                "-D",
-                str(data),
-                "-l",
-                str(logfile),
-                "-o",
-                f"-p {port}",
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ]
-        )
-        log.debug("%s listening on 127.0.0.1:%d", name, port)
+        for attempt in range(1, _PORT_ATTEMPTS + 1):
+            seen = logfile.stat().st_size if logfile.exists() else 0
+            try:
+                self._run(
+                    [
+                        "pg_ctl",
+                        "-D",
+                        str(data),
+                        "-l",
+                        str(logfile),
+                        "-o",
+                        f"-p {port}",
+                        "-w",
+                        "-t",
+                        str(START_TIMEOUT_SECONDS),
+                        "start",
+                    ]
+                )
+            except PgPairError as exc:
+                new_lines = _read_from(logfile, seen)
+                if attempt < _PORT_ATTEMPTS and any(sign in new_lines for sign in _PORT_TAKEN):
+                    log.info("%s: port %d was taken meanwhile; trying another", name, port)
+                    port = free_port()
+                    continue
+                raise PgPairError(f"starting the {name}: {exc}{self._log_tail(name)}") from None
+            log.debug("%s listening on 127.0.0.1:%d", name, port)
+            return port
+        raise AssertionError("unreachable")
+
+    def _log_tail(self, name: str) -> str:
+        logfile = self.root / f"{name}.log"
+        lines = _read_from(logfile, 0).splitlines()[-_LOG_TAIL_LINES:]
+        if not lines:
+            return ""
+        return f"\n--- last lines of {logfile} ---\n" + "\n".join(lines)
 
     def _create_roles(self) -> None:
         replication_password = self.superuser_password
@@ -334,7 +416,7 @@ class PgPair:
             f"GRANT pg_read_all_stats TO {READER_ROLE};"
         )
 
-    def _base_backup(self) -> None:
+    def _base_backup(self, index: int) -> None:
         self._run(
             [
                 "pg_basebackup",
@@ -345,7 +427,7 @@ class PgPair:
                 "-U",
                 REPLICATION_ROLE,
                 "-D",
-                str(self.replica_dir),
+                str(self.replica_dir_of(index)),
                 "-R",
                 "-X",
                 "stream",
@@ -364,12 +446,31 @@ class PgPair:
         if self.run_as:
             command = ["runuser", "-u", self.run_as, "--", *command]
         full_env = {**os.environ, "LC_ALL": "C", **(env or {})}
-        result = subprocess.run(
-            command, capture_output=True, text=True, env=full_env, cwd=self.root, timeout=120
-        )
+        try:
+            result = subprocess.run(
+                command,
+                capture_output=True,
+                text=True,
+                env=full_env,
+                cwd=self.root,
+                timeout=START_TIMEOUT_SECONDS + 30,
+            )
+        except subprocess.TimeoutExpired:
+            raise PgPairError(
+                f"{args[0]} did not finish within {START_TIMEOUT_SECONDS + 30}s"
+            ) from None
         if check and result.returncode != 0:
             # PGPASSWORD travels in the environment, never on the command line, so this is safe.
             raise PgPairError(
                 f"{args[0]} failed ({result.returncode}): {result.stderr.strip() or result.stdout}"
             )
         return result.stdout
+
+
+def _read_from(path: Path, offset: int) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
