@@ -11,6 +11,12 @@ READ_TOOLS = ("list_tasks", "get_task", "get_user_stats")
 # The memory bound: the in-process cache's byte budget, and the largest entry any cache keeps.
 CACHE_MAX_BYTES_DEFAULT = 64 * 2**20
 CACHE_MAX_ENTRY_BYTES_DEFAULT = 512 * 2**10
+# Shorter secrets fall to an offline brute force of one captured HS256 token.
+MIN_SECRET_CHARS = 32
+
+
+class InsecureSettings(ValueError):
+    """A secret that a production process refuses to start with; the message says what to set."""
 
 
 class Settings(BaseSettings):
@@ -63,10 +69,27 @@ class Settings(BaseSettings):
     gateway_password: SecretStr | None = None
     auth_mode: Literal["token", "user_param"] = "token"
 
+    # `taskgate connect`, the stdio bridge: a bearer token for the gateway (else an OAuth login),
+    # and where the OAuth tokens are kept (default ~/.config/taskgate/tokens.json).
+    mcp_token: SecretStr | None = None
+    connect_tokens_file: str = ""
+
     # Backend.
     backend_host: str = "127.0.0.1"
     backend_port: int = Field(8000, ge=0, le=65535)
     max_body_bytes: int = Field(64 * 1024, ge=1024)
+
+    # Login throttling (backend/login_limits.py): failed attempts allowed before back-off,
+    # per account and per client address; the back-off doubles from its first value.
+    login_account_failures: int = Field(5, ge=1)
+    login_address_failures: int = Field(50, ge=1)
+    login_backoff_seconds: float = Field(1.0, gt=0)
+    login_backoff_max_seconds: float = Field(900.0, gt=0)
+    login_failure_window_seconds: float = Field(3600.0, gt=0)
+    login_limit_entries: int = Field(50_000, ge=1)  # per table, about 350 bytes each
+    # argon2 (64 MiB each) at most this many at once, so logins cannot starve other requests.
+    password_hash_concurrency: int = Field(2, ge=1)
+    password_hash_queue: int = Field(256, ge=0)
 
     # Tokens.
     jwt_secret: SecretStr = SecretStr("change-me-in-production-this-is-not-a-secret")
@@ -129,6 +152,33 @@ class Settings(BaseSettings):
     def ttl_for(self, tool: str) -> float:
         return self.cache_ttl_overrides.get(tool, self.cache_ttl)
 
+    def require_production_secrets(self) -> None:
+        """Refuse a missing, placeholder or short JWT_SECRET or ADMIN_TOKEN.
+
+        Called by the command line before a server starts, not on construction, so tests and
+        tools build Settings freely. The default JWT_SECRET is a public placeholder.
+        """
+        jwt_secret = self.jwt_secret.get_secret_value()
+        if _placeholder(jwt_secret):
+            raise InsecureSettings(
+                "JWT_SECRET is unset or a placeholder: set it to a random string of at least "
+                f"{MIN_SECRET_CHARS} characters (python -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))')"
+            )
+        if len(jwt_secret) < MIN_SECRET_CHARS:
+            raise InsecureSettings(
+                f"JWT_SECRET is {len(jwt_secret)} characters: set it to a random string of at "
+                f"least {MIN_SECRET_CHARS}"
+            )
+        # An empty ADMIN_TOKEN turns the admin API off, as an unset one does.
+        admin_token = self.admin_token.get_secret_value() if self.admin_token else ""
+        if admin_token and (_placeholder(admin_token) or len(admin_token) < MIN_SECRET_CHARS):
+            raise InsecureSettings(
+                f"ADMIN_TOKEN is a placeholder or shorter than {MIN_SECRET_CHARS} characters: "
+                f"set it to a random string of at least {MIN_SECRET_CHARS}, or unset it to turn "
+                "the admin API off"
+            )
+
     @property
     def backend_url(self) -> str:
         return (self.backend_public_url or self.fastapi_base_url).rstrip("/")
@@ -142,3 +192,7 @@ class Settings(BaseSettings):
     @property
     def mcp_url(self) -> str:
         return self.mcp_public_url or f"http://{self.mcp_host}:{self.mcp_port}{self.mcp_path}"
+
+
+def _placeholder(secret: str) -> bool:
+    return "change-me" in secret.lower()

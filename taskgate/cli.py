@@ -7,7 +7,7 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 
 from shared.logs import configure_logging
-from shared.settings import Settings
+from shared.settings import InsecureSettings, Settings
 from taskgate.cache_cmd import add_cache_parser, check_cache_args, run_cache_command
 
 EXAMPLES = """examples:
@@ -29,12 +29,23 @@ def _proxy_options(settings: Settings) -> dict[str, object]:
     return {"proxy_headers": True, "forwarded_allow_ips": settings.trusted_proxies}
 
 
+def _production_settings(**overrides: object) -> Settings:
+    """Settings for a server process: one clear line and exit 2 on a missing or weak secret."""
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    try:
+        settings.require_production_secrets()
+    except InsecureSettings as refused:
+        print(f"taskgate: refusing to start: {refused}", file=sys.stderr)
+        sys.exit(2)
+    return settings
+
+
 def _backend(args: argparse.Namespace) -> None:
     import uvicorn
 
     from backend.app import create_app
 
-    settings = Settings()
+    settings = _production_settings()
     configure_logging(settings.log_level, settings.log_json)
     port = args.port if args.port is not None else settings.backend_port
     uvicorn.run(
@@ -51,7 +62,7 @@ def _gateway(args: argparse.Namespace) -> None:
     overrides = {"mcp_transport": args.transport} if args.transport else {}
     if args.port is not None:
         overrides["mcp_port"] = args.port
-    settings = Settings(**overrides)
+    settings = _production_settings(**overrides)
     configure_logging(settings.log_level, settings.log_json)
     from gateway.server import build_http_app, build_server
 
@@ -83,6 +94,17 @@ def _migrate(args: argparse.Namespace) -> None:
 def _cache(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     check_cache_args(parser, args)
     sys.exit(run_cache_command(args))
+
+
+def _connect(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from taskgate.connect import run_connect
+
+    settings = Settings()
+    # Logs go to stderr only: stdout carries the MCP messages.
+    configure_logging("WARNING", settings.log_json)
+    sys.exit(run_connect(args.url, settings, Path.cwd()))
 
 
 def _dev(args: argparse.Namespace) -> None:
@@ -170,6 +192,14 @@ def parser() -> argparse.ArgumentParser:
         help="retry this long while the database cannot be reached (default 0)",
     )
     migrate.set_defaults(func=_migrate)
+
+    connect = sub.add_parser(
+        "connect",
+        help="stdio MCP bridge to a running gateway (MCP_TOKEN or an OAuth login); "
+        "no URL: .taskgate/dev.env",
+    )
+    connect.add_argument("url", nargs="?", help="the gateway's MCP URL")
+    connect.set_defaults(func=_connect)
 
     cache = add_cache_parser(sub)
     cache.set_defaults(func=lambda args: _cache(cache, args))

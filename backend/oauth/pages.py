@@ -20,7 +20,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from mcp.server.auth.provider import construct_redirect_uri
 from pydantic import ValidationError
 
-from backend.deps import SessionDep, SettingsDep
+from backend.deps import HashingDep, LoginLimitsDep, SessionDep, SettingsDep
+from backend.login_limits import client_address
 from backend.oauth.provider import LOGIN_PATH, PendingAuthorization, TaskgateOAuthProvider
 from backend.services import users
 from shared.errors import ErrorCode, TaskgateError
@@ -152,6 +153,8 @@ async def log_in(
     request: Request,
     settings: SettingsDep,
     session: SessionDep,
+    hashing: HashingDep,
+    limits: LoginLimitsDep,
     signed: RequestField,
     csrf: CsrfField,
     email: EmailField,
@@ -159,10 +162,17 @@ async def log_in(
 ) -> Response:
     _check_csrf(request, settings, csrf)
     pending = _pending(request, signed)
-    try:
-        user = await users.authenticate(session, email, password)
+    address = client_address(request)
+    try:  # the same per-account and per-address back-off as POST /api/v1/auth/token
+        limits.begin(email, address)
+        user = await users.authenticate(session, hashing, email, password)
+        limits.succeeded(email, address)
     except TaskgateError as exc:
-        return await _login_page(request, settings, signed, exc.message, exc.http_status)
+        page = await _login_page(request, settings, signed, exc.message, exc.http_status)
+        retry_after = exc.details.get("retry_after_seconds")
+        if retry_after is not None:
+            page.headers["Retry-After"] = str(retry_after)
+        return page
     code = await _provider(request).issue_code(pending, user.id)
     target = construct_redirect_uri(pending.redirect_uri, code=code, state=pending.state)
     return RedirectResponse(target, status_code=302, headers={"Cache-Control": "no-store"})
@@ -187,6 +197,7 @@ async def sign_up(
     request: Request,
     settings: SettingsDep,
     session: SessionDep,
+    hashing: HashingDep,
     signed: RequestField,
     csrf: CsrfField,
     email: EmailField,
@@ -200,7 +211,7 @@ async def sign_up(
         message = "enter a valid email and a password of 8 to 128 characters"
         return _signup_page(request, settings, signed, message, 422)
     try:
-        await users.create_user(session, data)
+        await users.create_user(session, hashing, data)
     except TaskgateError as exc:
         return _signup_page(request, settings, signed, exc.message, exc.http_status)
     # Back to the login form, which then finishes the authorization.

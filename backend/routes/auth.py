@@ -4,7 +4,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Request, Response, status
 
-from backend.deps import SessionDep, SettingsDep
+from backend.deps import HashingDep, LoginLimitsDep, SessionDep, SettingsDep
+from backend.login_limits import client_address
 from backend.openapi import COMMON_ERRORS, error_responses
 from backend.services import users
 from backend.sessions import CSRF_COOKIE, SESSION_COOKIE, clear_session_cookies, set_session_cookies
@@ -29,7 +30,7 @@ router = APIRouter(prefix="/auth", tags=["auth"], responses=error_responses(*COM
                 }
             },
         },
-        **error_responses(401),
+        **error_responses(401, 429),
     },
 )
 async def login(
@@ -46,12 +47,18 @@ async def login(
     *,
     session: SessionDep,
     settings: SettingsDep,
+    hashing: HashingDep,
+    limits: LoginLimitsDep,
     request: Request,
     response: Response,
 ) -> TokenOut:
     """OAuth2 password login (`username` is the email). Without `resource`: a token for this REST
     API, and browsers also get a session cookie. With `resource` = the gateway's MCP URL: a
-    token for MCP, which this API refuses (one audience per token)."""
+    token for MCP, which this API refuses (one audience per token).
+
+    Failed logins back off per account and per client address: `429 rate_limited` with
+    `Retry-After` and `details.retry_after_seconds`.
+    """
     audience = request.app.state.oauth_provider.audience_for(resource)
     if resource is None:
         audience = settings.jwt_audience
@@ -61,7 +68,10 @@ async def login(
             "resource names no service of this deployment",
             {"field": "resource", "expected": [*settings.gateway_audiences, settings.backend_url]},
         )
-    user = await users.authenticate(session, username, password)
+    address = client_address(request)
+    limits.begin(username, address)
+    user = await users.authenticate(session, hashing, username, password)
+    limits.succeeded(username, address)
     token = issue_token(settings, user.id, audience=audience)
     if audience == settings.jwt_audience:
         set_session_cookies(response, request, settings, token)
