@@ -26,6 +26,9 @@ HIDDEN = [
     "SELECT count(*) FROM users",
     "SELECT * FROM idempotency_keys",
     "SELECT * FROM alembic_version",
+    "SELECT token_hash FROM oauth_refresh_tokens",
+    "SELECT code_hash FROM oauth_codes",
+    "SELECT info FROM oauth_clients",
 ]
 
 WRITES = [
