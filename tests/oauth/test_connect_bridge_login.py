@@ -52,27 +52,20 @@ async def test_taskgate_connect_logs_in_on_the_real_login_page_and_refreshes(
     )
     tokens = tmp_path / "tokens.json"
 
+    storage = FileTokenStorage(tokens, oauth_stack.mcp_url)
     redirect = LoopbackRedirect()
     try:
-        provider = oauth_provider(
-            oauth_stack.mcp_url, FileTokenStorage(tokens, oauth_stack.mcp_url), redirect
-        )
-        assert (await list_tools(oauth_stack.mcp_url, provider)).status_code == 200
-    finally:
-        redirect.close()
-    assert len(opened) == 1 and opened[0].startswith(f"{oauth_stack.backend_url}/authorize?")
-
-    # Later, with the access token expired: the stored refresh token renews it, no browser.
-    await asyncio.sleep(ACCESS_TTL_SECONDS + 1)
-    monkeypatch.setattr(webbrowser, "open", lambda url: pytest.fail("a second login"))
-    redirect = LoopbackRedirect()
-    try:
-        storage = FileTokenStorage(tokens, oauth_stack.mcp_url)
-        before = await storage.get_tokens()
         provider = oauth_provider(oauth_stack.mcp_url, storage, redirect)
+        assert (await list_tools(oauth_stack.mcp_url, provider)).status_code == 200
+        assert len(opened) == 1 and opened[0].startswith(f"{oauth_stack.backend_url}/authorize?")
+        before = await storage.get_tokens()
+
+        # The same bridge later, its access token expired: the refresh token renews it, no browser.
+        await asyncio.sleep(ACCESS_TTL_SECONDS + 1)
+        monkeypatch.setattr(webbrowser, "open", lambda url: pytest.fail("a second login"))
         assert (await list_tools(oauth_stack.mcp_url, provider)).status_code == 200
         after = await storage.get_tokens()
     finally:
         redirect.close()
     assert before is not None and after is not None
-    assert after.refresh_token != before.refresh_token  # rotated
+    assert after.refresh_token != before.refresh_token  # rotated, and kept in the file
