@@ -107,7 +107,7 @@ async def _latency_during_logins(
         httpx.AsyncClient(
             base_url=backend_url,
             timeout=60,
-            headers={"Authorization": f"Bearer {reader.token}"},
+            headers={"Authorization": f"Bearer {reader.backend_token}"},
         ) as tasks,
     ):
         await tasks.get("/api/v1/tasks")  # a warm connection
@@ -137,7 +137,7 @@ def burst_accounts(pg_pair: PgPair, count: int) -> list[Agent]:
     values = ", ".join(f"('{email}', '{password_hash}')" for email in emails)
     ids = pg_pair.psql(f"INSERT INTO users (email, password_hash) VALUES {values} RETURNING id")
     return [
-        Agent(int(user_id), email, password, "")
+        Agent(int(user_id), email, password, "", "")
         for user_id, email in zip(ids.splitlines()[:count], emails, strict=True)
     ]
 
