@@ -157,14 +157,12 @@ def running_stack(
         urls = [f"http://127.0.0.1:{port}/mcp" for port in ports]
         env = {
             **stack_env(pair, backend_port, secrets.token_urlsafe(32)),
-            # Token audiences: each gateway accepts tokens for its own URL only, and the backend
-            # (the authorization server) issues them for any of these.
+            # The token audience, for the backend that issues tokens and the gateways that check
+            # them. Several gateways are one service scaled out (as behind a load balancer), so
+            # they share the first one's URL, and one demo token serves them all.
             "MCP_PUBLIC_URL": urls[0],
-            "MCP_PUBLIC_URLS": ",".join(urls),
             **(extra_env or {}),
         }
-        # extra_env may give every gateway one shared audience (as behind a load balancer).
-        own_audience = "MCP_PUBLIC_URL" not in (extra_env or {})
         redis = None
         if gateways > 1:
             redis = RedisServer(root, logfile=log_dir / "redis.log" if log_dir else None)
@@ -184,12 +182,12 @@ def running_stack(
         )
         stack.callback(backend.stop)
         started: list[Component] = []
-        for port, url in zip(ports, urls, strict=True):
+        for port in ports:
             name = "gateway" if gateways == 1 else f"gateway-{port}"
             gateway = spawn_component(
                 name,
                 ["gateway", "--transport", "http", "--port", str(port)],
-                {**env, "MCP_PUBLIC_URL": url} if own_audience else env,
+                env,
                 f"http://127.0.0.1:{port}/healthz",
                 log_dir / f"{name}.log" if log_dir else None,
             )
