@@ -8,6 +8,7 @@ from collections.abc import Awaitable
 
 from mcp.server.mcpserver import MCPServer
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -19,9 +20,27 @@ log = logging.getLogger(__name__)
 CHECK_TIMEOUT_SECONDS = 0.8
 
 
-async def _replica(rt: Runtime) -> None:
-    async with rt.reader.replica.connect() as conn:
+async def _one_replica(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
         await conn.execute(text("SELECT 1"))
+
+
+async def _replica(rt: Runtime) -> None:
+    """Up when any replica answers: reads need one."""
+    engines = [replica.engine for replica in rt.reader.replicas.replicas]
+    probes = [asyncio.ensure_future(_one_replica(engine)) for engine in engines]
+    try:
+        for probe in asyncio.as_completed(probes):
+            try:
+                await probe
+            except Exception as exc:
+                failure: Exception = exc
+            else:
+                return
+        raise failure
+    finally:
+        for probe in probes:
+            probe.cancel()
 
 
 async def _backend(rt: Runtime) -> None:
