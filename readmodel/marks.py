@@ -8,6 +8,8 @@ Marks are not cache entries, and nothing that evicts cache entries may take them
   acknowledged before it. A hash without a floor (Redis restarted, flushed, or an allkeys-*
   policy evicted the hash) is a lost store: before anything is read from it, the floor is set
   again from the primary's current position, so every user's read then waits for at least that.
+- While Redis cannot be read, other gateways' marks are unknown: a read then waits for the
+  primary's current position (asked per read), which covers every write acknowledged so far.
 - In one process (no Redis) the same holds: the floor is taken from the primary on first use,
   covering writes made through a previous process, and a mark dropped to keep the process's
   marks bounded is folded into the floor instead of forgotten.
@@ -37,8 +39,9 @@ FAULT_BACKOFF_SECONDS = 2.0
 # The primary's current WAL position, for the floor. Wired by the composition root.
 PrimaryPosition = Callable[[], Awaitable[int]]
 
-# Fixed-width hex, so string order is LSN order inside Lua.
-_RAISE = """
+# Fixed-width hex, so string order is LSN order inside Lua. allow-oom: a mark is written even
+# when Redis is at maxmemory with nothing it may evict (Redis 7 script flags).
+_RAISE = """#!lua flags=allow-oom
 if redis.call('HEXISTS', KEYS[1], ARGV[3]) == 0 then
   return -1
 end
@@ -49,7 +52,7 @@ if (not current) or current < ARGV[2] then
 end
 return 0
 """
-_RAISE_FLOOR = """
+_RAISE_FLOOR = """#!lua flags=allow-oom
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 if (not current) or current < ARGV[2] then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
@@ -156,6 +159,7 @@ class Marks:
         self._floor_lock = asyncio.Lock()  # many reads find a lost store at once: one recovery
         self._down_until = 0.0
         self._last_fault_log = 0.0
+        self._last_primary_log = 0.0
         self.faults = 0
         self.recoveries = 0
 
@@ -189,8 +193,11 @@ class Marks:
         """The position a read by this user must see. Raises MarksUnknown when that is unknown."""
         await self._ensure_local_floor()
         local = self.local.mark_for(user_id)
-        if self.shared is None or time.monotonic() < self._down_until:
+        if self.shared is None:
             return local
+        if time.monotonic() < self._down_until:
+            # Other gateways' marks cannot be read: the primary's position now covers them all.
+            return max(local, await self._from_primary())
         try:
             floor, shared = await self.shared.read(user_id)
             if floor is None:
@@ -203,7 +210,7 @@ class Marks:
             raise
         except Exception as exc:
             self._fault(exc)
-            return local
+            return max(local, await self._from_primary())
         return max(local, shared, floor)
 
     async def _recover(self) -> int:
@@ -224,7 +231,10 @@ class Marks:
         try:
             return await self._primary_position()
         except Exception as exc:
-            log.warning("primary position unavailable (%s)", type(exc).__name__)
+            now = time.monotonic()
+            if now - self._last_primary_log > 10:  # one line per 10 s while it lasts
+                self._last_primary_log = now
+                log.warning("primary position unavailable (%s)", type(exc).__name__)
             raise MarksUnknown from None
 
     def _fault(self, exc: BaseException) -> None:

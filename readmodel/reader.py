@@ -201,8 +201,10 @@ class TaskReader:
             if self.fallback is not None:
                 return await self._read_fallback(load)
             replica = self.replicas.least_bad()
-        # Where positions are not the server's (a pooler), the read checks on its connection.
-        check = mark > 0 and not self.replicas.servers
+        # The read checks on its own connection where positions are not the server's (a
+        # pooler), and where the replica is not known to have replayed the mark (every replica
+        # was out, and this one is tried anyway).
+        check = mark > (replica.replayed if self.replicas.servers else 0)
         # The wait for replay is added once the replica has answered that it is behind, so a
         # hung replica still answers within REPLICA_TIMEOUT.
         is_behind = asyncio.Event()

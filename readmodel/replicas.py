@@ -60,6 +60,7 @@ class Replica:
     errors: int = 0
     up: bool = True
     lagging: bool = False
+    over_bound: bool = False  # the last sample's lag passed the bound
     lag: ReplicaLag | None = None
     retry_at: float = 0.0
     backoff: float = 0.0
@@ -216,7 +217,11 @@ class ReplicaSet:
             return
         replica.lag = lag
         replica.answered()
-        replica.lagging = lag.seconds > self.max_lag_seconds
+        # Two samples in a row: after an idle spell the first new WAL makes the age of the
+        # last replayed transaction jump, though the replica replays it at once.
+        over = lag.seconds > self.max_lag_seconds
+        replica.lagging = over and replica.over_bound
+        replica.over_bound = over
         if self.servers and lag.replayed:
             replica.saw(lag.replayed)
 

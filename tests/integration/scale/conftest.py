@@ -50,7 +50,11 @@ def pair2() -> Iterator[PgPair]:
 def backend_url(pair2: PgPair) -> Iterator[str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {"DATABASE_URL": pair2.database_url, "JWT_SECRET": TEST_JWT_SECRET, "LOG_LEVEL": "WARNING"}
+    env = {
+        "DATABASE_URL": pair2.database_url,
+        "JWT_SECRET": TEST_JWT_SECRET,
+        "LOG_LEVEL": "WARNING",
+    }
     backend = spawn_component("backend", ["backend", "--port", str(port)], env, f"{url}/healthz")
     try:
         wait_healthy(backend, timeout=120)
@@ -132,9 +136,7 @@ class PairsOutcome:
     seconds: float = 0.0
 
 
-async def write_read_pairs(
-    gateways: list[str], agents: list[Agent], pairs: int
-) -> PairsOutcome:
+async def write_read_pairs(gateways: list[str], agents: list[Agent], pairs: int) -> PairsOutcome:
     """`pairs` write-then-read pairs, spread over the agents (concurrent with each other,
     in order for each), each written through one gateway and read through the other.
 
@@ -164,10 +166,7 @@ async def write_read_pairs(
 
     share, extra = divmod(pairs, len(agents))
     await asyncio.gather(
-        *(
-            one_agent(agent, share + (1 if i < extra else 0), i)
-            for i, agent in enumerate(agents)
-        )
+        *(one_agent(agent, share + (1 if i < extra else 0), i) for i, agent in enumerate(agents))
     )
     outcome.seconds = time.perf_counter() - started
     return outcome
