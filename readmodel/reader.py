@@ -205,6 +205,8 @@ class TaskReader:
         # pooler), and where the replica is not known to have replayed the mark (every replica
         # was out, and this one is tried anyway).
         check = mark > (replica.replayed if self.replicas.servers else 0)
+        if check and mark > replica.replayed:  # newer than any position this replica showed
+            self.stats.ryw_waits += 1
         # The wait for replay is added once the replica has answered that it is behind, so a
         # hung replica still answers within REPLICA_TIMEOUT.
         is_behind = asyncio.Event()
@@ -278,11 +280,7 @@ class TaskReader:
         if not check:
             return await self._read_on(replica.engine, load)
 
-        def waiting() -> None:
-            self.stats.ryw_waits += 1
-            behind.set()
-
-        return await checked_read(replica, mark, self._ryw_wait, load, waiting)
+        return await checked_read(replica, mark, self._ryw_wait, load, behind.set)
 
     async def _read_fallback(self, load: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         assert self.fallback is not None

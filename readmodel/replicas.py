@@ -55,7 +55,9 @@ def replica_labels(urls: list[str]) -> list[str]:
 class Replica:
     label: str
     engine: AsyncEngine
-    replayed: int = 0  # the highest replay position seen on this server
+    # The highest replay position seen: the server's where each URL is one server; behind a
+    # pooler, the highest seen on any connection (counters only, never trusted for a read).
+    replayed: int = 0
     reads: int = 0
     errors: int = 0
     up: bool = True
@@ -248,6 +250,7 @@ async def checked_read(
             while True:
                 position = await replayed_lsn(conn)
                 seen = parse_lsn(position) if position is not None else 0
+                replica.saw(seen)  # for the counters only: not trusted where it is a pooler
                 if seen >= mark:
                     return await load(conn)
                 if waited is False:
