@@ -10,19 +10,20 @@ Marks are not cache entries, and nothing that evicts cache entries may take them
   again from the primary's current position, so every user's read then waits for at least that.
 - While Redis cannot be read, other gateways' marks are unknown: a read then waits for the
   primary's current position (asked per read), which covers every write acknowledged so far.
-- In one process (no Redis) the same holds: the floor is taken from the primary on first use,
-  covering writes made through a previous process, and a mark dropped to keep the process's
-  marks bounded is folded into the floor instead of forgotten.
+- In one process (no Redis) the floor is taken from the primary at start, covering writes made
+  through a previous process (if the backend is down then, no write can go through this one
+  either; the floor is taken once it answers), and a mark dropped to keep the process's marks
+  bounded is folded into the floor instead of forgotten.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
@@ -139,6 +140,55 @@ class RedisMarks:
         await self.client.aclose()
 
 
+@dataclass(frozen=True)
+class ReadMark:
+    """What a read must see: `position`; `own` when that is the user's own last write (and not
+    a floor standing in for marks that were lost or cannot be read)."""
+
+    position: int
+    own: bool
+
+
+class PositionRounds:
+    """The primary's position for many concurrent reads, in as few requests as is safe.
+
+    A read may only use a position asked after it began (one asked earlier may predate a write
+    acknowledged since), so a read that finds a request in flight waits for the next round,
+    which starts when that one ends and serves everyone who arrived meanwhile.
+    """
+
+    def __init__(self, ask: PrimaryPosition) -> None:
+        self._ask = ask
+        self._current: asyncio.Task[int] | None = None
+        self._following: asyncio.Task[int] | None = None
+
+    async def position(self) -> int:
+        if self._current is None:
+            self._current = self._start(self._ask())
+            return await asyncio.shield(self._current)
+        if self._following is None:
+            self._following = asyncio.ensure_future(self._after(self._current))
+        return await asyncio.shield(self._following)
+
+    def _start(self, asking: Awaitable[int]) -> asyncio.Task[int]:
+        task = asyncio.ensure_future(asking)
+        task.add_done_callback(self._ended)
+        return task
+
+    async def _after(self, previous: asyncio.Task[int]) -> int:
+        await asyncio.wait({previous})
+        return await self._ask()
+
+    def _ended(self, task: asyncio.Task[int]) -> None:
+        if not task.cancelled():
+            task.exception()  # retrieved: the callers report it
+        if self._current is task:
+            following, self._following = self._following, None
+            self._current = following
+            if following is not None:
+                following.add_done_callback(self._ended)
+
+
 class Marks:
     """Raise and read marks: in this process, and in Redis when gateways share one.
 
@@ -154,8 +204,9 @@ class Marks:
     ) -> None:
         self.local = LocalMarks(max_local)
         self.shared = shared
-        self._primary_position = primary_position
+        self._rounds = PositionRounds(primary_position) if primary_position else None
         self._local_floor_set = shared is not None  # with Redis, the floor lives there
+        self._next_floor_try = 0.0
         self._floor_lock = asyncio.Lock()  # many reads find a lost store at once: one recovery
         self._down_until = 0.0
         self._last_fault_log = 0.0
@@ -164,16 +215,23 @@ class Marks:
         self.recoveries = 0
 
     async def prepare(self) -> None:
-        """Set the floor at start-up if the primary's position can be had (else on first read)."""
-        with contextlib.suppress(MarksUnknown):
-            await self._ensure_local_floor()
+        """Take the floor at start-up (one process, no Redis): the primary's position covers
+        every write acknowledged through this gateway's previous process."""
+        await self._try_local_floor()
 
-    async def _ensure_local_floor(self) -> None:
-        if not self._local_floor_set:
-            async with self._floor_lock:
-                if not self._local_floor_set:
-                    self.local.floor = max(self.local.floor, await self._from_primary())
-                    self._local_floor_set = True
+    async def _try_local_floor(self) -> None:
+        # Without the backend, no write can go through this gateway either: reads go on with
+        # the floor known so far, and the floor is asked again at most once a second.
+        if self._local_floor_set or time.monotonic() < self._next_floor_try:
+            return
+        async with self._floor_lock:
+            if self._local_floor_set:
+                return
+            try:
+                self.local.floor = max(self.local.floor, await self._from_primary())
+                self._local_floor_set = True
+            except MarksUnknown:
+                self._next_floor_try = time.monotonic() + 1.0
 
     async def raise_mark(self, user_id: int, position: int) -> None:
         self.local.raise_mark(user_id, position)
@@ -189,20 +247,19 @@ class Marks:
         except Exception as exc:  # a Redis fault: the local mark stays, and is republished
             self._fault(exc)
 
-    async def mark_for(self, user_id: int) -> int:
-        """The position a read by this user must see. Raises MarksUnknown when that is unknown."""
-        await self._ensure_local_floor()
-        local = self.local.mark_for(user_id)
+    async def mark_for(self, user_id: int) -> ReadMark:
+        """What a read by this user must see. Raises MarksUnknown when that cannot be known."""
+        await self._try_local_floor()
+        own = self.local.own_mark(user_id)
+        local = ReadMark(max(own, self.local.floor), own >= self.local.floor and own > 0)
         if self.shared is None:
             return local
         if time.monotonic() < self._down_until:
-            # Other gateways' marks cannot be read: the primary's position now covers them all.
-            return max(local, await self._from_primary())
+            return await self._unshared(local)
         try:
             floor, shared = await self.shared.read(user_id)
             if floor is None:
                 floor = await self._recover()
-            own = self.local.own_mark(user_id)
             if own > shared:
                 # Publishing failed earlier (a Redis fault): publish again, for the others.
                 await self.shared.raise_mark(user_id, own)
@@ -210,8 +267,14 @@ class Marks:
             raise
         except Exception as exc:
             self._fault(exc)
-            return max(local, await self._from_primary())
-        return max(local, shared, floor)
+            return await self._unshared(local)
+        mine = max(own, shared)
+        return ReadMark(max(mine, floor), mine >= floor and mine > 0)
+
+    async def _unshared(self, local: ReadMark) -> ReadMark:
+        # Other gateways' marks cannot be read: the primary's position now covers them all.
+        position = await self._from_primary()
+        return local if local.position >= position else ReadMark(position, False)
 
     async def _recover(self) -> int:
         assert self.shared is not None
@@ -226,10 +289,10 @@ class Marks:
         return floor
 
     async def _from_primary(self) -> int:
-        if self._primary_position is None:
+        if self._rounds is None:
             return 0  # tools and tests that build a reader with no primary behind it
         try:
-            return await self._primary_position()
+            return await self._rounds.position()
         except Exception as exc:
             now = time.monotonic()
             if now - self._last_primary_log > 10:  # one line per 10 s while it lasts

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from readmodel import queries
 from readmodel.cache import ReadCache
 from readmodel.consistency import format_lsn, parse_lsn
-from readmodel.marks import Marks, MarksUnknown
+from readmodel.marks import Marks, MarksUnknown, ReadMark
 from readmodel.replicas import Replica, ReplicaBehind, ReplicaSet, checked_read
 from shared.cursor import Keyset, decode_cursor, encode_cursor
 from shared.errors import ErrorCode, TaskgateError
@@ -96,7 +96,7 @@ class TaskReader:
             return
         await self.marks.raise_mark(user_id, position)
 
-    async def _mark(self, user_id: int) -> int:
+    async def _mark(self, user_id: int) -> ReadMark:
         try:
             return await self.marks.mark_for(user_id)
         except MarksUnknown:
@@ -174,7 +174,7 @@ class TaskReader:
     ) -> T:
         mark = await self._mark(user_id)
         # The mark is part of the key: a write makes the user's older entries unreachable.
-        key = f"{tool}:{user_id}:{mark:x}:{args}"
+        key = f"{tool}:{user_id}:{mark.position:x}:{args}"
 
         async def load_consistent() -> T:
             return await self._read(mark, load)
@@ -182,21 +182,24 @@ class TaskReader:
         result: T = await self.cache.get_or_load(tool, key, load_consistent)
         return result
 
-    async def _read(self, mark: int, load: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        """Read from a replica that has replayed `mark`, else from the fallback, else fail.
+    async def _read(
+        self, read_mark: ReadMark, load: Callable[[AsyncConnection], Awaitable[T]]
+    ) -> T:
+        """Read from a replica that has replayed the mark, else from the fallback, else fail.
 
         Connecting and querying get REPLICA_TIMEOUT in all; waiting for replay gets
         RYW_WAIT_TIMEOUT on top, so a dead or hung replica answers within REPLICA_TIMEOUT.
         """
+        mark = read_mark.position
         try:
             replica, waited = await self.replicas.choose(
                 mark, self._ryw_wait, self._replica_timeout
             )
         except ReplicaBehind as behind:
-            self.stats.ryw_waits += 1
+            self.stats.ryw_waits += read_mark.own
             return await self._behind(behind, mark, load)
-        if waited:
-            self.stats.ryw_waits += 1
+        # Counted for the caller's own writes only, not for a floor that stands in for marks.
+        self.stats.ryw_waits += waited and read_mark.own
         if replica is None:  # every replica is out (failed or too far behind)
             if self.fallback is not None:
                 return await self._read_fallback(load)
@@ -205,7 +208,7 @@ class TaskReader:
         # pooler), and where the replica is not known to have replayed the mark (every replica
         # was out, and this one is tried anyway).
         check = mark > (replica.replayed if self.replicas.servers else 0)
-        if check and mark > replica.replayed:  # newer than any position this replica showed
+        if check and read_mark.own and mark > replica.replayed:  # newer than any it showed
             self.stats.ryw_waits += 1
         # The wait for replay is added once the replica has answered that it is behind, so a
         # hung replica still answers within REPLICA_TIMEOUT.

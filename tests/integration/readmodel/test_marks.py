@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import redis.asyncio as aioredis
 
 from readmodel.marks import MARKS_KEY
@@ -18,7 +20,7 @@ async def test_a_lower_mark_never_replaces_a_higher_one_in_redis(
     second = await make_reader(cache_url=redis_server.url)
     await first.note_write(user, "5/0")
     await second.note_write(user, "4/FFFFFFFF")  # an older write, published late
-    assert await second.marks.mark_for(user) >= 5 << 32
+    assert (await second.marks.mark_for(user)).position >= 5 << 32
     first.marks.local.floor = 0  # only what Redis says, below
     assert (await first.marks.shared.read(user))[1] == 5 << 32  # type: ignore[union-attr]
 
@@ -56,8 +58,6 @@ async def test_a_lost_mark_store_makes_reads_wait_for_the_primary_not_read_as_no
         finally:
             await client.aclose()
         # The other gateway never saw the mark; the lost store makes it wait for the primary.
-        import asyncio
-
         read = asyncio.create_task(other.get_user_stats(user))
         await asyncio.sleep(0.3)
         assert not read.done()

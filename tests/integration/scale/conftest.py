@@ -173,8 +173,9 @@ async def write_read_pairs(gateways: list[str], agents: list[Agent], pairs: int)
 
 
 def _structured(result: CallToolResult) -> dict[str, Any]:
-    assert result.structured_content is not None
-    return result.structured_content
+    content: dict[str, Any] | None = result.structured_content
+    assert content is not None
+    return content
 
 
 @pytest.fixture(scope="session")

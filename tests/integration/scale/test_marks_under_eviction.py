@@ -92,7 +92,7 @@ async def _one_round(pair: PgPair, first: str, second: str, writer: Agent, flood
         with pair.replay_paused(replica=0):
             created = await writer_one.call_tool("create_task", {"title": "must be seen"})
             assert not created.is_error, created.content
-            task_id = created.structured_content["id"]  # type: ignore[index]
+            task_id = created.structured_content["id"]
             for i in range(40):
                 flood = flood_one if i % 2 else flood_two
                 page = await flood.call_tool(

@@ -8,6 +8,8 @@ proxy alternates connections over the two replicas, as a pooler or load balancer
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from taskgate.pgpair import READER_ROLE, PgPair
 from tests.conftest import Agent
@@ -19,7 +21,7 @@ log = logging.getLogger(__name__)
 PAIRS = 1000
 
 
-def _shares(reads: dict[str, int]) -> dict[str, float]:
+def _shares(reads: Mapping[Any, int]) -> dict[Any, float]:
     total = sum(reads.values()) or 1
     return {label: count / total for label, count in reads.items()}
 
