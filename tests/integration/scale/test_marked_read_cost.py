@@ -25,7 +25,7 @@ MakeReader = Callable[[bool], Awaitable[TaskReader]]
 @pytest.fixture
 async def make_reader(pair2: PgPair) -> AsyncIterator[MakeReader]:
     opened: list[TaskReader] = []
-    settings = Settings(_env_file=None, jwt_secret=TEST_JWT_SECRET)  # type: ignore[arg-type]
+    settings = Settings(_env_file=None, jwt_secret=TEST_JWT_SECRET)
 
     async def make(servers: bool) -> TaskReader:
         urls = [pair2.url(READER_ROLE, replica=i) for i in range(2 if servers else 1)]
