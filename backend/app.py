@@ -11,10 +11,12 @@ from prometheus_client import CollectorRegistry
 
 from backend.db import create_session_factory, create_write_engine
 from backend.errors import install_error_handlers
+from backend.login_limits import LoginLimits
 from backend.metrics import BackendMetrics, RequestMetrics
 from backend.middleware import BodySizeLimit, UnhandledErrors
 from backend.request_log import RequestLog
 from backend.routes import auth, health, tasks, users
+from backend.security import PasswordHashing
 from shared.settings import Settings
 
 
@@ -24,9 +26,12 @@ def create_app(settings: Settings) -> FastAPI:
         engine = create_write_engine(settings)
         app.state.engine = engine
         app.state.sessions = create_session_factory(engine)
+        app.state.hashing = PasswordHashing(settings)
+        app.state.login_limits = LoginLimits(settings)
         try:
             yield
         finally:
+            app.state.hashing.close()
             await engine.dispose()
 
     app = FastAPI(title="taskgate backend", version="0.1.0", lifespan=lifespan)

@@ -10,6 +10,8 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from backend.login_limits import LoginLimits
+from backend.security import PasswordHashing
 from backend.sessions import CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE, csrf_token_matches
 from shared.errors import ErrorCode, TaskgateError
 from shared.models import User
@@ -39,8 +41,20 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+def get_hashing(request: Request) -> PasswordHashing:
+    hashing: PasswordHashing = request.app.state.hashing
+    return hashing
+
+
+def get_login_limits(request: Request) -> LoginLimits:
+    limits: LoginLimits = request.app.state.login_limits
+    return limits
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+HashingDep = Annotated[PasswordHashing, Depends(get_hashing)]
+LoginLimitsDep = Annotated[LoginLimits, Depends(get_login_limits)]
 
 
 def _token_from(

@@ -18,6 +18,8 @@ _ERRORS: dict[int, str] = {
     413: "Request body over the size limit (`bad_request`).",
     415: "A body that should be JSON was sent with another content type (`bad_request`).",
     422: "The request breaks a rule; `details.errors` lists each field (`validation_error`).",
+    429: "Too many failed logins, or too many at once; wait `Retry-After` seconds "
+    "(`rate_limited`, `details.retry_after_seconds`).",
     500: "Unexpected failure; `details.error_id` is in the server log (`server_error`).",
     503: "The database cannot be reached; retry shortly (`backend_unavailable`).",
 }

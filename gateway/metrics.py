@@ -22,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from gateway.runtime import RuntimeRef
+from readmodel.cache import BoundedMemoryCache
 from shared.errors import ErrorCode
 from shared.logs import REQUEST_ID_HEADER, current_request_id, request_id_from, request_scope
 from shared.settings import READ_TOOLS
@@ -47,6 +48,12 @@ class GatewayMetrics:
             "Time to answer an MCP tool call, by tool.",
             ["tool"],
             buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.rate_limited = Counter(
+            "taskgate_rate_limited",
+            "Tool calls refused with rate_limited because their user was over RATE_LIMIT_PER_USER.",
+            ["tool"],
             registry=registry,
         )
         self.backend_errors = Counter(
@@ -185,6 +192,12 @@ class ReadModelCollector(Collector):
         for replica in rt.reader.replicas.replicas:
             reads.add_metric([replica.label], replica.reads)
         yield reads
+        if isinstance(rt.reader.cache.cache, BoundedMemoryCache):
+            yield GaugeMetricFamily(
+                "taskgate_cache_bytes",
+                "Bytes the in-process cache holds, of CACHE_MAX_BYTES.",
+                value=rt.reader.cache.cache.used_bytes,
+            )
         ttl = GaugeMetricFamily(
             "taskgate_cache_ttl_seconds", "The cache TTL in force, per read tool.", labels=["tool"]
         )

@@ -12,9 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from starlette.requests import Request
-from starlette.responses import Response
+from prometheus_client import CollectorRegistry
 
 from gateway.admin import AdminApi, add_admin_routes
 from gateway.health import add_health_routes
@@ -24,6 +22,7 @@ from gateway.metrics import (
     ToolCallObserver,
     instrument_backend_client,
 )
+from gateway.metrics_endpoint import MetricsEndpoint
 from gateway.runtime import RuntimeRef
 from readmodel.lag import replica_lag
 from readmodel.replicas import Replica, ReplicaSet
@@ -45,15 +44,13 @@ class Operations:
         self.registry.register(ReadModelCollector(ref))
         self.observer = ToolCallObserver(self.metrics, tools=())
         self.admin = AdminApi(settings, ref)
+        self.metrics_endpoint = MetricsEndpoint(settings, self.registry)
 
     def install(self, server: TaskgateMCP) -> None:
         server.tool_observer = self.observer
         add_health_routes(server, self.ref)
         add_admin_routes(server, self.admin)
-        server.custom_route("/metrics", methods=["GET"])(self.scrape)
-
-    async def scrape(self, _: Request) -> Response:
-        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+        server.custom_route("/metrics", methods=["GET"])(self.metrics_endpoint.scrape)
 
     async def sample_replica_lag(self) -> None:
         """Refresh each replica's lag gauges and standing in the replica set, until cancelled."""
@@ -88,8 +85,13 @@ class Operations:
         return store
 
     @asynccontextmanager
+    async def _serving_metrics(self) -> AsyncIterator[None]:
+        with self.metrics_endpoint.own_port():
+            yield
+
+    @asynccontextmanager
     async def lifespan(self, server: Any) -> AsyncIterator[None]:
-        async with self.ref.lifespan(server):
+        async with self.ref.lifespan(server), self._serving_metrics():
             rt = self.ref.get()
             self.observer.tools = {tool.name for tool in await server.list_tools()}
             instrument_backend_client(rt.backend.http, self.metrics)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from gateway.backend_client import BackendClient, create_http_client
 from gateway.identity import Identity
+from gateway.ratelimit import Buckets, build_buckets
 from readmodel.cache import ReadCache, TtlPolicy, build_cache, is_redis
 from readmodel.engine import create_read_engine
 from readmodel.marks import Marks, RedisMarks
@@ -22,6 +23,7 @@ class Runtime:
     backend: BackendClient
     reader: TaskReader
     identity: Identity
+    buckets: Buckets | None  # tool calls per user; None when RATE_LIMIT_PER_USER is 0
 
 
 @asynccontextmanager
@@ -41,8 +43,9 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         else None
     )
     cache = ReadCache(
-        build_cache(settings.cache_url),
+        build_cache(settings.cache_url, max_bytes=settings.cache_max_bytes),
         TtlPolicy(settings.cache_ttl, settings.cache_ttl_overrides),
+        max_entry_bytes=settings.cache_max_entry_bytes,
     )
     # Marks are shared where the cache is; the primary's position stands in for lost ones.
     shared_marks = RedisMarks.from_url(settings.cache_url) if is_redis(settings.cache_url) else None
@@ -60,7 +63,8 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         identity = Identity(settings, backend)
         await identity.start()
         await marks.prepare()
-        yield Runtime(settings, backend, reader, identity)
+        buckets = build_buckets(settings, cache.cache, cache.shared)
+        yield Runtime(settings, backend, reader, identity, buckets)
     finally:
         await http.aclose()
         for replica in replicas.replicas:

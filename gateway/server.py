@@ -20,10 +20,11 @@ from pydantic import ValidationError
 from starlette.applications import Starlette
 
 from gateway.auth import JwtVerifier
+from gateway.http_headers import StripHeaderWhitespace
 from gateway.metrics import ToolCallObserver
 from gateway.ops import Operations
+from gateway.ratelimit import CallLimits
 from gateway.request_id import bind_request_id, reset_request_id
-from gateway.results import ConvertedResults
 from gateway.runtime import RuntimeRef
 from gateway.tools.bench import register_bench_tools
 from gateway.tools.read import register_read_tools
@@ -84,10 +85,7 @@ class TaskgateMCP(MCPServer[Any]):
     """MCPServer whose tool failures all leave as the shared error envelope."""
 
     tool_observer: ToolCallObserver | None = None  # metrics and logs per call (gateway.ops)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.converted = ConvertedResults()  # cache hits are converted to MCP results once
+    call_limits: CallLimits | None = None  # tool calls per user (gateway.ratelimit)
 
     async def get_prompt(
         self, name: str, arguments: dict[str, Any] | None = None, context: Any = None
@@ -117,10 +115,10 @@ class TaskgateMCP(MCPServer[Any]):
         bound = bind_request_id(_headers_of(context))
         try:
             tool = self._tool_manager.get_tool(name)
+            if self.call_limits is not None:  # every call counts, a bad one too
+                await self.call_limits.admit(name if tool is not None else "unknown", arguments)
             _refuse_unknown_arguments(tool, arguments)
-            if tool is None or context is None:
-                return await super().call_tool(name, arguments, context)
-            return await self.converted.run(tool, arguments, context)
+            return await super().call_tool(name, arguments, context)
         except TaskgateError as exc:
             return error_result(exc)
         except ToolError as exc:
@@ -167,6 +165,7 @@ def build_server(settings: Settings) -> tuple[TaskgateMCP, RuntimeRef]:
         register_bench_tools(server)
 
     ops.install(server)  # /healthz, /readyz, /metrics, /admin/*
+    server.call_limits = CallLimits(settings, lambda: ref.get().buckets, ops.metrics.rate_limited)
     return server, ref
 
 
@@ -199,7 +198,7 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
 
 def build_http_app(settings: Settings) -> Starlette:
     server, _ = build_server(settings)
-    return server.streamable_http_app(
+    app = server.streamable_http_app(
         streamable_http_path=settings.mcp_path,
         stateless_http=settings.mcp_stateless,
         json_response=settings.mcp_json_response,
@@ -207,3 +206,5 @@ def build_http_app(settings: Settings) -> Starlette:
         max_request_body_size=settings.max_body_bytes,
         host=settings.mcp_host,
     )
+    app.add_middleware(StripHeaderWhitespace)
+    return app

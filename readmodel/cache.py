@@ -1,21 +1,30 @@
 """The read cache: aiocache (memory or Redis, by CACHE_URL), keyed per user, tool and arguments.
 
-Values are JSON-safe data. Redis gets JsonSerializer, never pickle, because a shared Redis
-must not be a way to run code in every gateway. Cache faults degrade to direct reads.
+Values are JSON-safe data, cached as their encoded JSON bytes: never pickle, because a shared
+Redis must not be a way to run code in every gateway, and bytes have an exact size, so memory
+is bounded in bytes whatever the callers ask for. In memory the entries sit in an LRU with a
+byte budget (CACHE_MAX_BYTES); anywhere, a page over CACHE_MAX_ENTRY_BYTES is served but not
+cached. Cache faults degrade to direct reads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pydantic_core
 from aiocache import Cache
 from aiocache.backends.redis import RedisCache
 from aiocache.base import BaseCache
-from aiocache.serializers import JsonSerializer
+from aiocache.serializers import JsonSerializer, NullSerializer
+from cachetools import TLRUCache
+
+from readmodel.redis_flush import unlink_matching
+from shared.settings import CACHE_MAX_BYTES_DEFAULT, CACHE_MAX_ENTRY_BYTES_DEFAULT
 
 log = logging.getLogger(__name__)
 
@@ -24,21 +33,136 @@ NAMESPACE = "taskgate"
 # After a cache fault, values skip the cache this long, so a hung Redis costs one timeout,
 # not one per operation per read.
 FAULT_BACKOFF_SECONDS = 2.0
+# What an in-memory entry costs beyond its key and value bytes: object headers, the LRU's dict
+# slots, its expiry heap item and the value's holder; tracemalloc shows ~370 on CPython 3.11.
+ENTRY_OVERHEAD_BYTES = 512
 
 
-def build_cache(url: str, op_timeout: float = 0.5) -> BaseCache:
+def build_cache(
+    url: str, op_timeout: float = 0.5, max_bytes: int = CACHE_MAX_BYTES_DEFAULT
+) -> BaseCache:
+    """memory:// (this process, at most `max_bytes`) or redis://... (shared by gateways)."""
+    if not is_redis(url):
+        if not url.startswith("memory://"):
+            raise ValueError("CACHE_URL must be memory:// or redis://...")
+        return BoundedMemoryCache(max_bytes, namespace=NAMESPACE + ":")
     cache: BaseCache = Cache.from_url(url)
-    # Only a network cache can hang. In memory the bound buys nothing, and aiocache enforces it
-    # with asyncio.wait_for, a task per operation: ~3% of a cached read's CPU in the bench profile.
-    cache.timeout = op_timeout if is_redis(url) else None
-    if is_redis(url):
-        cache.serializer = JsonSerializer()
-    cache.namespace = NAMESPACE if is_redis(url) else NAMESPACE + ":"
+    # Only a network cache can hang, so only Redis gets an operation timeout (BoundedMemoryCache
+    # has none: aiocache's wait_for is a task per operation, ~3% of a cached read's CPU).
+    cache.timeout = op_timeout
+    cache.serializer = JsonSerializer()
+    cache.namespace = NAMESPACE
     return cache
 
 
 def is_redis(url: str) -> bool:
     return url.startswith(("redis://", "rediss://"))
+
+
+def encode_entry(value: Any) -> bytes:
+    """A cached value as the bytes the cache holds: compact UTF-8 JSON."""
+    return pydantic_core.to_json(value)
+
+
+def decode_entry(stored: bytes | str | None) -> Any:
+    return None if stored is None else pydantic_core.from_json(stored)
+
+
+def _stored_as_is(value: bytes) -> bytes:
+    return value
+
+
+class _Held:
+    """One in-memory entry: the value, when it expires, and what it costs in bytes."""
+
+    __slots__ = ("charge", "expires", "value")
+
+    def __init__(self, value: Any, expires: float, charge: int) -> None:
+        self.value = value
+        self.expires = expires
+        self.charge = charge
+
+
+def _charge(key: str, value: Any) -> int:
+    if isinstance(value, str):
+        value = value.encode()
+    body = value if isinstance(value, bytes) else encode_entry(value)
+    return len(body) + len(key.encode()) + ENTRY_OVERHEAD_BYTES
+
+
+class BoundedMemoryCache(BaseCache):  # type: ignore[misc]
+    """aiocache's in-process backend, as an LRU of at most `max_bytes` (cachetools' TLRUCache).
+
+    Cached reads arrive as encoded bytes (ReadCache), so an entry's charge is its exact size
+    plus the key and a fixed overhead. The least recently used entries go first when a new one
+    does not fit; an expired entry goes at the next write or when it is read.
+    """
+
+    NAME = "memory"
+
+    def __init__(self, max_bytes: int, **kwargs: Any) -> None:
+        super().__init__(serializer=NullSerializer(), timeout=None, **kwargs)
+        self.max_bytes = max_bytes
+        self._entries: TLRUCache[str, _Held] = TLRUCache(
+            maxsize=max_bytes,
+            ttu=lambda _key, held, _now: held.expires,
+            timer=time.monotonic,
+            getsizeof=lambda held: held.charge,
+        )
+
+    @property
+    def used_bytes(self) -> int:
+        self._entries.expire()
+        return int(self._entries.currsize)
+
+    def __len__(self) -> int:
+        self._entries.expire()
+        return len(self._entries)
+
+    async def _get(self, key: str, encoding: str | None = "utf-8", _conn: Any = None) -> Any:
+        held = self._entries.get(key)
+        return None if held is None else held.value
+
+    async def _multi_get(self, keys: list[str], encoding: str = "utf-8", _conn: Any = None) -> Any:
+        return [await self._get(key) for key in keys]
+
+    async def _set(
+        self,
+        key: str,
+        value: Any,
+        ttl: float | None = None,
+        _cas_token: Any = None,
+        _conn: Any = None,
+    ) -> bool:
+        expires = time.monotonic() + ttl if ttl else math.inf
+        charge = _charge(key, value)
+        if charge > self.max_bytes:  # would empty the whole cache for one value: not kept
+            self._entries.pop(key, None)
+            return False
+        self._entries[key] = _Held(value, expires, charge)
+        return True
+
+    async def _add(self, key: str, value: Any, ttl: float | None = None, _conn: Any = None) -> bool:
+        if key in self._entries:
+            raise ValueError(f"Key {key} already exists, use .set to update the value")
+        return await self._set(key, value, ttl)
+
+    async def _exists(self, key: str, _conn: Any = None) -> bool:
+        return key in self._entries
+
+    async def _delete(self, key: str, _conn: Any = None) -> int:
+        return 0 if self._entries.pop(key, None) is None else 1
+
+    async def _clear(self, namespace: str | None = None, _conn: Any = None) -> bool:
+        if namespace:
+            for key in [k for k in self._entries if k.startswith(namespace)]:
+                self._entries.pop(key, None)
+        else:
+            self._entries.clear()
+        return True
+
+    async def _close(self, *args: Any, _conn: Any = None, **kwargs: Any) -> None:
+        self._entries.clear()
 
 
 class TtlPolicy:
@@ -61,6 +185,7 @@ class CacheStats:
         self.misses = 0
         self.errors = 0
         self.loads = 0  # misses that reached the database; the rest joined a load in flight
+        self.oversize = 0  # loads served but not cached: over CACHE_MAX_ENTRY_BYTES
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -68,6 +193,7 @@ class CacheStats:
             "misses": self.misses,
             "errors": self.errors,
             "loads": self.loads,
+            "oversize": self.oversize,
         }
 
 
@@ -81,9 +207,12 @@ class ReadCache:
     Across N gateways one key costs at most N loads.
     """
 
-    def __init__(self, cache: BaseCache, ttl: TtlPolicy) -> None:
+    def __init__(
+        self, cache: BaseCache, ttl: TtlPolicy, max_entry_bytes: int = CACHE_MAX_ENTRY_BYTES_DEFAULT
+    ) -> None:
         self.cache = cache
         self.ttl = ttl
+        self.max_entry_bytes = max_entry_bytes
         self.stats = CacheStats()
         self.shared = isinstance(cache, RedisCache)
         self._in_flight: dict[str, asyncio.Task[Any]] = {}
@@ -111,7 +240,7 @@ class ReadCache:
         if ttl <= 0:
             self.stats.loads += 1
             return await load()
-        value = await self._get(key)
+        value = await self._get(key, loads_fn=decode_entry)
         if value is not None:
             self.stats.hits += 1
             return value
@@ -129,7 +258,11 @@ class ReadCache:
     ) -> Any:
         self.stats.loads += 1
         value = await load()
-        await self._set(key, value, ttl)
+        stored = encode_entry(value)
+        if len(stored) > self.max_entry_bytes:
+            self.stats.oversize += 1  # served, not cached: one page must not crowd out the rest
+        else:
+            await self._set(key, stored, ttl, dumps_fn=_stored_as_is)
         return value
 
     def _landed(self, key: str, task: asyncio.Task[Any]) -> None:
@@ -138,20 +271,32 @@ class ReadCache:
         if not task.cancelled():
             task.exception()  # retrieved here, so a load nobody awaits any more is not logged
 
-    async def _get(self, key: str, namespace: str | None = None) -> Any:
+    async def _get(
+        self,
+        key: str,
+        namespace: str | None = None,
+        loads_fn: Callable[[Any], Any] | None = None,
+    ) -> Any:
         if self._backing_off():
             return None
         try:
-            return await self.cache.get(key, namespace=namespace)
+            return await self.cache.get(key, namespace=namespace, loads_fn=loads_fn)
         except Exception as exc:  # any backend fault must degrade to a direct read
             self._fault("get", exc)
             return None
 
-    async def _set(self, key: str, value: Any, ttl: float, namespace: str | None = None) -> None:
+    async def _set(
+        self,
+        key: str,
+        value: Any,
+        ttl: float,
+        namespace: str | None = None,
+        dumps_fn: Callable[[Any], Any] | None = None,
+    ) -> None:
         if self._backing_off():
             return
         try:
-            await self.cache.set(key, value, ttl=ttl, namespace=namespace)
+            await self.cache.set(key, value, ttl=ttl, namespace=namespace, dumps_fn=dumps_fn)
         except Exception as exc:
             self._fault("set", exc)
 
@@ -159,6 +304,10 @@ class ReadCache:
         # The cache's own namespace: Redis clears "taskgate:*", memory keys starting
         # "taskgate:". Other namespaces stay: the TTL policy's, and the write marks
         # (readmodel.marks, not in the cache at all).
+        if isinstance(self.cache, RedisCache):
+            # Not aiocache's clear(): it runs KEYS, which blocks a big shared Redis.
+            await unlink_matching(self.cache.client, f"{self.cache.namespace}:*")
+            return
         await self.cache.clear(namespace=self.cache.namespace)
 
     async def close(self) -> None:

@@ -16,7 +16,7 @@ def create_read_engine(settings: Settings, url: str) -> AsyncEngine:
         url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
-        pool_timeout=settings.db_pool_timeout,
+        pool_timeout=settings.read_pool_timeout,  # past it: rate_limited (overloaded)
         pool_pre_ping=False,  # a dead connection surfaces as replica_unavailable, then is replaced
         pool_recycle=300,
         connect_args={

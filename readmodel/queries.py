@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select, text, tuple_
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.cursor import Keyset
 from shared.models import Task
+from shared.paging import newest_first
 from shared.schemas import Status
 
 _COLUMNS = (
@@ -23,14 +24,7 @@ _COLUMNS = (
 
 
 def list_tasks_query(user_id: int, status: Status, limit: int, after: Keyset | None) -> Any:
-    query = select(*_COLUMNS).where(Task.user_id == user_id)
-    if status != "all":
-        query = query.where(Task.completed == (status == "completed"))
-    if after is not None:
-        # A row comparison, unlike the equivalent OR, is an index condition: page N starts
-        # at its place in the index instead of filtering the N-1 pages before it.
-        query = query.where(tuple_(Task.created_at, Task.id) < tuple_(after.created_at, after.id))
-    return query.order_by(Task.created_at.desc(), Task.id.desc()).limit(limit)
+    return newest_first(select(*_COLUMNS), user_id, status, after, limit)
 
 
 async def list_tasks_for(

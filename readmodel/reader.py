@@ -37,7 +37,11 @@ STATUSES = ("all", "pending", "completed")
 LIMIT_MIN, LIMIT_MAX = 1, 200
 MAX_ID = 2**63 - 1
 # What a read or a dead connection raises: each becomes replica_unavailable, never a 500.
-_DB_FAULTS = (TimeoutError, OSError, DBAPIError, InterfaceError, OperationalError, PoolTimeout)
+# Not PoolTimeout: a read that found no free connection in time met an overloaded gateway, not
+# a failing replica; _cached answers it as rate_limited.
+_DB_FAULTS = (TimeoutError, OSError, DBAPIError, InterfaceError, OperationalError)
+# What an overloaded gateway asks the caller to wait before retrying.
+OVERLOAD_RETRY_AFTER_SECONDS = 1.0
 
 
 @dataclass
@@ -46,6 +50,7 @@ class ReadStats:
     ryw_fallbacks: int = 0
     ryw_refusals: int = 0
     replica_errors: int = 0
+    pool_timeouts: int = 0  # reads that found no free connection in time (rate_limited)
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
@@ -138,7 +143,10 @@ class TaskReader:
                 )
             return {"tasks": [_jsonable(r) for r in page], "next_cursor": next_cursor}
 
-        args = json.dumps([status, limit, cursor])
+        # The key holds the decoded keyset, never the cursor's text: the decoder is lenient
+        # (padding, stray characters), and one page must not fill many keys.
+        keyset = None if after is None else [after.created_at.isoformat(), after.id]
+        args = json.dumps([status, limit, keyset])
         result: dict[str, Any] = await self._cached("list_tasks", user_id, args, load)
         return result
 
@@ -179,7 +187,15 @@ class TaskReader:
         async def load_consistent() -> T:
             return await self._read(mark, load)
 
-        result: T = await self.cache.get_or_load(tool, key, load_consistent)
+        try:
+            result: T = await self.cache.get_or_load(tool, key, load_consistent)
+        except PoolTimeout:
+            self.stats.pool_timeouts += 1
+            raise TaskgateError(
+                ErrorCode.RATE_LIMITED,
+                "the gateway is overloaded: no database connection was free in time; retry shortly",
+                {"retry_after_seconds": OVERLOAD_RETRY_AFTER_SECONDS, "reason": "overloaded"},
+            ) from None
         return result
 
     async def _read(
@@ -220,8 +236,7 @@ class TaskReader:
             return await self._behind(behind, mark, load)
         except _DB_FAULTS as exc:
             self.stats.replica_errors += 1
-            if not isinstance(exc, PoolTimeout):  # a busy pool is ours, not the replica's fault
-                replica.failed(self.replicas.retry_max_seconds)
+            replica.failed(self.replicas.retry_max_seconds)
             log.warning("replica %s read failed: %s", replica.label, type(exc).__name__)
             if self.fallback is None:
                 raise TaskgateError(

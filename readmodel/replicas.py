@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from readmodel.consistency import parse_lsn
@@ -196,7 +197,10 @@ class ReplicaSet:
                 task.cancel()
             alive = []
             for task, replica in polls.items():
-                if task in done and task.exception() is None:
+                failure = task.exception() if task in done else TimeoutError()
+                if isinstance(failure, PoolTimeout):
+                    raise failure  # the gateway is overloaded, not the replica failing
+                if failure is None:
                     alive.append(replica)
                 else:
                     replica.failed(self.retry_max_seconds)

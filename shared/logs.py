@@ -88,3 +88,5 @@ def configure_logging(level: str, as_json: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # httpx logs every request at INFO: one line per backend call, noise next to our own lines.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))

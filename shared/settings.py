@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 READ_TOOLS = ("list_tasks", "get_task", "get_user_stats")
+# The memory bound: the in-process cache's byte budget, and the largest entry any cache keeps.
+CACHE_MAX_BYTES_DEFAULT = 64 * 2**20
+CACHE_MAX_ENTRY_BYTES_DEFAULT = 512 * 2**10
+# Shorter secrets fall to an offline brute force of one captured HS256 token.
+MIN_SECRET_CHARS = 32
+
+
+class InsecureSettings(ValueError):
+    """A secret that a production process refuses to start with; the message says what to set."""
 
 
 class Settings(BaseSettings):
@@ -28,6 +38,9 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(10, ge=1)
     db_max_overflow: int = Field(10, ge=0)
     db_pool_timeout: float = Field(5.0, gt=0)
+    # How long a read waits for a free replica connection before answering rate_limited (the
+    # gateway is overloaded). Below REPLICA_TIMEOUT, which bounds the whole read.
+    read_pool_timeout: float = Field(1.0, gt=0)
     db_connect_timeout: float = Field(2.0, gt=0)
     db_statement_timeout_ms: int = Field(2000, ge=0)
 
@@ -59,10 +72,27 @@ class Settings(BaseSettings):
     gateway_password: SecretStr | None = None
     auth_mode: Literal["token", "user_param"] = "token"
 
+    # `taskgate connect`, the stdio bridge: a bearer token for the gateway (else an OAuth login),
+    # and where the OAuth tokens are kept (default ~/.config/taskgate/tokens.json).
+    mcp_token: SecretStr | None = None
+    connect_tokens_file: str = ""
+
     # Backend.
     backend_host: str = "127.0.0.1"
     backend_port: int = Field(8000, ge=0, le=65535)
     max_body_bytes: int = Field(64 * 1024, ge=1024)
+
+    # Login throttling (backend/login_limits.py): failed attempts allowed before back-off,
+    # per account and per client address; the back-off doubles from its first value.
+    login_account_failures: int = Field(5, ge=1)
+    login_address_failures: int = Field(50, ge=1)
+    login_backoff_seconds: float = Field(1.0, gt=0)
+    login_backoff_max_seconds: float = Field(900.0, gt=0)
+    login_failure_window_seconds: float = Field(3600.0, gt=0)
+    login_limit_entries: int = Field(50_000, ge=1)  # per table, about 350 bytes each
+    # argon2 (64 MiB each) at most this many at once, so logins cannot starve other requests.
+    password_hash_concurrency: int = Field(2, ge=1)
+    password_hash_queue: int = Field(256, ge=0)
 
     # Tokens.
     jwt_secret: SecretStr = SecretStr("change-me-in-production-this-is-not-a-secret")
@@ -74,20 +104,36 @@ class Settings(BaseSettings):
     cache_ttl: float = Field(5.0, ge=0)
     cache_ttl_overrides: dict[str, float] = Field(default_factory=dict)
     cache_url: str = "memory://"
+    cache_max_bytes: int = Field(CACHE_MAX_BYTES_DEFAULT, ge=2**20)
+    cache_max_entry_bytes: int = Field(CACHE_MAX_ENTRY_BYTES_DEFAULT, ge=1024)
     ryw_wait_timeout: float = Field(1.0, ge=0)
     # Connecting plus querying, in all; under 2 s so a read of a dead replica answers in 2 s.
     replica_timeout: float = Field(1.5, gt=0)
+
+    # Tool calls per user and second, with a burst; shared through Redis when CACHE_URL is.
+    # 0 turns the limit off. Far above an agent's pace and the load test's (64 agents).
+    rate_limit_per_user: float = Field(50.0, ge=0)
+    rate_limit_burst: int = Field(100, ge=1)
 
     # Operators: the admin API (off while ADMIN_TOKEN is unset), TTL sharing, lag sampling.
     admin_token: SecretStr | None = None
     cache_ttl_sync_seconds: float = Field(1.0, gt=0)  # bound on a TTL change reaching all gateways
     replica_lag_sample_seconds: float = Field(5.0, gt=0)
+    # Proxies whose X-Forwarded-For is believed (comma-separated addresses or networks, as
+    # uvicorn's FORWARDED_ALLOW_IPS). Empty: the client address is the socket's peer.
+    trusted_proxies: str = ""
+    # /metrics: with METRICS_PORT set, served on that port only (MCP_HOST); with METRICS_TOKEN
+    # set, /metrics on the MCP port needs it as a bearer token. Neither: public on the MCP port.
+    metrics_port: int = Field(0, ge=0, le=65535)
+    metrics_token: SecretStr | None = None
     log_level: str = "INFO"
     log_json: bool = False
 
     @field_validator("read_database_urls", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().startswith("["):
+            return json.loads(value)  # a JSON list, as other list settings are written
         if isinstance(value, str):
             return [url.strip() for url in value.split(",") if url.strip()]
         return value
@@ -113,9 +159,49 @@ class Settings(BaseSettings):
             raise ValueError("TTLs must be >= 0")
         return value
 
+    @model_validator(mode="after")
+    def _bounds_fit(self) -> Settings:
+        if self.cache_max_entry_bytes > self.cache_max_bytes:
+            raise ValueError("CACHE_MAX_ENTRY_BYTES must not exceed CACHE_MAX_BYTES")
+        if self.read_pool_timeout >= self.replica_timeout:
+            # Else the read's own bound fires first, and an overload reads as a dead replica.
+            raise ValueError("READ_POOL_TIMEOUT must be below REPLICA_TIMEOUT")
+        return self
+
     def ttl_for(self, tool: str) -> float:
         return self.cache_ttl_overrides.get(tool, self.cache_ttl)
+
+    def require_production_secrets(self) -> None:
+        """Refuse a missing, placeholder or short JWT_SECRET or ADMIN_TOKEN.
+
+        Called by the command line before a server starts, not on construction, so tests and
+        tools build Settings freely. The default JWT_SECRET is a public placeholder.
+        """
+        jwt_secret = self.jwt_secret.get_secret_value()
+        if _placeholder(jwt_secret):
+            raise InsecureSettings(
+                "JWT_SECRET is unset or a placeholder: set it to a random string of at least "
+                f"{MIN_SECRET_CHARS} characters (python -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))')"
+            )
+        if len(jwt_secret) < MIN_SECRET_CHARS:
+            raise InsecureSettings(
+                f"JWT_SECRET is {len(jwt_secret)} characters: set it to a random string of at "
+                f"least {MIN_SECRET_CHARS}"
+            )
+        # An empty ADMIN_TOKEN turns the admin API off, as an unset one does.
+        admin_token = self.admin_token.get_secret_value() if self.admin_token else ""
+        if admin_token and (_placeholder(admin_token) or len(admin_token) < MIN_SECRET_CHARS):
+            raise InsecureSettings(
+                f"ADMIN_TOKEN is a placeholder or shorter than {MIN_SECRET_CHARS} characters: "
+                f"set it to a random string of at least {MIN_SECRET_CHARS}, or unset it to turn "
+                "the admin API off"
+            )
 
     @property
     def mcp_url(self) -> str:
         return self.mcp_public_url or f"http://{self.mcp_host}:{self.mcp_port}{self.mcp_path}"
+
+
+def _placeholder(secret: str) -> bool:
+    return "change-me" in secret.lower()

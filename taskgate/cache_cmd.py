@@ -1,7 +1,8 @@
 """`taskgate cache show | set-ttl | flush`: the gateway's admin API from the command line.
 
 The token comes from ADMIN_TOKEN (environment or .env), never from an argument, because
-arguments show up in process lists and shell history.
+arguments show up in process lists and shell history. With neither set, the token and the
+gateway's URL come from `.taskgate/dev.env`, which `taskgate dev` writes.
 """
 
 from __future__ import annotations
@@ -11,16 +12,38 @@ import getpass
 import json
 import os
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from shared.settings import READ_TOOLS, Settings
+from taskgate.devenv import dev_env_path, read_dev_env
 
 
 def admin_url(settings: Settings) -> str:
     host = "127.0.0.1" if settings.mcp_host in ("0.0.0.0", "::", "") else settings.mcp_host
     return os.environ.get("TASKGATE_ADMIN_URL") or f"http://{host}:{settings.mcp_port}"
+
+
+@dataclass(frozen=True)
+class AdminTarget:
+    url: str
+    token: str
+    from_dev_env: bool = False
+
+
+def admin_target(url: str | None) -> AdminTarget | None:
+    """The gateway and token: the environment and .env first, then .taskgate/dev.env."""
+    settings = Settings()
+    if settings.admin_token is not None:
+        return AdminTarget(url or admin_url(settings), settings.admin_token.get_secret_value())
+    dev = read_dev_env()
+    if "ADMIN_TOKEN" not in dev:
+        return None
+    gateway = dev.get("MCP_URL", "").removesuffix(settings.mcp_path)
+    default = os.environ.get("TASKGATE_ADMIN_URL") or gateway or admin_url(settings)
+    return AdminTarget(url or default, dev["ADMIN_TOKEN"], from_dev_env=True)
 
 
 def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
@@ -33,21 +56,24 @@ def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]
 
 
 def run_cache_command(args: argparse.Namespace) -> int:
-    settings = Settings()
-    if settings.admin_token is None:
-        print("taskgate: set ADMIN_TOKEN to the gateway's admin token", file=sys.stderr)
+    target = admin_target(args.url)
+    if target is None:
+        print(
+            "taskgate: no admin token: set ADMIN_TOKEN (environment or .env) to the gateway's, "
+            f"or start `taskgate dev` in this folder (it writes {dev_env_path()})",
+            file=sys.stderr,
+        )
         return 2
     method, path, body = _request(args)
-    headers = {
-        "Authorization": f"Bearer {settings.admin_token.get_secret_value()}",
-        "X-Admin-Actor": args.actor,
-    }
-    url = (args.url or admin_url(settings)).rstrip("/")
+    headers = {"Authorization": f"Bearer {target.token}", "X-Admin-Actor": args.actor}
+    url = target.url.rstrip("/")
     try:
         reply = httpx.request(method, url + path, json=body, headers=headers, timeout=10)
     except httpx.TransportError as exc:
+        hint = "; is `taskgate dev` still running?" if target.from_dev_env else ""
         print(
-            f"taskgate: cannot reach the gateway at {url} ({type(exc).__name__})", file=sys.stderr
+            f"taskgate: cannot reach the gateway at {url} ({type(exc).__name__}){hint}",
+            file=sys.stderr,
         )
         return 1
     try:
@@ -59,22 +85,65 @@ def run_cache_command(args: argparse.Namespace) -> int:
     return 0 if reply.is_success else 1
 
 
+EXAMPLES = """examples:
+  taskgate cache show                          # TTLs, hit ratio, read counters
+  taskgate cache set-ttl 30                    # the global TTL, in seconds
+  taskgate cache set-ttl 2 --tool list_tasks   # one read tool's TTL
+  taskgate cache set-ttl --tool list_tasks --unset
+  taskgate cache set-ttl 1 --flush             # and drop what was cached under the old TTL
+  taskgate cache flush
+  taskgate cache show --url http://10.0.0.5:8001
+
+The gateway and its admin token: ADMIN_TOKEN (environment or .env) with --url,
+TASKGATE_ADMIN_URL or MCP_HOST:MCP_PORT; with no ADMIN_TOKEN set, .taskgate/dev.env
+(written by `taskgate dev` in this folder).
+"""
+
+
+def _connection_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    # Accepted before and after the action; after it they default to "not given", so a value
+    # given before the action is kept.
+    parser.add_argument(
+        "--url",
+        default=argparse.SUPPRESS if suppress else None,
+        help="the gateway, e.g. http://127.0.0.1:8001 (default: see below)",
+    )
+    parser.add_argument(
+        "--actor",
+        default=argparse.SUPPRESS if suppress else _who(),
+        help="who is making the change, for the gateway's log (default: your user name)",
+    )
+
+
 def add_cache_parser(sub: Any) -> argparse.ArgumentParser:
     cache: argparse.ArgumentParser = sub.add_parser(
-        "cache", help="show or tune a running gateway's read cache"
+        "cache",
+        help="show or tune a running gateway's read cache",
+        description="Show or tune a running gateway's read cache through its admin API.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    cache.add_argument(
-        "--url", help="the gateway (default TASKGATE_ADMIN_URL or MCP_HOST:MCP_PORT)"
-    )
-    cache.add_argument("--actor", default=_who(), help="who is making the change, for the log")
-    actions = cache.add_subparsers(dest="action", required=True)
-    actions.add_parser("show", help="TTLs, hit ratio and read counters")
-    set_ttl = actions.add_parser("set-ttl", help="set the global TTL, or one tool's")
+    _connection_options(cache, suppress=False)
+    actions = cache.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def action(name: str, help: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = actions.add_parser(
+            name,
+            help=help,
+            description=help[0].upper() + help[1:] + ".",
+            epilog=EXAMPLES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        _connection_options(parser, suppress=True)
+        return parser
+
+    action("show", "TTLs, hit ratio and read counters")
+    set_ttl = action("set-ttl", "set the global TTL, or one tool's")
     set_ttl.add_argument("seconds", type=float, nargs="?", help="seconds; 0 turns caching off")
     set_ttl.add_argument("--tool", choices=READ_TOOLS, help="only this read tool")
     set_ttl.add_argument("--unset", action="store_true", help="drop the tool's own TTL")
     set_ttl.add_argument("--flush", action="store_true", help="also drop entries cached so far")
-    actions.add_parser("flush", help="drop every cached read")
+    action("flush", "drop every cached read")
     return cache
 
 

@@ -4,10 +4,40 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib.metadata import PackageNotFoundError, version
 
 from shared.logs import configure_logging
-from shared.settings import Settings
+from shared.settings import InsecureSettings, Settings
 from taskgate.cache_cmd import add_cache_parser, check_cache_args, run_cache_command
+
+EXAMPLES = """examples:
+  taskgate dev                                   # the whole system on this machine
+  taskgate dev --replicas 2 --gateways 2         # two replicas, two gateways sharing a Redis
+  taskgate dev --mcp-port 9001 --backend-port 9000
+  taskgate cache show                            # against dev: reads .taskgate/dev.env
+  taskgate gateway --transport stdio             # one process, configured from the environment
+
+Run `taskgate COMMAND --help` for a command's options.
+"""
+
+
+def _proxy_options(settings: Settings) -> dict[str, object]:
+    # uvicorn believes X-Forwarded-For from loopback by default, so any local client could name
+    # itself; only the proxies an operator lists are believed.
+    if not settings.trusted_proxies:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": settings.trusted_proxies}
+
+
+def _production_settings(**overrides: object) -> Settings:
+    """Settings for a server process: one clear line and exit 2 on a missing or weak secret."""
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    try:
+        settings.require_production_secrets()
+    except InsecureSettings as refused:
+        print(f"taskgate: refusing to start: {refused}", file=sys.stderr)
+        sys.exit(2)
+    return settings
 
 
 def _backend(args: argparse.Namespace) -> None:
@@ -15,7 +45,7 @@ def _backend(args: argparse.Namespace) -> None:
 
     from backend.app import create_app
 
-    settings = Settings()
+    settings = _production_settings()
     configure_logging(settings.log_level, settings.log_json)
     port = args.port if args.port is not None else settings.backend_port
     uvicorn.run(
@@ -24,6 +54,7 @@ def _backend(args: argparse.Namespace) -> None:
         port=port,
         log_config=None,
         access_log=False,
+        **_proxy_options(settings),  # type: ignore[arg-type]
     )
 
 
@@ -31,7 +62,7 @@ def _gateway(args: argparse.Namespace) -> None:
     overrides = {"mcp_transport": args.transport} if args.transport else {}
     if args.port is not None:
         overrides["mcp_port"] = args.port
-    settings = Settings(**overrides)
+    settings = _production_settings(**overrides)
     configure_logging(settings.log_level, settings.log_json)
     from gateway.server import build_http_app, build_server
 
@@ -47,15 +78,16 @@ def _gateway(args: argparse.Namespace) -> None:
         port=settings.mcp_port,
         log_config=None,
         access_log=False,
+        **_proxy_options(settings),  # type: ignore[arg-type]
     )
 
 
-def _migrate(_: argparse.Namespace) -> None:
-    from shared.migrate import upgrade_to_head
+def _migrate(args: argparse.Namespace) -> None:
+    from shared.migrate import upgrade_when_ready
 
     settings = Settings()
     configure_logging(settings.log_level, settings.log_json)
-    upgrade_to_head(settings.database_url)
+    upgrade_when_ready(settings.database_url, args.wait)
     print("database is at the latest migration", file=sys.stderr)
 
 
@@ -64,10 +96,43 @@ def _cache(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     sys.exit(run_cache_command(args))
 
 
-def _dev(args: argparse.Namespace) -> None:
-    from taskgate.devstack import run_dev
+def _connect(args: argparse.Namespace) -> None:
+    from pathlib import Path
 
-    sys.exit(run_dev(mcp_port=args.mcp_port, backend_port=args.backend_port))
+    from taskgate.connect import run_connect
+
+    settings = Settings()
+    # Logs go to stderr only: stdout carries the MCP messages.
+    configure_logging("WARNING", settings.log_json)
+    sys.exit(run_connect(args.url, settings, Path.cwd()))
+
+
+def _dev(args: argparse.Namespace) -> None:
+    from taskgate.dev import DevOptions, run_dev
+
+    options = DevOptions(args.mcp_port, args.backend_port, args.replicas, args.gateways)
+    sys.exit(run_dev(options))
+
+
+def _version() -> str:
+    try:
+        return version("taskgate")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def _port(value: str) -> int:
+    port = int(value)
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (1-65535)")
+    return port
+
+
+def _count(value: str) -> int:
+    count = int(value)
+    if not 1 <= count <= 16:
+        raise argparse.ArgumentTypeError(f"{value}: give 1 to 16")
+    return count
 
 
 def parser() -> argparse.ArgumentParser:
@@ -75,14 +140,37 @@ def parser() -> argparse.ArgumentParser:
         prog="taskgate",
         description="Hybrid CQRS gateway: MCP tools over a FastAPI backend "
         "(writes) and a cached PostgreSQL replica (reads).",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = root.add_subparsers(dest="command", required=True)
+    root.add_argument("--version", action="version", version=f"taskgate {_version()}")
+    sub = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     dev = sub.add_parser(
-        "dev", help="run the whole system locally: primary, replica, backend, gateway"
+        "dev",
+        help="run the whole system locally: primary, replicas, backend, gateways",
+        description="Run the whole system on this machine: a PostgreSQL primary and streaming "
+        "replicas (in a temporary folder), the backend and the gateways. Writes every setting "
+        "a client needs to .taskgate/dev.env, logs to .taskgate/logs/, and stops everything "
+        "on Ctrl-C.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    dev.add_argument("--mcp-port", type=int, default=8001)
-    dev.add_argument("--backend-port", type=int, default=8000)
+    dev.add_argument(
+        "--mcp-port", type=_port, default=8001, help="the first gateway's port (default 8001)"
+    )
+    dev.add_argument(
+        "--backend-port", type=_port, default=8000, help="the backend's port (default 8000)"
+    )
+    dev.add_argument(
+        "--replicas", type=_count, default=1, help="streaming replicas to start (default 1)"
+    )
+    dev.add_argument(
+        "--gateways",
+        type=_count,
+        default=1,
+        help="gateways on --mcp-port, +1, ...; more than one share a Redis (default 1)",
+    )
     dev.set_defaults(func=_dev)
 
     backend = sub.add_parser("backend", help="run the FastAPI backend (DATABASE_URL)")
@@ -96,7 +184,22 @@ def parser() -> argparse.ArgumentParser:
     gateway.set_defaults(func=_gateway)
 
     migrate = sub.add_parser("migrate", help="migrate DATABASE_URL to the latest schema")
+    migrate.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="retry this long while the database cannot be reached (default 0)",
+    )
     migrate.set_defaults(func=_migrate)
+
+    connect = sub.add_parser(
+        "connect",
+        help="stdio MCP bridge to a running gateway (MCP_TOKEN or an OAuth login); "
+        "no URL: .taskgate/dev.env",
+    )
+    connect.add_argument("url", nargs="?", help="the gateway's MCP URL")
+    connect.set_defaults(func=_connect)
 
     cache = add_cache_parser(sub)
     cache.set_defaults(func=lambda args: _cache(cache, args))

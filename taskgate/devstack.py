@@ -1,30 +1,30 @@
-"""`taskgate dev`, and the same stack for end-to-end tests: the pair, the backend, the gateway."""
+"""The whole system on one machine: the PostgreSQL primary and replicas, the backend, the
+gateways (and Redis when there are several), for `taskgate dev` and end-to-end tests."""
 
 from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 
 import httpx
 
 from shared.migrate import upgrade_to_head
-from taskgate.pgpair import PgPair, PgPairError, free_port
+from taskgate.pgpair import PgPair, free_port
+from taskgate.redis_server import RedisServer
 
 DEMO_EMAIL = "demo@example.com"
 
 
-def _say(message: str) -> None:
+def say(message: str) -> None:
+    """A progress line of `taskgate dev` itself, on stderr."""
     print(f"taskgate: {message}", file=sys.stderr, flush=True)
 
 
@@ -33,6 +33,7 @@ class Component:
     name: str
     process: subprocess.Popen[bytes]
     health_url: str
+    log: Path | None = None  # where its output goes; None: our own stderr
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.process.poll() is None:
@@ -44,14 +45,26 @@ class Component:
                 self.process.wait()
 
 
-def spawn_component(name: str, args: list[str], env: dict[str, str], health_url: str) -> Component:
-    """Start `taskgate <args>` in a child process; wait_healthy waits for it."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "taskgate", *args],
-        env={**os.environ, **env},
-        stdin=subprocess.DEVNULL,
-    )
-    return Component(name, process, health_url)
+def spawn_component(
+    name: str, args: list[str], env: dict[str, str], health_url: str, log: Path | None = None
+) -> Component:
+    """Start `taskgate <args>` in a child process; wait_healthy waits for it.
+
+    With `log`, the child's stdout and stderr go to that file (rewritten), else to ours.
+    """
+    out = log.open("wb") if log is not None else None
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "taskgate", *args],
+            env={**os.environ, **env},
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT if out is not None else None,
+        )
+    finally:
+        if out is not None:
+            out.close()  # the child holds its own copy
+    return Component(name, process, health_url, log)
 
 
 def wait_healthy(component: Component, timeout: float = 90.0) -> None:
@@ -59,8 +72,10 @@ def wait_healthy(component: Component, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if component.process.poll() is not None:
+            where = f"; its log: {component.log}" if component.log else ""
             raise RuntimeError(
-                f"{component.name} exited with code {component.process.returncode} while starting"
+                f"{component.name} exited with code {component.process.returncode} "
+                f"while starting{where}"
             )
         try:
             if httpx.get(component.health_url, timeout=1.0).status_code == 200:
@@ -76,15 +91,26 @@ def wait_healthy(component: Component, timeout: float = 90.0) -> None:
 class Stack:
     pair: PgPair
     backend: Component
-    gateway: Component
+    gateway: Component  # the first gateway
     env: dict[str, str]
-    mcp_url: str
+    mcp_url: str  # the first gateway's
     backend_url: str
     extra: list[Component] = field(default_factory=list)
+    gateways: list[Component] = field(default_factory=list)  # all of them, in port order
+    mcp_urls: list[str] = field(default_factory=list)
+    redis: RedisServer | None = None
+
+    def __post_init__(self) -> None:
+        self.gateways = self.gateways or [self.gateway]
+        self.mcp_urls = self.mcp_urls or [self.mcp_url]
+
+    @property
+    def components(self) -> list[Component]:
+        return [self.backend, *self.gateways, *self.extra]
 
 
 def stack_env(pair: PgPair, backend_port: int, jwt_secret: str) -> dict[str, str]:
-    return {
+    env = {
         "DATABASE_URL": pair.database_url,
         "READ_DATABASE_URL": pair.read_database_url,
         "FASTAPI_BASE_URL": f"http://127.0.0.1:{backend_port}",
@@ -92,6 +118,9 @@ def stack_env(pair: PgPair, backend_port: int, jwt_secret: str) -> dict[str, str
         "MCP_TRANSPORT": "http",
         "MCP_HOST": "127.0.0.1",
     }
+    if pair.replicas > 1:
+        env["READ_DATABASE_URLS"] = ",".join(pair.read_database_urls)
+    return env
 
 
 @contextmanager
@@ -100,77 +129,86 @@ def running_stack(
     mcp_port: int | None = None,
     backend_port: int | None = None,
     extra_env: dict[str, str] | None = None,
+    *,
+    replicas: int = 1,
+    gateways: int = 1,
+    log_dir: Path | None = None,
 ) -> Iterator[Stack]:
-    """Everything `taskgate dev` runs, stopped in reverse order on exit."""
+    """Everything `taskgate dev` runs, stopped in reverse order on exit.
+
+    Gateways listen on mcp_port, mcp_port+1, ... (free ports when mcp_port is None). Several
+    gateways share one Redis, started here. With log_dir, each process logs to a file there.
+    """
     backend_port = backend_port or free_port()
-    mcp_port = mcp_port or free_port()
+    ports = (
+        [mcp_port + i for i in range(gateways)]
+        if mcp_port
+        else [free_port() for _ in range(gateways)]
+    )
     with ExitStack() as stack:
-        _say(f"starting PostgreSQL primary and streaming replica in {root}")
-        pair = PgPair(root)
+        say(f"starting PostgreSQL: a primary and {replicas} streaming replica(s) in {root}")
+        pair = PgPair(root, replicas=replicas)
         stack.callback(pair.stop)
         pair.start()
-        _say(f"primary on 127.0.0.1:{pair.primary_port}, replica on 127.0.0.1:{pair.replica_port}")
-        _say("migrating the primary")
+        replica_ports = ", ".join(str(port) for port in pair.replica_ports)
+        say(f"primary on 127.0.0.1:{pair.primary_port}, replica(s) on {replica_ports}")
+        say("migrating the primary")
         upgrade_to_head(pair.database_url)
         env = {**stack_env(pair, backend_port, secrets.token_urlsafe(32)), **(extra_env or {})}
+        redis = None
+        if gateways > 1:
+            redis = RedisServer(root, logfile=log_dir / "redis.log" if log_dir else None)
+            redis.start()
+            stack.callback(redis.stop)
+            env["CACHE_URL"] = redis.url
+            say(f"Redis for the {gateways} gateways on 127.0.0.1:{redis.port}")
         backend_url = f"http://127.0.0.1:{backend_port}"
-        gateway_url = f"http://127.0.0.1:{mcp_port}"
-        _say(f"starting backend on {backend_url} and gateway on {gateway_url}")
-        # Both start at once: each takes about a second to import.
+        say(f"starting the backend on {backend_url} and {gateways} gateway(s)")
+        # All start at once: each takes about a second to import.
         backend = spawn_component(
-            "backend", ["backend", "--port", str(backend_port)], env, f"{backend_url}/healthz"
+            "backend",
+            ["backend", "--port", str(backend_port)],
+            env,
+            f"{backend_url}/healthz",
+            log_dir / "backend.log" if log_dir else None,
         )
         stack.callback(backend.stop)
-        gateway = spawn_component(
-            "gateway",
-            ["gateway", "--transport", "http", "--port", str(mcp_port)],
+        started: list[Component] = []
+        for port in ports:
+            name = "gateway" if gateways == 1 else f"gateway-{port}"
+            gateway = spawn_component(
+                name,
+                ["gateway", "--transport", "http", "--port", str(port)],
+                env,
+                f"http://127.0.0.1:{port}/healthz",
+                log_dir / f"{name}.log" if log_dir else None,
+            )
+            stack.callback(gateway.stop)
+            started.append(gateway)
+        for component in (backend, *started):
+            wait_healthy(component)
+        urls = [f"http://127.0.0.1:{port}/mcp" for port in ports]
+        yield Stack(
+            pair,
+            backend,
+            started[0],
             env,
-            f"{gateway_url}/healthz",
+            urls[0],
+            backend_url,
+            gateways=started,
+            mcp_urls=urls,
+            redis=redis,
         )
-        stack.callback(gateway.stop)
-        wait_healthy(backend)
-        wait_healthy(gateway)
-        yield Stack(pair, backend, gateway, env, f"{gateway_url}/mcp", backend_url)
 
 
-def demo_token(backend_url: str) -> str:
-    password = secrets.token_urlsafe(16)
+def demo_token(backend_url: str, password: str, resource: str | None = None) -> str:
+    """Sign the demo user up (once per database) and log in; returns the bearer token."""
+    form = {"username": DEMO_EMAIL, "password": password}
+    if resource:
+        form["resource"] = resource  # RFC 8707: a token for this gateway, where supported
     with httpx.Client(base_url=backend_url, timeout=10) as http:
         http.post("/api/v1/users", json={"email": DEMO_EMAIL, "password": password})
-        reply = http.post("/api/v1/auth/token", data={"username": DEMO_EMAIL, "password": password})
+        reply = http.post("/api/v1/auth/token", data=form)
         reply.raise_for_status()
         token: str = reply.json()["access_token"]
         return token
-
-
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
-def run_dev(mcp_port: int, backend_port: int) -> int:
-    started = time.monotonic()
-    # Ctrl-C must work even when a parent shell started us with SIGINT ignored.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    root = Path(tempfile.mkdtemp(prefix="taskgate-dev-"))
-    try:
-        with running_stack(root, mcp_port=mcp_port, backend_port=backend_port) as stack:
-            token = demo_token(stack.backend_url)
-            _say(f"ready in {time.monotonic() - started:.1f}s; press Ctrl-C to stop")
-            print(f"MCP endpoint: {stack.mcp_url}", flush=True)
-            print(f"Bearer token: {token}", flush=True)
-            while True:
-                for component in (stack.backend, stack.gateway):
-                    if component.process.poll() is not None:
-                        _say(f"{component.name} exited with code {component.process.returncode}")
-                        return 1
-                time.sleep(0.5)
-    except KeyboardInterrupt:
-        _say("stopping")
-        return 0
-    except (PgPairError, RuntimeError) as exc:
-        _say(f"error: {exc}")
-        return 1
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-        _say("stopped")

@@ -404,16 +404,14 @@ class PgPair:
             database="postgres",
         )
         self.psql(f"CREATE DATABASE {DATABASE} OWNER {APP_ROLE}", database="postgres")
-        # Tables are created later by the app role's migration; the reader gets SELECT on them
-        # through default privileges, and nothing else.
+        # Tables are created later by the app role's migrations, which also grant the reader
+        # SELECT on the tables the read tools need (0003_reader_grants), and nothing else.
         self.psql(
             f"REVOKE ALL ON DATABASE {DATABASE} FROM PUBLIC;"
             f"GRANT CONNECT ON DATABASE {DATABASE} TO {APP_ROLE}, {READER_ROLE};"
             f"REVOKE CREATE ON SCHEMA public FROM PUBLIC;"
             f"GRANT USAGE, CREATE ON SCHEMA public TO {APP_ROLE};"
             f"GRANT USAGE ON SCHEMA public TO {READER_ROLE};"
-            f"ALTER DEFAULT PRIVILEGES FOR ROLE {APP_ROLE} IN SCHEMA public "
-            f"GRANT SELECT ON TABLES TO {READER_ROLE};"
             f"ALTER ROLE {READER_ROLE} SET default_transaction_read_only = on;"
             f"GRANT pg_read_all_stats TO {READER_ROLE};"
         )

@@ -4,7 +4,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Request, Response, status
 
-from backend.deps import SessionDep, SettingsDep
+from backend.deps import HashingDep, LoginLimitsDep, SessionDep, SettingsDep
+from backend.login_limits import client_address
 from backend.openapi import COMMON_ERRORS, error_responses
 from backend.services import users
 from backend.sessions import CSRF_COOKIE, SESSION_COOKIE, clear_session_cookies, set_session_cookies
@@ -28,7 +29,7 @@ router = APIRouter(prefix="/auth", tags=["auth"], responses=error_responses(*COM
                 }
             },
         },
-        **error_responses(401),
+        **error_responses(401, 429),
     },
 )
 async def login(
@@ -36,11 +37,20 @@ async def login(
     password: Annotated[str, Form(min_length=1, max_length=128)],
     session: SessionDep,
     settings: SettingsDep,
+    hashing: HashingDep,
+    limits: LoginLimitsDep,
     request: Request,
     response: Response,
 ) -> TokenOut:
-    """OAuth2 password login (`username` is the email). Browsers also get a session cookie."""
-    user = await users.authenticate(session, username, password)
+    """OAuth2 password login (`username` is the email). Browsers also get a session cookie.
+
+    Failed logins back off per account and per client address: `429 rate_limited` with
+    `Retry-After` and `details.retry_after_seconds`.
+    """
+    address = client_address(request)
+    limits.begin(username, address)
+    user = await users.authenticate(session, hashing, username, password)
+    limits.succeeded(username, address)
     token = issue_token(settings, user.id)
     set_session_cookies(response, request, settings, token)
     return TokenOut(access_token=token, expires_in=settings.jwt_ttl_seconds)

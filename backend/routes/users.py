@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from backend.deps import CurrentUser, SessionDep
+from backend.deps import CurrentUser, HashingDep, SessionDep
 from backend.openapi import AUTH_ERRORS, COMMON_ERRORS, error_responses
 from backend.services import users
 from shared.schemas import UserCreate, UserOut
@@ -11,11 +11,14 @@ router = APIRouter(prefix="/users", tags=["users"], responses=error_responses(*C
 
 
 @router.post(
-    "", status_code=status.HTTP_201_CREATED, response_model=UserOut, responses=error_responses(409)
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserOut,
+    responses=error_responses(409, 429),
 )
-async def sign_up(data: UserCreate, session: SessionDep) -> UserOut:
+async def sign_up(data: UserCreate, session: SessionDep, hashing: HashingDep) -> UserOut:
     """Create a user. The email is stored in lower case; the password is hashed with argon2."""
-    user = await users.create_user(session, data)
+    user = await users.create_user(session, hashing, data)
     return UserOut(id=user.id, email=user.email, created_at=user.created_at)
 
 

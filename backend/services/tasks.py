@@ -6,13 +6,14 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from sqlalchemy import and_, case, delete, func, or_, select, text, update
+from sqlalchemy import Select, case, delete, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.cursor import Keyset
 from shared.errors import ErrorCode, TaskgateError
 from shared.models import IdempotencyKey, Task
+from shared.paging import newest_first
 from shared.schemas import Status, TaskCreate, TaskUpdate
 
 
@@ -99,23 +100,18 @@ async def get_task(session: AsyncSession, user_id: int, task_id: int) -> Task:
     return task
 
 
+def list_tasks_query(
+    user_id: int, status: Status, limit: int, after: Keyset | None
+) -> Select[Task]:
+    # One row more than asked says whether a next page exists, so none is ever empty.
+    return newest_first(select(Task), user_id, status, after, limit + 1)
+
+
 async def list_tasks(
     session: AsyncSession, user_id: int, status: Status, limit: int, after: Keyset | None
 ) -> tuple[list[Task], bool]:
     """A page of the user's tasks, newest first, and whether more follow it."""
-    query = select(Task).where(Task.user_id == user_id)
-    if status != "all":
-        query = query.where(Task.completed == (status == "completed"))
-    if after is not None:
-        query = query.where(
-            or_(
-                Task.created_at < after.created_at,
-                and_(Task.created_at == after.created_at, Task.id < after.id),
-            )
-        )
-    # One row more than asked says whether a next page exists, so none is ever empty.
-    query = query.order_by(Task.created_at.desc(), Task.id.desc()).limit(limit + 1)
-    rows = list((await session.scalars(query)).all())
+    rows = list((await session.scalars(list_tasks_query(user_id, status, limit, after))).all())
     return rows[:limit], len(rows) > limit
 
 

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from backend.security import hash_password, verify_password
+from backend.security import PasswordHashing
 from shared.errors import ErrorCode, TaskgateError
 from shared.models import User
 from shared.schemas import UserCreate, storable
 
 
-async def create_user(session: AsyncSession, data: UserCreate) -> User:
-    # argon2 is CPU-bound; keep the event loop free for other requests.
-    password_hash = await asyncio.to_thread(hash_password, data.password)
+async def create_user(session: AsyncSession, hashing: PasswordHashing, data: UserCreate) -> User:
+    password_hash = await hashing.hash(data.password)
     user = User(email=data.email.lower(), password_hash=password_hash)
     session.add(user)
     try:
@@ -29,13 +26,18 @@ async def create_user(session: AsyncSession, data: UserCreate) -> User:
     return user
 
 
-async def authenticate(session: AsyncSession, email: str, password: str) -> User:
+async def authenticate(
+    session: AsyncSession, hashing: PasswordHashing, email: str, password: str
+) -> User:
     email = email.strip().lower()
     # Text PostgreSQL cannot take (NUL, lone surrogates) names no user; don't send it.
     user = (
         await session.scalar(select(User).where(User.email == email)) if _storable(email) else None
     )
-    ok = await asyncio.to_thread(verify_password, user.password_hash if user else None, password)
+    # Hand the connection back before the hash, which may wait for a slot: logins queued
+    # behind the hashing cap must not hold the pool that task requests need.
+    await session.commit()
+    ok = await hashing.verify(user.password_hash if user else None, password)
     if user is None or not ok:
         raise TaskgateError(ErrorCode.UNAUTHORIZED, "email or password is wrong")
     return user

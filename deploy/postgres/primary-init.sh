@@ -1,7 +1,8 @@
 #!/bin/bash
 # Runs once, when the primary's data volume is empty (docker-entrypoint-initdb.d).
 # The same roles and grants as taskgate/pgpair.py: the app role owns the schema, the reader
-# role gets SELECT only (read-only by default too), the replicator may stream WAL.
+# role is read-only by default and gets SELECT on the tables the read tools need from the
+# migration (shared/migrations/versions/0003_reader_grants.py), the replicator may stream WAL.
 set -euo pipefail
 
 psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres \
@@ -20,7 +21,6 @@ GRANT CONNECT ON DATABASE taskgate TO taskgate, taskgate_reader;
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 GRANT USAGE, CREATE ON SCHEMA public TO taskgate;
 GRANT USAGE ON SCHEMA public TO taskgate_reader;
-ALTER DEFAULT PRIVILEGES FOR ROLE taskgate IN SCHEMA public GRANT SELECT ON TABLES TO taskgate_reader;
 ALTER ROLE taskgate_reader SET default_transaction_read_only = on;
 GRANT pg_read_all_stats TO taskgate_reader;
 SQL

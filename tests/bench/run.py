@@ -771,6 +771,8 @@ def main(argv: list[str] | None = None) -> None:
                     "MCP_BENCH_TOOLS": "1",
                     "CACHE_TTL": str(args.cache_ttl),
                     "LOG_LEVEL": "WARNING",
+                    # One closed-loop session per user measures throughput: no per-user limit.
+                    "RATE_LIMIT_PER_USER": "0",
                 },
             ) as stack:
                 data = asyncio.run(run(args, stack, peer_python))

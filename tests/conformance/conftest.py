@@ -20,12 +20,17 @@ HERE = Path(__file__).parent
 CLI = HERE / "node_modules" / ".bin" / "conformance"
 
 
-@pytest.fixture(scope="session")
-def conformance_cli() -> Path:
-    if not CLI.exists():
+def npm_ci(folder: Path, installed: Path) -> None:
+    """`npm ci` in `folder` (its package-lock.json pins everything) unless `installed` exists."""
+    if not installed.exists():
         npm = shutil.which("npm")
         assert npm is not None, "npm is needed for the MCP conformance suite (Node 20 or later)"
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=HERE, check=True, timeout=600)
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=folder, check=True, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def conformance_cli() -> Path:
+    npm_ci(HERE, CLI)
     return CLI
 
 

@@ -1,14 +1,32 @@
-"""The read model's database role holds SELECT and nothing else: with read-only transactions
-switched off, on the primary itself, every way of writing or escalating is refused."""
+"""The read model's database role holds SELECT on the tasks table and nothing else: with
+read-only transactions switched off, on the primary itself, every way of writing or escalating
+is refused, and on the replica it cannot read a password hash or any other table."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 
+from readmodel.engine import create_read_engine
+from readmodel.lag import replica_lag
+from readmodel.queries import get_task_for, list_tasks_for, replayed_lsn, user_stats_for
+from shared.settings import Settings
 from taskgate.pgpair import READER_ROLE, PgPair
+
+# Everything the reader must not see, on the replica where the gateway reads.
+HIDDEN = [
+    "SELECT password_hash FROM users",
+    "SELECT * FROM users",
+    "SELECT email FROM users",
+    "SELECT count(*) FROM users",
+    "SELECT * FROM idempotency_keys",
+    "SELECT * FROM alembic_version",
+]
 
 WRITES = [
     "INSERT INTO tasks (user_id, title) SELECT id, 'planted' FROM users LIMIT 1",
@@ -79,3 +97,78 @@ async def test_the_reader_role_cannot_pause_or_promote_the_replica(pg_pair: PgPa
     finally:
         await conn.close()
     assert pg_pair.psql("SELECT pg_is_in_recovery()", replica=True) == "t"
+
+
+@pytest.fixture
+async def reader_on_replica(pg_pair: PgPair) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(pg_pair.url(READER_ROLE, replica=True, driver="postgresql"))
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize("statement", HIDDEN)
+async def test_the_reader_cannot_read_password_hashes_or_other_tables_on_the_replica(
+    reader_on_replica: asyncpg.Connection, statement: str
+) -> None:
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await reader_on_replica.fetch(statement)
+
+
+async def test_the_reader_holds_select_on_tasks_and_no_other_table(pg_pair: PgPair) -> None:
+    # Every table of the schema, including ones later migrations add (OAuth clients, tokens):
+    # a new table stays hidden until a migration grants it by name.
+    held = pg_pair.psql(
+        "SELECT c.relname || ':' || p.privilege FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public' "
+        "CROSS JOIN unnest(ARRAY['SELECT','INSERT','UPDATE','DELETE','TRUNCATE','REFERENCES',"
+        "'TRIGGER']) AS p(privilege) "
+        f"WHERE c.relkind IN ('r', 'p', 'v', 'm') "
+        f"AND has_table_privilege('{READER_ROLE}', c.oid, p.privilege) ORDER BY 1",
+        replica=True,
+    )
+    assert held.splitlines() == ["tasks:SELECT"]
+    assert (
+        pg_pair.psql(
+            f"SELECT has_column_privilege('{READER_ROLE}', 'users', 'password_hash', 'SELECT')",
+            replica=True,
+        )
+        == "f"
+    )
+
+
+async def test_the_reader_still_runs_every_read_query_on_the_replica(
+    pg_pair: PgPair, settings: Settings
+) -> None:
+    email = f"role-{uuid.uuid4().hex[:12]}@example.com"
+    user_id = int(
+        pg_pair.psql(
+            f"INSERT INTO users (email, password_hash) VALUES ('{email}', 'x') RETURNING id"
+        ).splitlines()[0]
+    )
+    task_id = int(
+        pg_pair.psql(
+            f"INSERT INTO tasks (user_id, title) VALUES ({user_id}, 'visible') RETURNING id"
+        ).splitlines()[0]
+    )
+    lsn = pg_pair.psql("SELECT pg_current_wal_lsn()")
+    deadline = time.monotonic() + 30
+    while pg_pair.psql(f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'", replica=True) != "t":
+        assert time.monotonic() < deadline, "the replica did not replay the seed"
+        await asyncio.sleep(0.02)
+
+    engine = create_read_engine(settings, settings.read_database_url)
+    try:
+        async with engine.connect() as conn:
+            page = await list_tasks_for(conn, user_id, "all", 10, None)
+            assert [row["title"] for row in page] == ["visible"]
+            assert await list_tasks_for(conn, user_id, "completed", 10, None) == []
+            task = await get_task_for(conn, user_id, task_id)
+            assert task is not None and task["id"] == task_id
+            stats = await user_stats_for(conn, user_id)
+            assert stats == {"total": 1, "completed": 0, "pending": 1}
+            assert await replayed_lsn(conn)
+        assert (await replica_lag(engine)).bytes >= 0
+    finally:
+        await engine.dispose()

@@ -88,11 +88,9 @@ def test_read_model_role_is_select_only(services: dict[str, Any]) -> None:
     init = next(v.split(":")[0] for v in services["primary"]["volumes"] if "initdb" in v)
     sql = (ROOT / init).read_text()
     grants = [line for line in sql.splitlines() if "GRANT" in line and "taskgate_reader" in line]
-    on_tables = [g for g in grants if "ON TABLES" in g]
-    assert on_tables == [
-        "ALTER DEFAULT PRIVILEGES FOR ROLE taskgate IN SCHEMA public GRANT SELECT ON TABLES "
-        "TO taskgate_reader;"
-    ]
+    # No blanket grant on tables: the migration grants the tables the read tools need, by name
+    # (tests/security/test_read_role.py checks the result on a real replica).
+    assert not [g for g in grants if "TABLES" in g]
     assert "ALTER ROLE taskgate_reader SET default_transaction_read_only = on;" in sql
 
 

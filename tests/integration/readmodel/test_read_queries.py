@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from readmodel import queries
 from readmodel.reader import TaskReader
@@ -16,6 +13,7 @@ from shared.errors import ErrorCode, TaskgateError
 from shared.schemas import TaskOut, TaskPage, UserStats
 from taskgate.pgpair import PgPair
 from tests.integration.readmodel.conftest import MakeReader, insert_tasks, new_user, wait_replayed
+from tests.support.plans import crowd_tasks, indexes_used, plan_of, scans, starts_at_keyset
 
 
 async def _all_pages(
@@ -157,43 +155,9 @@ async def test_user_stats_count_the_users_tasks_in_one_query(
 def crowded_table(pg_pair: PgPair) -> int:
     """200 users with 250 tasks each, analysed and vacuumed: the planner has real statistics."""
     users = [new_user(pg_pair) for _ in range(3)]
-    pg_pair.psql(
-        "INSERT INTO users (email, password_hash) "
-        "SELECT 'crowd-' || g || '-' || md5(random()::text) || '@example.com', 'x' "
-        "FROM generate_series(1, 197) AS g"
-    )
-    pg_pair.psql(
-        "INSERT INTO tasks (user_id, title, completed, created_at) "
-        "SELECT u.id, 'task ' || g, g % 3 = 0, now() - make_interval(secs => g) "
-        "FROM (SELECT id FROM users ORDER BY id DESC LIMIT 200) AS u, generate_series(1, 250) AS g"
-    )
-    pg_pair.psql("VACUUM ANALYZE tasks")
+    crowd_tasks(pg_pair)
     wait_replayed(pg_pair, pg_pair.psql("SELECT pg_current_wal_lsn()"))
     return users[0]
-
-
-async def _plan(conn: AsyncConnection, query: Any) -> dict[str, Any]:
-    compiled = query.compile(dialect=postgresql.asyncpg.dialect())  # type: ignore[no-untyped-call]
-    params = tuple(compiled.params[name] for name in compiled.positiontup)
-    result = await conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {compiled.string}", params)
-    raw = result.scalar_one()
-    plan: dict[str, Any] = (json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"]
-    return plan
-
-
-def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
-    found = [plan]
-    for child in plan.get("Plans", []):
-        found.extend(_nodes(child))
-    return found
-
-
-def _indexes_used(plan: dict[str, Any]) -> set[str]:
-    return {n["Index Name"] for n in _nodes(plan) if "Index Name" in n}
-
-
-def _scans(plan: dict[str, Any]) -> set[str]:
-    return {n["Node Type"] for n in _nodes(plan) if "Scan" in n["Node Type"]}
 
 
 async def test_every_read_query_is_served_by_an_index_on_the_replica(
@@ -204,22 +168,21 @@ async def test_every_read_query_is_served_by_an_index_on_the_replica(
     after = Keyset(_far_past().replace(year=2100), 2**62)
     plans = {}
     async with reader.replica.connect() as conn:
-        plans["list all"] = await _plan(conn, queries.list_tasks_query(user, "all", 51, None))
-        plans["list page 2"] = await _plan(conn, queries.list_tasks_query(user, "all", 51, after))
-        plans["list pending"] = await _plan(
+        plans["list all"] = await plan_of(conn, queries.list_tasks_query(user, "all", 51, None))
+        plans["list page 2"] = await plan_of(conn, queries.list_tasks_query(user, "all", 51, after))
+        plans["list pending"] = await plan_of(
             conn, queries.list_tasks_query(user, "pending", 51, after)
         )
-        plans["get"] = await _plan(conn, queries.get_task_query(user, 1))
-        plans["stats"] = await _plan(conn, queries.user_stats_query(user))
+        plans["get"] = await plan_of(conn, queries.get_task_query(user, 1))
+        plans["stats"] = await plan_of(conn, queries.user_stats_query(user))
     for name, plan in plans.items():
-        assert "Seq Scan" not in _scans(plan), (name, plan)
-    assert _indexes_used(plans["list all"]) == {"ix_tasks_user_newest"}
-    assert _indexes_used(plans["list page 2"]) == {"ix_tasks_user_newest"}
-    assert _indexes_used(plans["list pending"]) == {"ix_tasks_user_status_newest"}
-    assert _indexes_used(plans["get"]) == {"tasks_pkey"}
-    assert _indexes_used(plans["stats"]) <= {"ix_tasks_user_status_newest", "ix_tasks_user_newest"}
-    assert _indexes_used(plans["stats"])
+        assert "Seq Scan" not in scans(plan), (name, plan)
+    assert indexes_used(plans["list all"]) == {"ix_tasks_user_newest"}
+    assert indexes_used(plans["list page 2"]) == {"ix_tasks_user_newest"}
+    assert indexes_used(plans["list pending"]) == {"ix_tasks_user_status_newest"}
+    assert indexes_used(plans["get"]) == {"tasks_pkey"}
+    assert indexes_used(plans["stats"]) <= {"ix_tasks_user_status_newest", "ix_tasks_user_newest"}
+    assert indexes_used(plans["stats"])
     # A later page starts at the cursor's place in the index, not by filtering earlier rows.
     for name in ("list page 2", "list pending"):
-        conditions = [n.get("Index Cond", "") for n in _nodes(plans[name])]
-        assert any("created_at" in c and "id" in c for c in conditions), (name, plans[name])
+        assert starts_at_keyset(plans[name]), (name, plans[name])

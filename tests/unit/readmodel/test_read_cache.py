@@ -45,7 +45,13 @@ async def test_concurrent_misses_on_one_key_share_one_load() -> None:
     values = await asyncio.gather(*(cache.get_or_load("get_task", "k", load) for _ in range(100)))
     assert values == ["value"] * 100
     assert load.calls == 1
-    assert cache.stats.as_dict() == {"hits": 0, "misses": 100, "errors": 0, "loads": 1}
+    assert cache.stats.as_dict() == {
+        "hits": 0,
+        "misses": 100,
+        "errors": 0,
+        "loads": 1,
+        "oversize": 0,
+    }
     assert await cache.get_or_load("get_task", "k", load) == "value"
     assert cache.stats.hits == 1
 

@@ -1,0 +1,188 @@
+"""`taskgate dev`: check the ports, start the stack, write `.taskgate/dev.env`, print the banner.
+
+Progress goes to stderr while things start; each component logs to a file under `.taskgate/`;
+the banner comes once everything answers, so no log line runs into it.
+"""
+
+from __future__ import annotations
+
+import errno
+import secrets
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from taskgate.devenv import dev_dir, dev_env_path, write_dev_env
+from taskgate.devstack import DEMO_EMAIL, Stack, demo_token, running_stack, say
+from taskgate.pgpair import SUPERUSER, PgPairError
+from taskgate.redis_server import RedisServerError, redis_server_binary
+
+EXIT_USAGE = 2  # what argparse exits with for a bad command line
+
+
+@dataclass(frozen=True)
+class DevOptions:
+    mcp_port: int
+    backend_port: int
+    replicas: int = 1
+    gateways: int = 1
+
+    @property
+    def mcp_ports(self) -> list[int]:
+        return [self.mcp_port + i for i in range(self.gateways)]
+
+
+class PortBusy(Exception):
+    """A port dev needs is taken; the message names it and the flag that changes it."""
+
+
+def _in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As uvicorn binds: a port left in TIME_WAIT is free, one that something listens on is not.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return True
+            raise
+    return False
+
+
+def check_ports(options: DevOptions) -> None:
+    """Raise PortBusy for the first port that dev cannot listen on, before anything starts."""
+    gateways = options.mcp_ports
+    if gateways[-1] > 65535:
+        raise PortBusy(
+            f"--mcp-port {options.mcp_port} with --gateways {options.gateways} runs past port "
+            "65535; choose a lower --mcp-port"
+        )
+    if options.backend_port in gateways:
+        raise PortBusy(
+            f"port {options.backend_port} is both the backend's and a gateway's; choose "
+            "another with --backend-port or --mcp-port"
+        )
+    wanted = [(port, "--mcp-port", "a gateway") for port in gateways]
+    wanted.append((options.backend_port, "--backend-port", "the backend"))
+    for port, flag, who in wanted:
+        if _in_use(port):
+            raise PortBusy(
+                f"port {port} (for {who}) is in use on 127.0.0.1; choose another with {flag}"
+            )
+
+
+def dev_settings(stack: Stack, token: str, password: str) -> dict[str, str]:
+    """What .taskgate/dev.env holds: the contract in DESIGN.md, in a stable order."""
+    values: dict[str, str] = {}
+    for index, url in enumerate(stack.mcp_urls, start=1):
+        values["MCP_URL" if index == 1 else f"MCP_URL_{index}"] = url
+    values.update(
+        MCP_TOKEN=token,
+        DEMO_EMAIL=DEMO_EMAIL,
+        DEMO_PASSWORD=password,
+        FASTAPI_BASE_URL=stack.env["FASTAPI_BASE_URL"],
+        DATABASE_URL=stack.env["DATABASE_URL"],
+        READ_DATABASE_URL=stack.env["READ_DATABASE_URL"],
+    )
+    if "READ_DATABASE_URLS" in stack.env:
+        values["READ_DATABASE_URLS"] = stack.env["READ_DATABASE_URLS"]
+    pair = stack.pair
+    values.update(
+        JWT_SECRET=stack.env["JWT_SECRET"],
+        ADMIN_TOKEN=stack.env["ADMIN_TOKEN"],
+        CACHE_URL=stack.env.get("CACHE_URL", "memory://"),
+        # libpq URLs, for psql: local debugging only.
+        PRIMARY_SUPERUSER_URL=pair.url(SUPERUSER, driver="postgresql"),
+        REPLICA_SUPERUSER_URLS=",".join(
+            pair.url(SUPERUSER, replica=i, driver="postgresql") for i in range(pair.replicas)
+        ),
+    )
+    return values
+
+
+def banner(stack: Stack, token: str, settings_file: Path, seconds: float) -> str:
+    logs = [c.log for c in stack.components if c.log is not None]
+    if stack.redis is not None and stack.redis.logfile is not None:
+        logs.append(stack.redis.logfile)
+    lines = [
+        "",
+        f"taskgate dev is ready ({seconds:.1f}s): {len(stack.mcp_urls)} gateway(s), "
+        f"{stack.pair.replicas} replica(s)",
+        *(f"MCP endpoint: {url}" for url in stack.mcp_urls),
+        f"Bearer token: {token}",
+        f"Settings file: {settings_file}",
+        *(f"Log: {path}" for path in logs),
+        "Admin CLI: uv run taskgate cache show   (reads the settings file; see --help)",
+        "Press Ctrl-C to stop.",
+    ]
+    return "\n".join(lines)
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def run_dev(options: DevOptions) -> int:
+    try:
+        check_ports(options)
+        if options.gateways > 1:
+            redis_server_binary()  # found before anything starts, like the ports
+    except (PortBusy, RedisServerError) as exc:
+        print(f"taskgate dev: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    started = time.monotonic()
+    # Ctrl-C must work even when a parent shell started us with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    # Owner only: the settings file and the logs name local passwords and tokens.
+    dev_dir().mkdir(mode=0o700, exist_ok=True)
+    logs = dev_dir() / "logs"
+    logs.mkdir(mode=0o700, exist_ok=True)
+    # A file from an earlier run names servers that are gone: never leave it for a client to use.
+    dev_env_path().unlink(missing_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="taskgate-dev-"))
+    admin_token = secrets.token_urlsafe(32)
+    try:
+        with running_stack(
+            root,
+            mcp_port=options.mcp_port,
+            backend_port=options.backend_port,
+            extra_env={"ADMIN_TOKEN": admin_token},
+            replicas=options.replicas,
+            gateways=options.gateways,
+            log_dir=logs,
+        ) as stack:
+            password = secrets.token_urlsafe(16)
+            token = demo_token(stack.backend_url, password, resource=stack.mcp_url)
+            settings_file = dev_env_path()
+            write_dev_env(settings_file, dev_settings(stack, token, password))
+            print(banner(stack, token, settings_file, time.monotonic() - started), flush=True)
+            return _watch(stack)
+    except KeyboardInterrupt:
+        say("stopping")
+        return 0
+    except (PgPairError, RedisServerError, RuntimeError, OSError) as exc:
+        say(f"error: {exc}")
+        return 1
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+        say("stopped")
+
+
+def _watch(stack: Stack) -> int:
+    """Until Ctrl-C: a component that exits ends dev, naming its log."""
+    while True:
+        for component in stack.components:
+            if component.process.poll() is not None:
+                say(
+                    f"{component.name} exited with code {component.process.returncode}; "
+                    f"its log: {component.log}"
+                )
+                return 1
+        time.sleep(0.5)

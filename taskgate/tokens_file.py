@@ -1,0 +1,70 @@
+"""Where `taskgate connect` keeps its OAuth tokens and client registration: one JSON file,
+mode 0600 in a 0700 folder, one entry per gateway URL, replaced atomically on each change.
+
+A refresh token is a long-lived credential, so the file is never readable by other users,
+not even for the moment between creating and renaming it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
+
+
+def default_tokens_path() -> Path:
+    config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config) / "taskgate" / "tokens.json"
+
+
+class FileTokenStorage:
+    """The SDK's TokenStorage protocol, on a 0600 file shared by every gateway URL."""
+
+    def __init__(self, path: Path, server_url: str) -> None:
+        self.path = path
+        self.server_url = server_url
+
+    def _read_all(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _entry(self) -> dict[str, Any]:
+        entry = self._read_all().get(self.server_url)
+        return entry if isinstance(entry, dict) else {}
+
+    def _write_entry(self, key: str, value: dict[str, Any]) -> None:
+        data = self._read_all()
+        entry = data.get(self.server_url)
+        data[self.server_url] = {**(entry if isinstance(entry, dict) else {}), key: value}
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # mkstemp creates the file 0600; the rename makes the new content appear at once.
+        fd, temp = tempfile.mkstemp(dir=self.path.parent, prefix=".tokens-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w") as out:
+                json.dump(data, out, indent=2)
+            os.chmod(temp, 0o600)
+            os.replace(temp, self.path)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+
+    async def get_tokens(self) -> OAuthToken | None:
+        tokens = self._entry().get("tokens")
+        return OAuthToken.model_validate(tokens) if tokens else None
+
+    async def set_tokens(self, tokens: OAuthToken) -> None:
+        self._write_entry("tokens", tokens.model_dump(mode="json", exclude_none=True))
+
+    async def get_client_info(self) -> OAuthClientInformationFull | None:
+        info = self._entry().get("client_info")
+        return OAuthClientInformationFull.model_validate(info) if info else None
+
+    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        self._write_entry("client_info", client_info.model_dump(mode="json", exclude_none=True))

@@ -1,0 +1,138 @@
+"""The memory attack of issue 11, replayed on a real gateway process with default settings.
+
+A user with 200 tasks of long emoji titles and descriptions asks for every page size from 200
+down to 1 in both statuses, then walks the pages with many distinct cursors, each spelt several
+ways. The gateway's resident memory must stay under the documented bound (300 MB), and normal
+pages must still be served from the cache.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from shared.settings import Settings
+from taskgate.devstack import Component, spawn_component, wait_healthy
+from taskgate.pgpair import PgPair, free_port
+from tests.conftest import TEST_JWT_SECRET, Agent, sign_up
+from tests.reliability.agents import call_tool, new_http
+
+RSS_BOUND_MB = 300  # README, "Memory": the bound with default settings
+TASKS = 200
+
+
+@contextmanager
+def gateway_process(
+    settings: Settings, backend_url: str, extra_env: dict[str, str]
+) -> Iterator[tuple[Component, str]]:
+    port = free_port()
+    env = {
+        "DATABASE_URL": settings.database_url,
+        "READ_DATABASE_URL": settings.read_database_url,
+        "FASTAPI_BASE_URL": backend_url,
+        "JWT_SECRET": TEST_JWT_SECRET,
+        "LOG_LEVEL": "WARNING",
+        **extra_env,
+    }
+    gateway = spawn_component(
+        "gateway",
+        ["gateway", "--transport", "http", "--port", str(port)],
+        env,
+        f"http://127.0.0.1:{port}/healthz",
+    )
+    try:
+        wait_healthy(gateway, timeout=120)
+        yield gateway, f"http://127.0.0.1:{port}/mcp"
+    finally:
+        gateway.stop()
+
+
+def memory_mb(pid: int) -> dict[str, float]:
+    """VmRSS (resident now) and VmHWM (the peak) of a process, in MB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            fields[name] = int(value.split()[0]) / 1024
+    return fields
+
+
+def seed_emoji_tasks(pair: PgPair, user_id: int) -> None:
+    """200 tasks at the size limits: 200-character titles, 1000-character descriptions."""
+    pair.psql(
+        "INSERT INTO tasks (user_id, title, description, completed, created_at, updated_at) "
+        f"SELECT {user_id}, left(g || ' ' || repeat(chr(128512), 200), 200), "
+        "repeat(chr(128640), 1000), g % 2 = 0, now() - make_interval(secs => g), now() "
+        f"FROM generate_series(1, {TASKS}) AS g"
+    )
+    lsn = pair.psql("SELECT pg_current_wal_lsn()")
+    deadline = time.monotonic() + 30
+    while pair.psql(f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'", replica=True) != "t":
+        assert time.monotonic() < deadline, "the replica did not replay the seed"
+        time.sleep(0.05)
+
+
+async def cache_hits(http: httpx.AsyncClient, url: str) -> float:
+    metrics = (await http.get(url.replace("/mcp", "/metrics"))).text
+    line = next(x for x in metrics.splitlines() if x.startswith("taskgate_cache_hits_total "))
+    return float(line.split()[1])
+
+
+async def attack(http: httpx.AsyncClient, url: str, agent: Agent) -> int:
+    """Every page size in both statuses, then a cursor walk in three spellings; returns calls."""
+    count = 0
+
+    async def page(status: str, limit: int, cursor: str | None = None) -> str | None:
+        nonlocal count
+        count += 1
+        arguments: dict[str, object] = {"status": status, "limit": limit}
+        if cursor is not None:
+            arguments["cursor"] = cursor
+        outcome = await call_tool(http, url, agent.token, "list_tasks", arguments)
+        assert outcome.ok, outcome
+        return outcome.body["next_cursor"]  # type: ignore[no-any-return]
+
+    for status in ("pending", "completed"):
+        for limit in range(200, 0, -1):
+            await page(status, limit)
+    cursor = await page("all", 1)
+    while cursor is not None:
+        for spelling in (cursor + "====", f"{cursor[:4]}~~~{cursor[4:]}"):
+            await page("all", 1, spelling)
+        cursor = await page("all", 1, cursor)
+    return count
+
+
+async def test_a_user_asking_for_every_page_cannot_grow_the_gateway_past_its_bound(
+    pg_pair: PgPair, settings: Settings, backend_url: str
+) -> None:
+    agent = sign_up(backend_url)
+    seed_emoji_tasks(pg_pair, agent.id)
+    # Default settings, but no rate limit: the byte bounds alone must hold the memory.
+    with gateway_process(settings, backend_url, {"RATE_LIMIT_PER_USER": "0"}) as (gateway, url):
+        async with new_http(4) as http:
+            first = await call_tool(http, url, agent.token, "get_user_stats", {})
+            assert first.ok, first
+            before = memory_mb(gateway.process.pid)
+
+            calls = await attack(http, url, agent)
+
+            after = memory_mb(gateway.process.pid)
+            hits = await cache_hits(http, url)
+            for _ in range(3):
+                normal = await call_tool(
+                    http, url, agent.token, "list_tasks", {"status": "all", "limit": 10}
+                )
+                assert normal.ok, normal
+            hits_after = await cache_hits(http, url)
+
+    print(
+        f"MEMORY calls={calls} rss_before={before['VmRSS']:.0f}MB "
+        f"rss_after={after['VmRSS']:.0f}MB peak={after['VmHWM']:.0f}MB"
+    )
+    assert after["VmHWM"] <= RSS_BOUND_MB, (before, after)
+    assert hits_after - hits >= 2  # a normal page is cached, and served from the cache

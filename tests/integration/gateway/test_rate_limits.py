@@ -1,0 +1,72 @@
+"""Limits per user on gateway processes: one user over the limit is refused, others go on."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from shared.settings import Settings
+from tests.conftest import Agent, running_gateway, sign_up
+from tests.integration.readmodel.redis_server import running_redis
+from tests.reliability.agents import Outcome, call_tool, new_http
+
+
+async def calls(http: httpx.AsyncClient, url: str, agent: Agent, n: int) -> list[Outcome]:
+    return [await call_tool(http, url, agent.token, "get_user_stats", {}) for _ in range(n)]
+
+
+def refused_count(metrics: str) -> float:
+    line = next(
+        line
+        for line in metrics.splitlines()
+        if line.startswith('taskgate_rate_limited_total{tool="get_user_stats"}')
+    )
+    return float(line.rsplit(" ", 1)[1])
+
+
+async def test_one_user_over_the_limit_is_refused_while_another_goes_on(
+    settings: Settings, backend_url: str
+) -> None:
+    hog, quiet = sign_up(backend_url), sign_up(backend_url)
+    env = {"RATE_LIMIT_PER_USER": "2", "RATE_LIMIT_BURST": "5"}
+    with running_gateway(settings, backend_url, env) as url:
+        async with new_http() as http:
+            hogged, calm = await asyncio.gather(
+                calls(http, url, hog, 20), calls(http, url, quiet, 5)
+            )
+            metrics = (await http.get(url.replace("/mcp", "/metrics"))).text
+            await asyncio.sleep(1.0)  # two tokens back
+            again = await call_tool(http, url, hog.token, "get_user_stats", {})
+
+    refused = [o for o in hogged if o.error_code == "rate_limited"]
+    assert sum(o.ok for o in hogged) >= 5 and len(refused) >= 10, hogged
+    assert all(o.ok or o.error_code == "rate_limited" for o in hogged)
+    assert all(0 < o.body["details"]["retry_after_seconds"] <= 0.5 for o in refused)
+    assert all(o.ok for o in calm), calm
+    assert again.ok
+    assert refused_count(metrics) == len(refused)
+
+
+async def test_the_limit_is_shared_by_gateways_on_one_redis(
+    settings: Settings, backend_url: str
+) -> None:
+    hog, quiet = sign_up(backend_url), sign_up(backend_url)
+    with running_redis() as redis:
+        env = {"CACHE_URL": redis.url, "RATE_LIMIT_PER_USER": "0.5", "RATE_LIMIT_BURST": "4"}
+        with (
+            running_gateway(settings, backend_url, env) as one,
+            running_gateway(settings, backend_url, env) as two,
+        ):
+            async with new_http() as http:
+                hogged: list[Outcome] = []
+                for url in [one, two] * 6:
+                    hogged.append(await call_tool(http, url, hog.token, "get_user_stats", {}))
+                calm = await calls(http, one, quiet, 2) + await calls(http, two, quiet, 2)
+
+    # One bucket of 4 for both gateways (two each, were they counted apart, would make 8).
+    assert sum(o.ok for o in hogged) <= 5, hogged
+    refused = [o for o in hogged if not o.ok]
+    assert {o.error_code for o in refused} == {"rate_limited"}
+    assert {o.url for o in refused} == {one, two}
+    assert all(o.ok for o in calm), calm

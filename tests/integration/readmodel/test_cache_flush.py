@@ -1,0 +1,43 @@
+"""Flushing the shared cache on a real Redis: only cached reads go, in batches, never with KEYS."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+from readmodel.cache import MARK_NAMESPACE, NAMESPACE, ReadCache, TtlPolicy, build_cache
+from readmodel.redis_flush import FLUSH_BATCH
+from tests.integration.readmodel.redis_server import running_redis
+
+CACHED_KEYS = 2 * FLUSH_BATCH + 37  # more than two batches
+
+
+async def test_flush_unlinks_cached_reads_in_batches_and_keeps_marks_and_policy() -> None:
+    with running_redis() as server:
+        client = aioredis.Redis.from_url(server.url)
+        cache = ReadCache(build_cache(server.url), TtlPolicy(30))
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                for i in range(CACHED_KEYS):
+                    pipe.set(f"{NAMESPACE}:list_tasks:{i}:0:{{}}", "[]", ex=60)
+                await pipe.execute()
+            await cache.raise_mark(7, 0x1234)
+            await client.set("taskgate-admin:ttl-policy", "{}")
+            await client.set("someone-else:key", "kept")
+            await client.config_resetstat()
+
+            await cache.flush()
+
+            stats = await client.info("commandstats")  # before this test's own listing
+            remaining = sorted([k.decode() async for k in client.scan_iter()])
+            assert remaining == [
+                "someone-else:key",
+                "taskgate-admin:ttl-policy",
+                f"{MARK_NAMESPACE}:mark:7",
+            ]
+            assert "cmdstat_keys" not in stats, "KEYS blocks a shared Redis"
+            assert "cmdstat_del" not in stats
+            assert stats["cmdstat_unlink"]["calls"] >= CACHED_KEYS // FLUSH_BATCH
+            assert stats["cmdstat_scan"]["calls"] >= 2
+        finally:
+            await cache.close()
+            await client.aclose()
