@@ -205,21 +205,47 @@ class TaskReader:
 
         Connecting and querying get REPLICA_TIMEOUT in all; waiting for replay gets
         RYW_WAIT_TIMEOUT on top, so a dead or hung replica answers within REPLICA_TIMEOUT.
+        A replica that refuses at once (it is down) is left out, and another usable one is
+        tried in the same call.
         """
         mark = read_mark.position
-        try:
-            replica, waited = await self.replicas.choose(
-                mark, self._ryw_wait, self._replica_timeout
-            )
-        except ReplicaBehind as behind:
-            self.stats.ryw_waits += read_mark.own
-            return await self._behind(behind, mark, load)
-        # Counted for the caller's own writes only, not for a floor that stands in for marks.
-        self.stats.ryw_waits += waited and read_mark.own
-        if replica is None:  # every replica is out (failed or too far behind)
-            if self.fallback is not None:
+        while True:
+            try:
+                replica, waited = await self.replicas.choose(
+                    mark, self._ryw_wait, self._replica_timeout
+                )
+            except ReplicaBehind as behind:
+                self.stats.ryw_waits += read_mark.own
+                return await self._behind(behind, mark, load)
+            # Counted for the caller's own writes only, not for a floor standing in for marks.
+            self.stats.ryw_waits += waited and read_mark.own
+            if replica is None:  # every replica is out (failed or too far behind)
+                if self.fallback is not None:
+                    return await self._read_fallback(load)
+                replica = self.replicas.least_bad()
+            try:
+                return await self._read_on_replica(replica, read_mark, load)
+            except _DB_FAULTS as exc:
+                self.stats.replica_errors += 1
+                replica.failed(self.replicas.retry_max_seconds)
+                log.warning("replica %s read failed: %s", replica.label, type(exc).__name__)
+                # A timeout has spent the budget; a refusal has not, if another can serve.
+                if not isinstance(exc, TimeoutError) and self.replicas.usable():
+                    continue
+                if self.fallback is None:
+                    raise TaskgateError(
+                        ErrorCode.REPLICA_UNAVAILABLE,
+                        "the read replica is unavailable; retry shortly",
+                        {"reason": type(exc).__name__},
+                    ) from None
                 return await self._read_fallback(load)
-            replica = self.replicas.least_bad()
+            except ReplicaBehind as behind:
+                return await self._behind(behind, mark, load)
+
+    async def _read_on_replica(
+        self, replica: Replica, read_mark: ReadMark, load: Callable[[AsyncConnection], Awaitable[T]]
+    ) -> T:
+        mark = read_mark.position
         # The read checks on its own connection where positions are not the server's (a
         # pooler), and where the replica is not known to have replayed the mark (every replica
         # was out, and this one is tried anyway).
@@ -230,21 +256,7 @@ class TaskReader:
         # hung replica still answers within REPLICA_TIMEOUT.
         is_behind = asyncio.Event()
         work = self._read_replica_once_more(replica, mark, check, load, is_behind)
-        try:
-            result = await _within(self._replica_timeout, work, is_behind, self._ryw_wait)
-        except ReplicaBehind as behind:
-            return await self._behind(behind, mark, load)
-        except _DB_FAULTS as exc:
-            self.stats.replica_errors += 1
-            replica.failed(self.replicas.retry_max_seconds)
-            log.warning("replica %s read failed: %s", replica.label, type(exc).__name__)
-            if self.fallback is None:
-                raise TaskgateError(
-                    ErrorCode.REPLICA_UNAVAILABLE,
-                    "the read replica is unavailable; retry shortly",
-                    {"reason": type(exc).__name__},
-                ) from None
-            return await self._read_fallback(load)
+        result = await _within(self._replica_timeout, work, is_behind, self._ryw_wait)
         replica.reads += 1
         replica.answered()
         return result

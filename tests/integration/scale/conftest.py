@@ -9,7 +9,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +23,19 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult
 from prometheus_client.parser import text_string_to_metric_families
 
+from readmodel.cache import ReadCache, TtlPolicy, build_cache
+from readmodel.engine import create_read_engine
+from readmodel.reader import TaskReader
+from readmodel.replicas import ReplicaSet
 from shared.migrate import upgrade_to_head
+from shared.settings import Settings
 from taskgate.devstack import spawn_component, wait_healthy
-from taskgate.pgpair import PgPair, free_port
+from taskgate.pgpair import READER_ROLE, PgPair, free_port
 from tests.conftest import TEST_JWT_SECRET, Agent, sign_up
 from tests.integration.readmodel.redis_server import RedisServer, running_redis
 
 READS_METRIC = "taskgate_replica_reads_total"
+MakeReader = Callable[[bool], Awaitable[TaskReader]]
 
 
 @pytest.fixture(scope="session")
@@ -182,3 +188,34 @@ def _structured(result: CallToolResult) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def agents(backend_url: str) -> list[Agent]:
     return [sign_up(backend_url) for _ in range(20)]
+
+
+@pytest.fixture
+async def make_reader(pair2: PgPair) -> AsyncIterator[MakeReader]:
+    opened: list[TaskReader] = []
+    settings = Settings(_env_file=None, jwt_secret=TEST_JWT_SECRET)
+
+    async def make(servers: bool) -> TaskReader:
+        """In-process readers over both replicas (servers) or the first one's URL alone."""
+        urls = [pair2.url(READER_ROLE, replica=i) for i in range(2 if servers else 1)]
+        replicas = ReplicaSet.of(
+            urls,
+            lambda url: create_read_engine(settings, url),
+            servers=servers,
+            max_lag_seconds=30,
+            retry_max_seconds=30,
+        )
+        reader = TaskReader(
+            replicas,
+            ReadCache(build_cache("memory://"), TtlPolicy(0)),
+            cursor_secret=b"x" * 32,
+            ryw_wait_timeout=5,
+            replica_timeout=5,
+        )
+        opened.append(reader)
+        return reader
+
+    yield make
+    for reader in opened:
+        for replica in reader.replicas.replicas:
+            await replica.engine.dispose()

@@ -5,51 +5,15 @@ from __future__ import annotations
 import logging
 import statistics
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from readmodel.cache import ReadCache, TtlPolicy, build_cache
-from readmodel.engine import create_read_engine
 from readmodel.reader import TaskReader
-from readmodel.replicas import ReplicaSet
-from shared.settings import Settings
-from taskgate.pgpair import READER_ROLE, PgPair
-from tests.conftest import TEST_JWT_SECRET
+from taskgate.pgpair import PgPair
+from tests.integration.scale.conftest import MakeReader
 
 log = logging.getLogger(__name__)
 READS = 300
-MakeReader = Callable[[bool], Awaitable[TaskReader]]
-
-
-@pytest.fixture
-async def make_reader(pair2: PgPair) -> AsyncIterator[MakeReader]:
-    opened: list[TaskReader] = []
-    settings = Settings(_env_file=None, jwt_secret=TEST_JWT_SECRET)
-
-    async def make(servers: bool) -> TaskReader:
-        urls = [pair2.url(READER_ROLE, replica=i) for i in range(2 if servers else 1)]
-        replicas = ReplicaSet.of(
-            urls,
-            lambda url: create_read_engine(settings, url),
-            servers=servers,
-            max_lag_seconds=30,
-            retry_max_seconds=30,
-        )
-        reader = TaskReader(
-            replicas,
-            ReadCache(build_cache("memory://"), TtlPolicy(0)),
-            cursor_secret=b"x" * 32,
-            ryw_wait_timeout=5,
-            replica_timeout=5,
-        )
-        opened.append(reader)
-        return reader
-
-    yield make
-    for reader in opened:
-        for replica in reader.replicas.replicas:
-            await replica.engine.dispose()
 
 
 async def _p50_ms(reader: TaskReader, user_id: int) -> float:
