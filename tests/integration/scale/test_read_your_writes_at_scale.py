@@ -11,6 +11,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+import httpx
+
 from taskgate.pgpair import READER_ROLE, PgPair
 from tests.conftest import Agent
 from tests.integration.readmodel.redis_server import RedisServer
@@ -33,6 +35,9 @@ async def test_reads_spread_over_caught_up_replicas_and_never_miss_a_write_while
     env = {"READ_DATABASE_URLS": urls, "CACHE_URL": redis_server.url, "CACHE_TTL": "60"}
     labels = [f"127.0.0.1:{port}" for port in pair2.replica_ports]
     with running_gateways(pair2, backend_url, env) as gateways:
+        async with httpx.AsyncClient(timeout=10) as http:
+            ready = (await http.get(f"{gateways[0]}/readyz")).json()
+        assert ready["replicas"] == {label: "up" for label in labels}
         caught_up = await write_read_pairs(gateways, agents, PAIRS)
         spread = replica_reads(gateways)
         with pair2.replay_paused(replica=1):
