@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from gateway.auth import ExchangeRefused, LoginAuth, LoginRefused
 from gateway.request_id import HEADER as REQUEST_ID_HEADER
 from gateway.request_id import current_request_id
+from readmodel.consistency import parse_lsn
 from shared.errors import ErrorCode, ErrorEnvelope, TaskgateError
 from shared.settings import Settings
 
@@ -166,6 +167,13 @@ class BackendClient:
             else:
                 return _reply(response)
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def wal_position(self) -> int:
+        """The primary's current WAL position, as a byte position (raises on any failure)."""
+        headers = {REQUEST_ID_HEADER: current_request_id()}
+        response = await self.http.get("/wal-position", headers=headers)
+        response.raise_for_status()
+        return parse_lsn(str(response.json()["lsn"]))
 
     async def log_in(self, auth: LoginAuth) -> str:
         """Log in now through the pooled client (at start-up), keeping the token in `auth`."""

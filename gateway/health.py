@@ -8,6 +8,7 @@ from collections.abc import Awaitable
 
 from mcp.server.mcpserver import MCPServer
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -19,9 +20,18 @@ log = logging.getLogger(__name__)
 CHECK_TIMEOUT_SECONDS = 0.8
 
 
-async def _replica(rt: Runtime) -> None:
-    async with rt.reader.replica.connect() as conn:
+async def _one_replica(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
         await conn.execute(text("SELECT 1"))
+
+
+async def replica_states(rt: Runtime) -> dict[str, str]:
+    """Each replica, by its label (host:port, never a URL): "up" or "down"."""
+    replicas = rt.reader.replicas.replicas
+    states = await asyncio.gather(
+        *(_check(f"replica {r.label}", _one_replica(r.engine)) for r in replicas)
+    )
+    return {r.label: state for r, state in zip(replicas, states, strict=True)}
 
 
 async def _backend(rt: Runtime) -> None:
@@ -44,14 +54,14 @@ async def _check(name: str, probe: Awaitable[None]) -> str:
     return "up"
 
 
-async def readiness(rt: Runtime) -> dict[str, str]:
-    names = ("replica", "backend", "cache")
-    results = await asyncio.gather(
-        _check("replica", _replica(rt)),
-        _check("backend", _backend(rt)),
-        _check("cache", _cache(rt)),
+async def readiness(rt: Runtime) -> tuple[dict[str, str], dict[str, str]]:
+    """The checks (the replica check is up when any replica is: reads need one), and each
+    replica's own state."""
+    replicas, backend, cache = await asyncio.gather(
+        replica_states(rt), _check("backend", _backend(rt)), _check("cache", _cache(rt))
     )
-    return dict(zip(names, results, strict=True))
+    replica = "up" if "up" in replicas.values() else "down"
+    return {"replica": replica, "backend": backend, "cache": cache}, replicas
 
 
 def add_health_routes(server: MCPServer, ref: RuntimeRef) -> None:
@@ -67,9 +77,9 @@ def add_health_routes(server: MCPServer, ref: RuntimeRef) -> None:
             rt = ref.get()
         except RuntimeError:
             return JSONResponse({"status": "starting"}, status_code=503)
-        checks = await readiness(rt)
+        checks, replicas = await readiness(rt)
         ready = all(state == "up" for state in checks.values())
         return JSONResponse(
-            {"status": "ok" if ready else "unavailable", "checks": checks},
+            {"status": "ok" if ready else "unavailable", "checks": checks, "replicas": replicas},
             status_code=200 if ready else 503,
         )

@@ -65,16 +65,19 @@ class GatewayMetrics:
         self.replica_lag_bytes = Gauge(
             "taskgate_replica_lag_bytes",
             "WAL the replica has received but not yet replayed, in bytes (sampled).",
+            ["replica"],
             registry=registry,
         )
         self.replica_lag_seconds = Gauge(
             "taskgate_replica_lag_seconds",
             "Age of the last replayed transaction while WAL waits to be replayed (sampled).",
+            ["replica"],
             registry=registry,
         )
         self.replica_up = Gauge(
             "taskgate_replica_up",
             "1 when the last lag sample reached the replica, else 0.",
+            ["replica"],
             registry=registry,
         )
 
@@ -181,6 +184,14 @@ class ReadModelCollector(Collector):
                 f"Reads: {name.replace('_', ' ')} since start (read-your-writes and replica).",
                 value=value,
             )
+        reads = CounterMetricFamily(
+            "taskgate_replica_reads",
+            "Reads served by each replica since start.",
+            labels=["replica"],
+        )
+        for replica in rt.reader.replicas.replicas:
+            reads.add_metric([replica.label], replica.reads)
+        yield reads
         if isinstance(rt.reader.cache.cache, BoundedMemoryCache):
             yield GaugeMetricFamily(
                 "taskgate_cache_bytes",

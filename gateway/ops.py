@@ -25,6 +25,7 @@ from gateway.metrics import (
 from gateway.metrics_endpoint import MetricsEndpoint
 from gateway.runtime import RuntimeRef
 from readmodel.lag import replica_lag
+from readmodel.replicas import Replica, ReplicaSet
 from readmodel.ttl import TtlStore
 from shared.settings import Settings
 
@@ -52,18 +53,25 @@ class Operations:
         server.custom_route("/metrics", methods=["GET"])(self.metrics_endpoint.scrape)
 
     async def sample_replica_lag(self) -> None:
-        """Refresh the lag gauges until cancelled."""
+        """Refresh each replica's lag gauges and standing in the replica set, until cancelled."""
         while True:
-            try:
-                lag = await replica_lag(self.ref.get().reader.replica)
-            except Exception as exc:  # the replica is down: say so, keep sampling
-                log.debug("replica lag sample failed: %s", type(exc).__name__)
-                self.metrics.replica_up.set(0)
-            else:
-                self.metrics.replica_up.set(1)
-                self.metrics.replica_lag_bytes.set(lag.bytes)
-                self.metrics.replica_lag_seconds.set(lag.seconds)
+            replicas = self.ref.get().reader.replicas
+            await asyncio.gather(*(self._sample(replicas, r) for r in replicas.replicas))
             await asyncio.sleep(self.settings.replica_lag_sample_seconds)
+
+    async def _sample(self, replicas: ReplicaSet, replica: Replica) -> None:
+        try:
+            async with asyncio.timeout(self.settings.replica_timeout):
+                lag = await replica_lag(replica.engine)
+        except Exception as exc:  # the replica is down: say so, keep sampling
+            log.debug("replica %s lag sample failed: %s", replica.label, type(exc).__name__)
+            replicas.sampled(replica, None)
+            self.metrics.replica_up.labels(replica.label).set(0)
+            return
+        replicas.sampled(replica, lag)
+        self.metrics.replica_up.labels(replica.label).set(1)
+        self.metrics.replica_lag_bytes.labels(replica.label).set(lag.bytes)
+        self.metrics.replica_lag_seconds.labels(replica.label).set(lag.seconds)
 
     async def _shared_ttl_store(self) -> TtlStore | None:
         if not self.settings.cache_url.startswith(("redis://", "rediss://")):

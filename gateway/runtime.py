@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from gateway.backend_client import BackendClient, create_http_client
 from gateway.identity import Identity
 from gateway.ratelimit import Buckets, build_buckets
-from readmodel.cache import ReadCache, TtlPolicy, build_cache
+from readmodel.cache import ReadCache, TtlPolicy, build_cache, is_redis
 from readmodel.engine import create_read_engine
+from readmodel.marks import Marks, RedisMarks
 from readmodel.reader import TaskReader
+from readmodel.replicas import ReplicaSet
 from shared.settings import Settings
 
 
@@ -27,7 +29,14 @@ class Runtime:
 @asynccontextmanager
 async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     http = create_http_client(settings)
-    replica = create_read_engine(settings, settings.read_database_url)
+    backend = BackendClient(http)
+    replicas = ReplicaSet.of(
+        settings.replica_urls,
+        lambda url: create_read_engine(settings, url),
+        servers=settings.replicas_are_servers,
+        max_lag_seconds=settings.replica_max_lag_seconds,
+        retry_max_seconds=settings.replica_retry_max_seconds,
+    )
     fallback = (
         create_read_engine(settings, settings.read_fallback_database_url)
         if settings.read_fallback_database_url
@@ -38,26 +47,32 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         TtlPolicy(settings.cache_ttl, settings.cache_ttl_overrides),
         max_entry_bytes=settings.cache_max_entry_bytes,
     )
+    # Marks are shared where the cache is; the primary's position stands in for lost ones.
+    shared_marks = RedisMarks.from_url(settings.cache_url) if is_redis(settings.cache_url) else None
+    marks = Marks(shared_marks, primary_position=backend.wal_position)
     try:
         reader = TaskReader(
-            replica,
+            replicas,
             cache,
             cursor_secret=settings.jwt_secret.get_secret_value().encode(),
             ryw_wait_timeout=settings.ryw_wait_timeout,
             replica_timeout=settings.replica_timeout,
             fallback=fallback,
+            marks=marks,
         )
-        backend = BackendClient(http)
         identity = Identity(settings, backend)
         await identity.start()
+        await marks.prepare()
         buckets = build_buckets(settings, cache.cache, cache.shared)
         yield Runtime(settings, backend, reader, identity, buckets)
     finally:
         await http.aclose()
-        await replica.dispose()
+        for replica in replicas.replicas:
+            await replica.engine.dispose()
         if fallback is not None:
             await fallback.dispose()
         await cache.close()
+        await marks.close()
 
 
 class RuntimeRef:

@@ -30,27 +30,12 @@ log = logging.getLogger(__name__)
 
 # Keys read "taskgate:<tool>:<user>:<mark>:<args>" (aiocache's Redis backend adds the ":").
 NAMESPACE = "taskgate"
-# Write marks live beside the cache, not in it, so flushing cached reads keeps them.
-MARK_NAMESPACE = "taskgate-ryw"
-# Write marks must outlive every cached entry they guard.
-MARK_TTL_SECONDS = 86_400
 # After a cache fault, values skip the cache this long, so a hung Redis costs one timeout,
 # not one per operation per read.
 FAULT_BACKOFF_SECONDS = 2.0
 # What an in-memory entry costs beyond its key and value bytes: object headers, the LRU's dict
 # slots, its expiry heap item and the value's holder; tracemalloc shows ~370 on CPython 3.11.
 ENTRY_OVERHEAD_BYTES = 512
-
-# Raise a user's mark, never lower it: two gateways may publish marks for one user at once.
-# Marks are fixed-width hex (JSON-quoted), so string order is LSN order.
-_RAISE_MARK = """
-local current = redis.call('GET', KEYS[1])
-if (not current) or current < ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-  return 1
-end
-return 0
-"""
 
 
 def build_cache(
@@ -72,10 +57,6 @@ def build_cache(
 
 def is_redis(url: str) -> bool:
     return url.startswith(("redis://", "rediss://"))
-
-
-def mark_value(position: int) -> str:
-    return f"{position:016x}"
 
 
 def encode_entry(value: Any) -> bytes:
@@ -234,7 +215,6 @@ class ReadCache:
         self.max_entry_bytes = max_entry_bytes
         self.stats = CacheStats()
         self.shared = isinstance(cache, RedisCache)
-        self._mark_namespace = MARK_NAMESPACE if self.shared else MARK_NAMESPACE + ":"
         self._in_flight: dict[str, asyncio.Task[Any]] = {}
         self._down_until = 0.0
         self._last_fault_log = 0.0
@@ -320,40 +300,10 @@ class ReadCache:
         except Exception as exc:
             self._fault("set", exc)
 
-    async def get_mark(self, user_id: int) -> int:
-        """The user's last write position known to the cache, or 0."""
-        value = await self._get(f"mark:{user_id}", namespace=self._mark_namespace)
-        try:
-            return int(value, 16) if isinstance(value, str) and len(value) == 16 else 0
-        except ValueError:
-            return 0
-
-    async def raise_mark(self, user_id: int, position: int) -> None:
-        """Publish the user's write position; a lower one never replaces a higher one."""
-        key = f"mark:{user_id}"
-        value = mark_value(position)
-        if not self.shared:
-            # One process: the reader's own marks are authoritative, this is a second copy.
-            if position > await self.get_mark(user_id):
-                await self._set(key, value, MARK_TTL_SECONDS, namespace=self._mark_namespace)
-            return
-        try:
-            # Tried even while backing off: a mark is what makes other gateways wait.
-            await self.cache.raw(
-                "eval",
-                _RAISE_MARK,
-                1,
-                self.cache.build_key(key, namespace=self._mark_namespace),
-                self.cache.serializer.dumps(value),
-                MARK_TTL_SECONDS,
-            )
-        except Exception as exc:
-            self._fault("mark", exc)
-
     async def flush(self) -> None:
         # The cache's own namespace: Redis clears "taskgate:*", memory keys starting
-        # "taskgate:". Other namespaces stay: the TTL policy's, and the write marks, whose loss
-        # would let another gateway answer a user's read without waiting for their last write.
+        # "taskgate:". Other namespaces stay: the TTL policy's, and the write marks
+        # (readmodel.marks, not in the cache at all).
         if isinstance(self.cache, RedisCache):
             # Not aiocache's clear(): it runs KEYS, which blocks a big shared Redis.
             await unlink_matching(self.cache.client, f"{self.cache.namespace}:*")

@@ -1,9 +1,10 @@
-"""The read path's one entry point: cache, then read-your-writes wait, then the replica query.
+"""The read path's one entry point: cache, then a replica that has replayed the caller's mark.
 
-A write through the gateway leaves a mark (its commit LSN) for its user, in this process and in
-the shared cache. Cache keys include the mark, so the write makes that user's older entries
-unreachable at once, in every gateway that shares the cache. A read that carries a mark waits
-until the replica has replayed it, then reads from the replica, or from the primary fallback.
+A write through the gateway leaves a mark (its commit LSN) for its user (readmodel.marks), in
+this process and in Redis when gateways share one. Cache keys include the mark, so the write
+makes that user's older entries unreachable at once, in every gateway that shares the cache. A
+read that carries a mark goes to a replica that has replayed it (readmodel.replicas), waiting a
+bounded time for one to, then to the primary fallback, or answers replica_unavailable.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from readmodel import queries
 from readmodel.cache import ReadCache
-from readmodel.consistency import ReplayWatcher, format_lsn, parse_lsn
+from readmodel.consistency import format_lsn, parse_lsn
+from readmodel.marks import Marks, MarksUnknown, ReadMark
+from readmodel.replicas import Replica, ReplicaBehind, ReplicaSet, checked_read
 from shared.cursor import Keyset, decode_cursor, encode_cursor
 from shared.errors import ErrorCode, TaskgateError
 from shared.schemas import Status
@@ -31,7 +33,6 @@ from shared.schemas import Status
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-_LOCAL_MARKS_MAX = 100_000
 STATUSES = ("all", "pending", "completed")
 LIMIT_MIN, LIMIT_MAX = 1, 200
 MAX_ID = 2**63 - 1
@@ -59,22 +60,35 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
 class TaskReader:
     def __init__(
         self,
-        replica: AsyncEngine,
+        replicas: ReplicaSet | AsyncEngine,
         cache: ReadCache,
         cursor_secret: bytes,
         ryw_wait_timeout: float,
         replica_timeout: float,
         fallback: AsyncEngine | None = None,
+        marks: Marks | None = None,
     ) -> None:
-        self.replica = replica
+        if isinstance(replicas, AsyncEngine):
+            # One URL that may be a pooler: positions are checked on each read's connection.
+            replicas = ReplicaSet(
+                [Replica("0", replicas)],
+                servers=False,
+                max_lag_seconds=float("inf"),
+                retry_max_seconds=30.0,
+            )
+        self.replicas = replicas
         self.fallback = fallback
         self.cache = cache
-        self.watcher = ReplayWatcher()
+        self.marks = marks or Marks()
         self.stats = ReadStats()
         self._secret = cursor_secret
         self._ryw_wait = ryw_wait_timeout
         self._replica_timeout = replica_timeout
-        self._local_marks: OrderedDict[int, int] = OrderedDict()
+
+    @property
+    def replica(self) -> AsyncEngine:
+        """The first replica's engine."""
+        return self.replicas.first.engine
 
     # -- writes leave marks ------------------------------------------------------
 
@@ -85,20 +99,17 @@ class TaskReader:
             # The write is done; failing the tool now would invite the agent to repeat it.
             log.warning("backend sent a malformed commit LSN; this write leaves no mark")
             return
-        if position > self._local_marks.get(user_id, 0):
-            self._local_marks[user_id] = position
-            self._local_marks.move_to_end(user_id)
-            if len(self._local_marks) > _LOCAL_MARKS_MAX:
-                self._local_marks.popitem(last=False)
-        await self.cache.raise_mark(user_id, position)
+        await self.marks.raise_mark(user_id, position)
 
-    async def _mark(self, user_id: int) -> int:
-        local = self._local_marks.get(user_id, 0)
-        shared = await self.cache.get_mark(user_id)
-        if local > shared and self.cache.reachable:
-            # Publishing failed earlier (a Redis fault): publish again, for the other gateways.
-            await self.cache.raise_mark(user_id, local)
-        return max(local, shared)
+    async def _mark(self, user_id: int) -> ReadMark:
+        try:
+            return await self.marks.mark_for(user_id)
+        except MarksUnknown:
+            raise TaskgateError(
+                ErrorCode.REPLICA_UNAVAILABLE,
+                "cannot tell yet whether the replicas have your last write; retry shortly",
+                {"reason": "marks_lost"},
+            ) from None
 
     # -- the read tools ----------------------------------------------------------
 
@@ -171,7 +182,7 @@ class TaskReader:
     ) -> T:
         mark = await self._mark(user_id)
         # The mark is part of the key: a write makes the user's older entries unreachable.
-        key = f"{tool}:{user_id}:{mark:x}:{args}"
+        key = f"{tool}:{user_id}:{mark.position:x}:{args}"
 
         async def load_consistent() -> T:
             return await self._read(mark, load)
@@ -187,29 +198,73 @@ class TaskReader:
             ) from None
         return result
 
-    async def _read(self, mark: int, load: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        """Read from the replica once it has replayed `mark`, else from the fallback, else fail.
+    async def _read(
+        self, read_mark: ReadMark, load: Callable[[AsyncConnection], Awaitable[T]]
+    ) -> T:
+        """Read from a replica that has replayed the mark, else from the fallback, else fail.
 
         Connecting and querying get REPLICA_TIMEOUT in all; waiting for replay gets
         RYW_WAIT_TIMEOUT on top, so a dead or hung replica answers within REPLICA_TIMEOUT.
+        A replica that refuses at once (it is down) is left out, and another usable one is
+        tried in the same call.
         """
-        waits = mark > self.watcher.known
-        budget = self._replica_timeout + (self._ryw_wait if waits else 0.0)
-        try:
-            return await _within(budget, self._read_replica_once_more(mark, load))
-        except _ReplicaBehind as behind:
-            lag = behind.lag
-        except _DB_FAULTS as exc:
-            self.stats.replica_errors += 1
-            log.warning("replica read failed: %s", type(exc).__name__)
-            if self.fallback is None:
-                raise TaskgateError(
-                    ErrorCode.REPLICA_UNAVAILABLE,
-                    "the read replica is unavailable; retry shortly",
-                    {"reason": type(exc).__name__},
-                ) from None
-            return await self._read_fallback(load)
-        # The replica is up but has not replayed this user's last write within the bound.
+        mark = read_mark.position
+        while True:
+            try:
+                replica, waited = await self.replicas.choose(
+                    mark, self._ryw_wait, self._replica_timeout
+                )
+            except ReplicaBehind as behind:
+                self.stats.ryw_waits += read_mark.own
+                return await self._behind(behind, mark, load)
+            # Counted for the caller's own writes only, not for a floor standing in for marks.
+            self.stats.ryw_waits += waited and read_mark.own
+            if replica is None:  # every replica is out (failed or too far behind)
+                if self.fallback is not None:
+                    return await self._read_fallback(load)
+                replica = self.replicas.least_bad()
+            try:
+                return await self._read_on_replica(replica, read_mark, load)
+            except _DB_FAULTS as exc:
+                self.stats.replica_errors += 1
+                replica.failed(self.replicas.retry_max_seconds)
+                log.warning("replica %s read failed: %s", replica.label, type(exc).__name__)
+                # A timeout has spent the budget; a refusal has not, if another can serve.
+                if not isinstance(exc, TimeoutError) and self.replicas.usable():
+                    continue
+                if self.fallback is None:
+                    raise TaskgateError(
+                        ErrorCode.REPLICA_UNAVAILABLE,
+                        "the read replica is unavailable; retry shortly",
+                        {"reason": type(exc).__name__},
+                    ) from None
+                return await self._read_fallback(load)
+            except ReplicaBehind as behind:
+                return await self._behind(behind, mark, load)
+
+    async def _read_on_replica(
+        self, replica: Replica, read_mark: ReadMark, load: Callable[[AsyncConnection], Awaitable[T]]
+    ) -> T:
+        mark = read_mark.position
+        # The read checks on its own connection where positions are not the server's (a
+        # pooler), and where the replica is not known to have replayed the mark (every replica
+        # was out, and this one is tried anyway).
+        check = mark > (replica.replayed if self.replicas.servers else 0)
+        if check and read_mark.own and mark > replica.replayed:  # newer than any it showed
+            self.stats.ryw_waits += 1
+        # The wait for replay is added once the replica has answered that it is behind, so a
+        # hung replica still answers within REPLICA_TIMEOUT.
+        is_behind = asyncio.Event()
+        work = self._read_replica_once_more(replica, mark, check, load, is_behind)
+        result = await _within(self._replica_timeout, work, is_behind, self._ryw_wait)
+        replica.reads += 1
+        replica.answered()
+        return result
+
+    async def _behind(
+        self, behind: ReplicaBehind, mark: int, load: Callable[[AsyncConnection], Awaitable[T]]
+    ) -> T:
+        """No replica has replayed this user's last write within the bound."""
         if self.fallback is not None:
             self.stats.ryw_fallbacks += 1
             return await self._read_fallback(load)
@@ -218,33 +273,44 @@ class TaskReader:
             ErrorCode.REPLICA_UNAVAILABLE,
             "the read replica has not caught up with your last write yet; retry shortly",
             {
-                "lag_bytes": lag,
+                "lag_bytes": behind.lag,
                 "waited_seconds": self._ryw_wait,
-                "replayed_lsn": format_lsn(self.watcher.known),
+                "replayed_lsn": format_lsn(max(0, mark - behind.lag)),
                 "write_lsn": format_lsn(mark),
             },
         )
 
     async def _read_replica_once_more(
-        self, mark: int, load: Callable[[AsyncConnection], Awaitable[T]]
+        self,
+        replica: Replica,
+        mark: int,
+        check: bool,
+        load: Callable[[AsyncConnection], Awaitable[T]],
+        behind: asyncio.Event,
     ) -> T:
         try:
-            return await self._read_replica(mark, load)
+            return await self._read_replica(replica, mark, check, load, behind)
         except DBAPIError as exc:
             if not exc.connection_invalidated:
                 raise
         # A pooled connection the replica dropped (it restarted): SQLAlchemy has invalidated
-        # the pool, so one retry, in the same budget, gets a fresh connection.
-        return await self._read_replica(mark, load)
+        # the pool, so one retry, in the same budget, gets a fresh connection. What we knew of
+        # the server's position is void: it may have restarted behind it.
+        replica.replayed = 0
+        return await self._read_replica(replica, mark, check, load, behind)
 
-    async def _read_replica(self, mark: int, load: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        async with self.replica.connect() as conn:
-            if mark > self.watcher.known:
-                self.stats.ryw_waits += 1
-                lag = await self.watcher.wait_for(conn, mark, self._ryw_wait)
-                if lag:
-                    raise _ReplicaBehind(lag)
-            return await load(conn)
+    async def _read_replica(
+        self,
+        replica: Replica,
+        mark: int,
+        check: bool,
+        load: Callable[[AsyncConnection], Awaitable[T]],
+        behind: asyncio.Event,
+    ) -> T:
+        if not check:
+            return await self._read_on(replica.engine, load)
+
+        return await checked_read(replica, mark, self._ryw_wait, load, behind.set)
 
     async def _read_fallback(self, load: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         assert self.fallback is not None
@@ -264,8 +330,14 @@ class TaskReader:
             return await load(conn)
 
 
-async def _within(seconds: float, work: Coroutine[Any, Any, T]) -> T:
-    """`work`'s result, or TimeoutError after `seconds` at the latest.
+async def _within(
+    seconds: float,
+    work: Coroutine[Any, Any, T],
+    extend: asyncio.Event | None = None,
+    extra: float = 0.0,
+) -> T:
+    """`work`'s result, or TimeoutError after `seconds` at the latest (`seconds` + `extra` once
+    `extend` is set: the server answered, and the work waits for it to catch up).
 
     Unlike asyncio.timeout, this does not wait for the work to clean up once cancelled: giving
     a connection back means a rollback, which a hung server never answers. The cancelled work
@@ -274,6 +346,8 @@ async def _within(seconds: float, work: Coroutine[Any, Any, T]) -> T:
     task = asyncio.ensure_future(work)
     try:
         done, _ = await asyncio.wait({task}, timeout=seconds)
+        if not done and extend is not None and extend.is_set():
+            done, _ = await asyncio.wait({task}, timeout=extra)
     except asyncio.CancelledError:
         task.cancel()
         raise
@@ -287,9 +361,3 @@ async def _within(seconds: float, work: Coroutine[Any, Any, T]) -> T:
 def _forget(task: asyncio.Task[Any]) -> None:
     if not task.cancelled():
         task.exception()  # retrieved, so an abandoned read's failure is not logged as unhandled
-
-
-class _ReplicaBehind(Exception):
-    def __init__(self, lag: int) -> None:
-        super().__init__(f"replica is {lag} bytes behind")
-        self.lag = lag

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 READ_TOOLS = ("list_tasks", "get_task", "get_user_stats")
 # The memory bound: the in-process cache's byte budget, and the largest entry any cache keeps.
@@ -25,6 +26,13 @@ class Settings(BaseSettings):
     # Databases: the backend writes to the primary, the read model reads from the replica.
     database_url: str = "postgresql+asyncpg://taskgate:taskgate@127.0.0.1:5432/taskgate"
     read_database_url: str = "postgresql+asyncpg://taskgate_reader:taskgate@127.0.0.1:5433/taskgate"
+    # Several replicas, comma-separated, each one server (not a pooler). Set, it replaces
+    # READ_DATABASE_URL, which names one replica or one pooler/load balancer in front of several.
+    read_database_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # A replica further behind than this (WAL waiting to be replayed) gets no reads until it
+    # catches up; one that fails is left out for 1 s, doubling up to REPLICA_RETRY_MAX_SECONDS.
+    replica_max_lag_seconds: float = Field(30.0, gt=0)
+    replica_retry_max_seconds: float = Field(30.0, gt=0)
     # Where lagging reads may go instead of answering replica_unavailable. Empty: no fallback.
     read_fallback_database_url: str = ""
     db_pool_size: int = Field(10, ge=1)
@@ -129,6 +137,26 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = None
     log_level: str = "INFO"
     log_json: bool = False
+
+    @field_validator("read_database_urls", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().startswith("["):
+            return json.loads(value)  # a JSON list, as other list settings are written
+        if isinstance(value, str):
+            return [url.strip() for url in value.split(",") if url.strip()]
+        return value
+
+    @property
+    def replica_urls(self) -> list[str]:
+        """The replicas to read from, in order: READ_DATABASE_URLS, else READ_DATABASE_URL."""
+        return self.read_database_urls or [self.read_database_url]
+
+    @property
+    def replicas_are_servers(self) -> bool:
+        """True when each replica URL is one server, so a replay position seen on one connection
+        holds for all of its connections. A lone READ_DATABASE_URL may be a pooler: no."""
+        return bool(self.read_database_urls)
 
     @field_validator("cache_ttl_overrides")
     @classmethod

@@ -24,6 +24,10 @@ class Ready(BaseModel):
     primary: Literal["up"] = "up"
 
 
+class WalPosition(BaseModel):
+    lsn: str
+
+
 @router.get("/healthz", response_model=Alive, responses=error_responses(500))
 async def healthz() -> Alive:
     """The process is alive."""
@@ -48,3 +52,25 @@ async def readyz(request: Request) -> Ready | JSONResponse:
             headers={"Retry-After": RETRY_AFTER_SECONDS},
         )
     return Ready()
+
+
+@router.get("/wal-position", response_model=WalPosition, responses=error_responses(500, 503))
+async def wal_position(request: Request) -> WalPosition | JSONResponse:
+    """The primary's current WAL position. A gateway whose shared write marks were lost (Redis
+    restarted, or evicted them) makes every read wait for it, so no acknowledged write is missed.
+    """
+    settings = request.app.state.settings
+    try:
+        async with asyncio.timeout(settings.db_connect_timeout + settings.db_pool_timeout):
+            async with request.app.state.engine.connect() as conn:
+                lsn = await conn.scalar(text("SELECT pg_current_wal_lsn()::text"))
+    except Exception as exc:  # only its class goes to the log
+        request.app.state.log.warning("WAL position unavailable: %s", type(exc).__name__)
+        return envelope_response(
+            503,
+            ErrorCode.BACKEND_UNAVAILABLE,
+            "the primary database cannot be reached",
+            {"primary": "down"},
+            headers={"Retry-After": RETRY_AFTER_SECONDS},
+        )
+    return WalPosition(lsn=str(lsn))

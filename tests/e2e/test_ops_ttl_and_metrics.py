@@ -49,6 +49,11 @@ class OpsStack:
     def gateway(self) -> str:
         return self.stack.mcp_url.removesuffix("/mcp")
 
+    @property
+    def replica(self) -> str:
+        """The replica's label in the metrics."""
+        return f"127.0.0.1:{self.stack.pair.replica_port}"
+
 
 @pytest.fixture(scope="module")
 def ops() -> Iterator[OpsStack]:
@@ -137,6 +142,12 @@ def scrape(gateway: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
+
+
+def only_replica(scraped: dict[Any, float], name: str) -> float:
+    """The one replica's sample of a per-replica metric (labelled replica=host:port)."""
+    (value,) = [v for (n, labels), v in scraped.items() if n == name and labels[0][0] == "replica"]
+    return value
 
 
 def moved(before: dict[Any, float], after: dict[Any, float], name: str, **labels: str) -> float:
@@ -231,7 +242,8 @@ async def test_metrics_count_tool_calls_cache_use_and_read_your_writes(ops: OpsS
     assert moved(before, after, "taskgate_cache_misses_total") == 2  # list_tasks, get_task
     assert moved(before, after, "taskgate_read_ryw_waits_total") >= 1
     assert after[("taskgate_cache_ttl_seconds", (("tool", "list_tasks"),))] == 60
-    assert after[("taskgate_replica_up", ())] == 1
+    assert only_replica(after, "taskgate_replica_up") == 1
+    assert moved(before, after, "taskgate_replica_reads_total", replica=ops.replica) == 2
 
 
 async def test_replica_lag_shows_in_metrics_while_replay_is_paused(ops: OpsStack) -> None:
@@ -239,12 +251,12 @@ async def test_replica_lag_shows_in_metrics_while_replay_is_paused(ops: OpsStack
         sign_up(ops.stack.backend_url)  # WAL the replica receives but cannot replay
         lag = 0.0
         for _ in range(200):  # REPLICA_LAG_SAMPLE_SECONDS is 0.1 here
-            lag = scrape(ops.gateway)[("taskgate_replica_lag_bytes", ())]
+            lag = only_replica(scrape(ops.gateway), "taskgate_replica_lag_bytes")
             if lag > 0:
                 break
             await asyncio.sleep(0.05)
         assert lag > 0
-        assert scrape(ops.gateway)[("taskgate_replica_lag_seconds", ())] >= 0
+        assert only_replica(scrape(ops.gateway), "taskgate_replica_lag_seconds") >= 0
 
 
 def test_gateway_and_backend_are_ready_when_their_dependencies_are(ops: OpsStack) -> None:

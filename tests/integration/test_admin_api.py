@@ -16,6 +16,7 @@ from pydantic import SecretStr
 from starlette.applications import Starlette
 
 from gateway.server import build_http_app
+from readmodel.replicas import replica_labels
 from readmodel.ttl import POLICY_REDIS_KEY
 from shared.settings import Settings
 from taskgate.pgpair import free_port
@@ -204,6 +205,7 @@ async def test_readyz_names_what_is_down_and_healthz_stays_up(settings: Settings
         assert reply.json() == {
             "status": "unavailable",
             "checks": {"replica": "up", "backend": "down", "cache": "up"},
+            "replicas": {replica_labels([settings.read_database_url])[0]: "up"},
         }
 
 

@@ -56,10 +56,11 @@ def depends(service: dict[str, Any]) -> dict[str, str]:
     return {name: spec["condition"] for name, spec in service.get("depends_on", {}).items()}
 
 
+@pytest.mark.parametrize("name", ["replica", "replica2"])
 def test_replica_is_cloned_from_the_primary_and_runs_hot_standby(
-    services: dict[str, Any],
+    services: dict[str, Any], name: str
 ) -> None:
-    replica = services["replica"]
+    replica = services[name]
     assert depends(replica) == {"primary": "service_healthy"}
     assert replica["environment"]["PRIMARY_HOST"] == "primary"
     script_path = next(v.split(":")[0] for v in replica["volumes"] if "entrypoint" in v)
@@ -69,7 +70,7 @@ def test_replica_is_cloned_from_the_primary_and_runs_hot_standby(
     assert "PG_VERSION" in script, "only the first start clones"
     assert "hot_standby=on" in script
     assert "pg_is_in_recovery" in " ".join(replica["healthcheck"]["test"])
-    assert any("replica-data" in v for v in replica["volumes"])
+    assert any(f"{name}-data:" in v for v in replica["volumes"])
 
 
 def test_primary_streams_wal_to_a_replication_user_it_admits(services: dict[str, Any]) -> None:
@@ -102,9 +103,14 @@ def test_backend_writes_to_the_primary_and_gateway_reads_from_the_replica(
     assert urlsplit(gateway["READ_DATABASE_URL"]).username == "taskgate_reader"
     assert host_of(gateway["FASTAPI_BASE_URL"]) == "backend"
     assert host_of(gateway["CACHE_URL"]) == "redis"
+    assert [host_of(url) for url in gateway["READ_DATABASE_URLS"].split(",")] == [
+        "replica",
+        "replica2",
+    ]
     assert depends(services["gateway"]) == {
         "backend": "service_healthy",
         "replica": "service_healthy",
+        "replica2": "service_healthy",
         "redis": "service_healthy",
     }
     assert depends(services["backend"]) == {

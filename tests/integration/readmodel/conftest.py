@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -15,8 +16,10 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from readmodel.cache import ReadCache, TtlPolicy, build_cache
+from readmodel.cache import ReadCache, TtlPolicy, build_cache, is_redis
+from readmodel.consistency import format_lsn, parse_lsn
 from readmodel.engine import create_read_engine
+from readmodel.marks import Marks, RedisMarks
 from readmodel.reader import TaskReader
 from shared.settings import Settings
 from taskgate.pgpair import READER_ROLE, PgPair
@@ -99,6 +102,15 @@ class QueryCounter:
         return sum(1 for s in self.statements if "FROM tasks" in s)
 
 
+def primary_position_of(pair: PgPair) -> Callable[[], Awaitable[int]]:
+    """What the gateway asks the backend for: the primary's current WAL position."""
+
+    async def position() -> int:
+        return parse_lsn(await asyncio.to_thread(pair.psql, "SELECT pg_current_wal_lsn()"))
+
+    return position
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     with running_redis() as server:
@@ -119,6 +131,7 @@ async def make_reader(settings: Settings, pg_pair: PgPair) -> AsyncIterator[Make
         fallback: bool = False,
     ) -> TaskReader:
         replica = create_read_engine(settings, settings.read_database_url)
+        shared_marks = RedisMarks.from_url(cache_url) if is_redis(cache_url) else None
         reader = TaskReader(
             replica,
             ReadCache(build_cache(cache_url), TtlPolicy(cache_ttl, overrides)),
@@ -126,8 +139,13 @@ async def make_reader(settings: Settings, pg_pair: PgPair) -> AsyncIterator[Make
             ryw_wait_timeout=ryw_wait_timeout,
             replica_timeout=replica_timeout or settings.replica_timeout,
             fallback=create_read_engine(settings, pg_pair.url(READER_ROLE)) if fallback else None,
+            marks=Marks(shared_marks, primary_position=primary_position_of(pg_pair)),
         )
         opened.append(reader)
+        # As a gateway does at start: the floor is the primary's position now, and the
+        # replica is given time to pass it, so tests start from a caught-up replica.
+        await reader.marks.prepare()
+        await asyncio.to_thread(wait_replayed, pg_pair, format_lsn(reader.marks.local.floor))
         return reader
 
     yield make
@@ -136,3 +154,4 @@ async def make_reader(settings: Settings, pg_pair: PgPair) -> AsyncIterator[Make
         if reader.fallback is not None:
             await reader.fallback.dispose()
         await reader.cache.close()
+        await reader.marks.close()

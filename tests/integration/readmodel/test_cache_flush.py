@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from readmodel.cache import MARK_NAMESPACE, NAMESPACE, ReadCache, TtlPolicy, build_cache
+from readmodel.cache import NAMESPACE, ReadCache, TtlPolicy, build_cache
+from readmodel.marks import MARKS_KEY, RedisMarks
 from readmodel.redis_flush import FLUSH_BATCH
 from tests.integration.readmodel.redis_server import running_redis
 
@@ -15,12 +16,14 @@ async def test_flush_unlinks_cached_reads_in_batches_and_keeps_marks_and_policy(
     with running_redis() as server:
         client = aioredis.Redis.from_url(server.url)
         cache = ReadCache(build_cache(server.url), TtlPolicy(30))
+        marks = RedisMarks.from_url(server.url)
         try:
             async with client.pipeline(transaction=False) as pipe:
                 for i in range(CACHED_KEYS):
                     pipe.set(f"{NAMESPACE}:list_tasks:{i}:0:{{}}", "[]", ex=60)
                 await pipe.execute()
-            await cache.raise_mark(7, 0x1234)
+            await marks.raise_floor(0x1000)
+            await marks.raise_mark(7, 0x1234)
             await client.set("taskgate-admin:ttl-policy", "{}")
             await client.set("someone-else:key", "kept")
             await client.config_resetstat()
@@ -29,15 +32,12 @@ async def test_flush_unlinks_cached_reads_in_batches_and_keeps_marks_and_policy(
 
             stats = await client.info("commandstats")  # before this test's own listing
             remaining = sorted([k.decode() async for k in client.scan_iter()])
-            assert remaining == [
-                "someone-else:key",
-                "taskgate-admin:ttl-policy",
-                f"{MARK_NAMESPACE}:mark:7",
-            ]
+            assert remaining == sorted([MARKS_KEY, "someone-else:key", "taskgate-admin:ttl-policy"])
             assert "cmdstat_keys" not in stats, "KEYS blocks a shared Redis"
             assert "cmdstat_del" not in stats
             assert stats["cmdstat_unlink"]["calls"] >= CACHED_KEYS // FLUSH_BATCH
             assert stats["cmdstat_scan"]["calls"] >= 2
         finally:
             await cache.close()
+            await marks.close()
             await client.aclose()

@@ -8,7 +8,7 @@ import json
 import pytest
 import redis.asyncio as aioredis
 
-from readmodel.cache import MARK_NAMESPACE, NAMESPACE
+from readmodel.cache import NAMESPACE
 from taskgate.pgpair import PgPair
 from tests.integration.readmodel.conftest import (
     MakeReader,
@@ -53,7 +53,9 @@ async def test_concurrent_misses_share_one_query_even_when_redis_is_down(
 
     pages = await asyncio.gather(*(reader.get_user_stats(user) for _ in range(100)))
 
-    assert counter.selects_from_tasks() == 1
+    # Without Redis, other gateways' marks are unknown: reads wait for the primary's position,
+    # asked once for the first read and once for the 99 that came while it was asked.
+    assert counter.selects_from_tasks() <= 2
     assert all(page == {"total": 2, "completed": 0, "pending": 2} for page in pages)
     assert reader.cache.stats.errors >= 1
 
@@ -133,17 +135,6 @@ async def test_a_write_through_one_gateway_is_seen_through_another_sharing_redis
     assert first.cache.stats.hits == 1
 
 
-async def test_a_lower_mark_never_replaces_a_higher_one_in_redis(
-    pg_pair: PgPair, make_reader: MakeReader, redis_server: RedisServer
-) -> None:
-    user = new_user(pg_pair)
-    first = await make_reader(cache_url=redis_server.url)
-    second = await make_reader(cache_url=redis_server.url)
-    await first.note_write(user, "5/0")
-    await second.note_write(user, "4/FFFFFFFF")  # an older write, published late
-    assert await second.cache.get_mark(user) == 5 << 32
-
-
 async def test_redis_holds_plain_json_never_pickle(
     pg_pair: PgPair, make_reader: MakeReader, redis_server: RedisServer
 ) -> None:
@@ -156,12 +147,10 @@ async def test_redis_holds_plain_json_never_pickle(
     client = aioredis.Redis(host="127.0.0.1", port=redis_server.port)
     try:
         keys = [_text(k) for k in await client.keys(f"{NAMESPACE}:*:{user}*")]
-        keys += [_text(k) for k in await client.keys(f"{MARK_NAMESPACE}:mark:{user}")]
         values = {k: _raw(await client.get(k)) for k in keys}
     finally:
         await client.aclose()
     assert any(k.startswith(f"{NAMESPACE}:list_tasks:{user}:") for k in keys), keys
-    assert f"{MARK_NAMESPACE}:mark:{user}" in keys
     for raw in values.values():
         assert not raw.startswith(b"\x80")  # pickle's opcode
         json.loads(raw)
@@ -181,27 +170,6 @@ async def test_reads_answer_while_redis_is_down_and_own_writes_still_show(
     assert (await reader.get_user_stats(user))["total"] == 1
     assert len((await reader.list_tasks(user, "all", 10, None))["tasks"]) == 1
     assert reader.cache.stats.errors >= 1
-
-
-async def test_flush_drops_cached_reads_but_keeps_write_marks_and_other_keys_in_redis(
-    pg_pair: PgPair, make_reader: MakeReader, redis_server: RedisServer
-) -> None:
-    user = new_user(pg_pair)
-    reader = await make_reader(cache_url=redis_server.url)
-    await reader.get_user_stats(user)
-    await reader.cache.raise_mark(user, 1)
-    await reader.cache.cache.set("ttl-policy", {"cache_ttl": 9}, namespace="taskgate-admin:")
-    await reader.cache.flush()
-    client = aioredis.Redis(host="127.0.0.1", port=redis_server.port)
-    try:
-        left = [_text(k) for k in await client.keys("taskgate*")]
-    finally:
-        await client.aclose()
-    # A flushed mark would let another gateway answer without waiting for the user's write.
-    assert not [k for k in left if k.startswith(f"{NAMESPACE}:")]
-    assert "taskgate-admin::ttl-policy" in left
-    assert f"{MARK_NAMESPACE}:mark:{user}" in left
-    assert await reader.cache.get_mark(user) == 1
 
 
 def _text(key: bytes | str) -> str:

@@ -1,4 +1,4 @@
-"""ReadCache over aiocache's memory backend: single flight, TTLs, faults, marks."""
+"""ReadCache over aiocache's memory backend: single flight, TTLs, faults."""
 
 from __future__ import annotations
 
@@ -113,24 +113,6 @@ async def test_a_failing_backend_degrades_to_loads_and_backs_off() -> None:
     assert cache.stats.errors == 1  # the second read skipped the backend while backing off
     assert backend.gets == 1
     assert not cache.reachable
-
-
-async def test_a_mark_is_never_lowered() -> None:
-    cache = _cache()
-    assert await cache.get_mark(7) == 0
-    await cache.raise_mark(7, 500)
-    await cache.raise_mark(7, 400)
-    assert await cache.get_mark(7) == 500
-
-
-async def test_flush_removes_cached_entries_but_keeps_write_marks() -> None:
-    cache, load = _cache(), Loader()
-    await cache.get_or_load("get_task", "k", load)
-    await cache.raise_mark(1, 10)
-    await cache.flush()
-    assert await cache.get_mark(1) == 10
-    await cache.get_or_load("get_task", "k", load)
-    assert load.calls == 2
 
 
 @pytest.mark.parametrize("tool", ["list_tasks", "get_task", "get_user_stats"])

@@ -103,4 +103,4 @@ async def test_a_malformed_commit_lsn_leaves_no_mark_and_does_not_fail_the_write
     await reader.note_write(1, "not-an-lsn")
     await reader.note_write(1, "1/10")
     await reader.note_write(1, "0/5")  # older: the mark stays
-    assert await reader.cache.get_mark(1) == (1 << 32) + 0x10
+    assert (await reader.marks.mark_for(1)).position == (1 << 32) + 0x10

@@ -1,0 +1,93 @@
+"""Read-your-writes with two replicas and two gateways sharing Redis, one replica lagging.
+
+1,000 write-then-read pairs through alternating gateways, on the real primary, its two
+streaming replicas, the backend and Redis; then the same behind one READ_DATABASE_URL whose
+proxy alternates connections over the two replicas, as a pooler or load balancer would.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from taskgate.pgpair import READER_ROLE, PgPair
+from tests.conftest import Agent
+from tests.integration.readmodel.redis_server import RedisServer
+from tests.integration.scale.conftest import replica_reads, running_gateways, write_read_pairs
+from tests.integration.scale.tcp_proxy import AlternatingProxy
+
+log = logging.getLogger(__name__)
+PAIRS = 1000
+
+
+def _shares(reads: Mapping[Any, int]) -> dict[Any, float]:
+    total = sum(reads.values()) or 1
+    return {label: count / total for label, count in reads.items()}
+
+
+async def test_reads_spread_over_caught_up_replicas_and_never_miss_a_write_while_one_lags(
+    pair2: PgPair, backend_url: str, redis_server: RedisServer, agents: list[Agent]
+) -> None:
+    urls = ",".join(pair2.url(READER_ROLE, replica=i) for i in range(2))
+    env = {"READ_DATABASE_URLS": urls, "CACHE_URL": redis_server.url, "CACHE_TTL": "60"}
+    labels = [f"127.0.0.1:{port}" for port in pair2.replica_ports]
+    with running_gateways(pair2, backend_url, env) as gateways:
+        async with httpx.AsyncClient(timeout=10) as http:
+            ready = (await http.get(f"{gateways[0]}/readyz")).json()
+        assert ready["replicas"] == {label: "up" for label in labels}
+        caught_up = await write_read_pairs(gateways, agents, PAIRS)
+        spread = replica_reads(gateways)
+        with pair2.replay_paused(replica=1):
+            lagging = await write_read_pairs(gateways, agents, PAIRS)
+        after = replica_reads(gateways)
+    paused_reads = {label: after[label] - spread[label] for label in labels}
+    log.warning(
+        "two replicas: caught up %s in %.1fs (reads %s); one paused %s in %.1fs (reads %s)",
+        caught_up,
+        caught_up.seconds,
+        dict(spread),
+        lagging,
+        lagging.seconds,
+        paused_reads,
+    )
+    assert caught_up.pairs == PAIRS and caught_up.stale == 0 and not caught_up.errors
+    assert all(share >= 0.3 for share in _shares({k: spread[k] for k in labels}).values()), spread
+    assert lagging.pairs == PAIRS and lagging.stale == 0 and not lagging.errors
+    assert paused_reads[labels[1]] == 0  # it never replayed any of these writes
+
+
+async def test_behind_one_url_over_alternating_connections_no_read_misses_a_write(
+    pair2: PgPair, backend_url: str, redis_server: RedisServer, agents: list[Agent]
+) -> None:
+    proxy = AlternatingProxy(pair2.replica_ports)
+    proxy.start()
+    try:
+        url = pair2.url(READER_ROLE, replica=0).replace(
+            f"127.0.0.1:{pair2.replica_ports[0]}", proxy.url_host_port
+        )
+        env = {"READ_DATABASE_URL": url, "CACHE_URL": redis_server.url, "CACHE_TTL": "60"}
+        with running_gateways(pair2, backend_url, env) as gateways:
+            caught_up = await write_read_pairs(gateways, agents, PAIRS)
+            spread = dict(proxy.chunks)
+            with pair2.replay_paused(replica=1):
+                lagging = await write_read_pairs(gateways, agents, PAIRS)
+    finally:
+        proxy.stop()
+    log.warning(
+        "proxy: caught up %s in %.1fs (queries per upstream %s, connections %s); "
+        "one paused %s in %.1fs",
+        caught_up,
+        caught_up.seconds,
+        spread,
+        dict(proxy.connections),
+        lagging,
+        lagging.seconds,
+    )
+    assert caught_up.pairs == PAIRS and caught_up.stale == 0 and not caught_up.errors
+    assert all(share >= 0.3 for share in _shares(spread).values()), spread
+    assert lagging.pairs == PAIRS and lagging.stale == 0
+    # A connection to the paused replica is given up on, and the next reaches the other one.
+    assert not lagging.errors, lagging.errors
