@@ -20,6 +20,7 @@ import sys
 import webbrowser
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx2
@@ -120,6 +121,35 @@ async def open_browser(url: str) -> None:
         webbrowser.open(url)
 
 
+class StoredTokensOAuth(OAuthClientProvider):
+    """The SDK's provider, able to refresh tokens that an earlier run stored.
+
+    The SDK knows a token's expiry and the authorization server's metadata only for tokens it
+    obtained in this process. After a restart it sent an expired token, was refused, and went
+    through the browser again; and a refresh went to the gateway's origin, not the server that
+    issued the token. The file keeps both (FileTokenStorage), so a stale token is refreshed.
+    """
+
+    def __init__(self, storage: FileTokenStorage, **kwargs: Any) -> None:
+        super().__init__(storage=storage, **kwargs)
+        self._file = storage
+
+    async def _initialize(self) -> None:
+        await super()._initialize()
+        if self.context.current_tokens is not None:
+            self.context.update_token_expiry(self.context.current_tokens)
+        discovery = self._file.get_discovery()
+        if self.context.oauth_metadata is None and discovery is not None:
+            self.context.oauth_metadata, self.context.protected_resource_metadata = discovery
+
+    async def _handle_token_response(self, response: httpx2.Response) -> None:
+        await super()._handle_token_response(response)
+        if self.context.oauth_metadata is not None:
+            self._file.set_discovery(
+                self.context.oauth_metadata, self.context.protected_resource_metadata
+            )
+
+
 def oauth_provider(url: str, storage: FileTokenStorage, redirect: LoopbackRedirect) -> httpx2.Auth:
     metadata = OAuthClientMetadata(
         client_name="taskgate connect",
@@ -128,7 +158,7 @@ def oauth_provider(url: str, storage: FileTokenStorage, redirect: LoopbackRedire
         response_types=["code"],
         token_endpoint_auth_method="none",
     )
-    return OAuthClientProvider(
+    return StoredTokensOAuth(
         server_url=url,
         client_metadata=metadata,
         storage=storage,

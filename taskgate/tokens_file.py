@@ -10,10 +10,16 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
-from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
+from mcp.shared.auth import (
+    OAuthClientInformationFull,
+    OAuthMetadata,
+    OAuthToken,
+    ProtectedResourceMetadata,
+)
 
 
 def default_tokens_path() -> Path:
@@ -56,11 +62,22 @@ class FileTokenStorage:
             raise
 
     async def get_tokens(self) -> OAuthToken | None:
-        tokens = self._entry().get("tokens")
-        return OAuthToken.model_validate(tokens) if tokens else None
+        stored = self._entry().get("tokens")
+        if not stored:
+            return None
+        tokens = dict(stored)
+        # The SDK counts expires_in from when it loads the tokens; what is left of it is what
+        # counts, so a token that expired while no bridge ran is refreshed, not sent.
+        expires_at = tokens.pop("expires_at", None)
+        if isinstance(expires_at, int | float) and tokens.get("expires_in") is not None:
+            tokens["expires_in"] = max(0, int(expires_at - time.time()))
+        return OAuthToken.model_validate(tokens)
 
     async def set_tokens(self, tokens: OAuthToken) -> None:
-        self._write_entry("tokens", tokens.model_dump(mode="json", exclude_none=True))
+        stored = tokens.model_dump(mode="json", exclude_none=True)
+        if tokens.expires_in is not None:
+            stored["expires_at"] = int(time.time()) + tokens.expires_in
+        self._write_entry("tokens", stored)
 
     async def get_client_info(self) -> OAuthClientInformationFull | None:
         info = self._entry().get("client_info")
@@ -68,3 +85,22 @@ class FileTokenStorage:
 
     async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
         self._write_entry("client_info", client_info.model_dump(mode="json", exclude_none=True))
+
+    def get_discovery(self) -> tuple[OAuthMetadata, ProtectedResourceMetadata | None] | None:
+        """The authorization server's metadata (and the gateway's) found by the last login."""
+        found = self._entry().get("discovery")
+        if not isinstance(found, dict) or not found.get("oauth_metadata"):
+            return None
+        resource = found.get("resource_metadata")
+        return (
+            OAuthMetadata.model_validate(found["oauth_metadata"]),
+            ProtectedResourceMetadata.model_validate(resource) if resource else None,
+        )
+
+    def set_discovery(
+        self, oauth_metadata: OAuthMetadata, resource: ProtectedResourceMetadata | None
+    ) -> None:
+        found = {"oauth_metadata": oauth_metadata.model_dump(mode="json", exclude_none=True)}
+        if resource is not None:
+            found["resource_metadata"] = resource.model_dump(mode="json", exclude_none=True)
+        self._write_entry("discovery", found)

@@ -65,7 +65,16 @@ async def test_taskgate_connect_logs_in_on_the_real_login_page_and_refreshes(
         monkeypatch.setattr(webbrowser, "open", lambda url: pytest.fail("a second login"))
         assert (await list_tools(oauth_stack.mcp_url, provider)).status_code == 200
         after = await storage.get_tokens()
+
+        # A new bridge process on the same file, its stored token expired meanwhile: it refreshes
+        # (the file keeps the absolute expiry), still no browser.
+        await asyncio.sleep(ACCESS_TTL_SECONDS + 1)
+        restarted = FileTokenStorage(tokens, oauth_stack.mcp_url)
+        provider = oauth_provider(oauth_stack.mcp_url, restarted, redirect)
+        assert (await list_tools(oauth_stack.mcp_url, provider)).status_code == 200
+        renewed = await restarted.get_tokens()
     finally:
         redirect.close()
-    assert before is not None and after is not None
+    assert before is not None and after is not None and renewed is not None
     assert after.refresh_token != before.refresh_token  # rotated, and kept in the file
+    assert renewed.refresh_token != after.refresh_token
