@@ -16,8 +16,6 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -201,11 +199,11 @@ class PgPair:
         started = time.monotonic()
         self._prepare_root()
         self._init_primary()
-        self.start_primary()
+        self._start_primary()
         self._create_roles()
         for index in range(self.replicas):
             self._base_backup(index)
-            self.start_replica(index)
+            self._start_replica(index)
         self.wait_streaming()
         log.info(
             "postgres primary and %d replica(s) ready in %.2fs",
@@ -215,11 +213,11 @@ class PgPair:
 
     def stop(self) -> None:
         for index in reversed(range(self.replicas)):
-            self.stop_server(self.replica_dir_of(index), self._replica_name(index))
+            self.stop_server(self.replica_dir_of(index), self.replica_name(index))
         self.stop_server(self.primary_dir, "primary")
 
     @staticmethod
-    def _replica_name(index: int) -> str:
+    def replica_name(index: int) -> str:
         return "replica" if index == 0 else f"replica{index + 1}"
 
     def stop_server(self, data: Path, name: str = "server", mode: str = "fast") -> None:
@@ -229,32 +227,13 @@ class PgPair:
             )
             log.debug("%s stopped", name)
 
-    def start_primary(self) -> None:
+    def _start_primary(self) -> None:
         self.primary_port = self._start(self.primary_dir, self.primary_port, "primary")
 
-    def start_replica(self, index: int = 0) -> None:
+    def _start_replica(self, index: int = 0) -> None:
         self.replica_ports[index] = self._start(
-            self.replica_dir_of(index), self.replica_ports[index], self._replica_name(index)
+            self.replica_dir_of(index), self.replica_ports[index], self.replica_name(index)
         )
-
-    def stop_replica(self, index: int = 0) -> None:
-        self.stop_server(self.replica_dir_of(index), self._replica_name(index))
-
-    @contextmanager
-    def replay_paused(self, replica: int = 0) -> Iterator[None]:
-        """The replica keeps receiving WAL but stops replaying it: a lagging replica, on demand."""
-        self.psql("SELECT pg_wal_replay_pause()", replica=replica)
-        try:
-            yield
-        finally:
-            self.resume_replay(replica)
-
-    def resume_replay(self, replica: int = 0) -> None:
-        self.psql("SELECT pg_wal_replay_resume()", replica=replica)
-
-    def restart_primary(self) -> None:
-        self.stop_server(self.primary_dir, "primary")
-        self.start_primary()
 
     def psql(
         self,
@@ -306,7 +285,7 @@ class PgPair:
             time.sleep(0.05)
         raise PgPairError(
             f"waiting for streaming replication: {streaming} of {self.replicas} replica(s) "
-            f"streaming after {timeout:.0f}s{self._log_tail(self._replica_name(0))}"
+            f"streaming after {timeout:.0f}s{self._log_tail(self.replica_name(0))}"
         )
 
     # -- steps ------------------------------------------------------------------

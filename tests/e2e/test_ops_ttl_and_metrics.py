@@ -30,6 +30,7 @@ from taskgate.devstack import Component, Stack, stack_env, wait_healthy
 from taskgate.pgpair import PgPair, free_port
 from tests.e2e.conftest import mcp_session, sign_up
 from tests.integration.readmodel.redis_server import running_redis
+from tests.support.faults import replay_paused
 
 ADMIN_TOKEN = "ops-admin-" + "t" * 40
 
@@ -247,7 +248,7 @@ async def test_metrics_count_tool_calls_cache_use_and_read_your_writes(ops: OpsS
 
 
 async def test_replica_lag_shows_in_metrics_while_replay_is_paused(ops: OpsStack) -> None:
-    with ops.stack.pair.replay_paused():
+    with replay_paused(ops.stack.pair):
         sign_up(ops.stack.backend_url)  # WAL the replica receives but cannot replay
         lag = 0.0
         for _ in range(200):  # REPLICA_LAG_SAMPLE_SECONDS is 0.1 here

@@ -16,6 +16,7 @@ from taskgate.devstack import Stack, spawn_component, wait_healthy
 from taskgate.pgpair import READER_ROLE, free_port
 from tests.e2e.conftest import mcp_session, sign_up
 from tests.integration.readmodel.redis_server import running_redis
+from tests.support.faults import replay_paused, start_replica, stop_replica
 
 
 @dataclass
@@ -78,7 +79,7 @@ async def test_agent_sees_own_write_while_replica_is_paused(
     _, token = sign_up(stack.backend_url)
     async with mcp_session(gateways.patient, token) as client:
         assert _ok(await client.call_tool("list_tasks", {}))["tasks"] == []  # now cached
-        with stack.pair.replay_paused():
+        with replay_paused(stack.pair):
             task = _ok(await client.call_tool("create_task", {"title": "seen at once"}))
             read = asyncio.create_task(client.call_tool("list_tasks", {}))
             await asyncio.sleep(0.5)
@@ -97,7 +98,7 @@ async def test_agent_sees_own_write_from_the_fallback_while_replica_stays_paused
 ) -> None:
     _, token = sign_up(stack.backend_url)
     async with mcp_session(gateways.fallback, token) as client:
-        with stack.pair.replay_paused():
+        with replay_paused(stack.pair):
             task = _ok(await client.call_tool("create_task", {"title": "from the primary"}))
             page = _ok(await client.call_tool("list_tasks", {"status": "pending"}))
             stats = _ok(await client.call_tool("get_user_stats", {}))
@@ -110,7 +111,7 @@ async def test_without_fallback_a_lagging_read_answers_replica_unavailable_with_
 ) -> None:
     _, token = sign_up(stack.backend_url)
     async with mcp_session(gateways.strict, token) as client:
-        with stack.pair.replay_paused():
+        with replay_paused(stack.pair):
             _ok(await client.call_tool("create_task", {"title": "not replayed yet"}))
             envelope = _envelope(await client.call_tool("list_tasks", {}))
         assert envelope["error_code"] == "replica_unavailable"
@@ -150,7 +151,7 @@ async def test_replica_down_reads_answer_replica_unavailable_and_writes_go_on(
     async with mcp_session(gateways.strict, token) as client:
         _ok(await client.call_tool("list_tasks", {}))  # the pool holds a live connection
         try:
-            stack.pair.stop_replica()
+            stop_replica(stack.pair)
             task = _ok(await client.call_tool("create_task", {"title": "written while down"}))
             async with asyncio.timeout(2.0):
                 envelope = _envelope(await client.call_tool("get_task", {"task_id": task["id"]}))
@@ -159,7 +160,7 @@ async def test_replica_down_reads_answer_replica_unavailable_and_writes_go_on(
                 "completed"
             ]
         finally:
-            stack.pair.start_replica()
+            start_replica(stack.pair)
             stack.pair.wait_streaming()
         for _ in range(100):
             result = await client.call_tool("get_task", {"task_id": task["id"]})

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from taskgate.pgpair import PgPair, PgPairError
+from tests.support.faults import replay_paused, start_replica, stop_replica
 
 
 def test_a_port_taken_between_choice_and_bind_is_replaced_and_two_replicas_stream() -> None:
@@ -31,7 +32,7 @@ def test_a_port_taken_between_choice_and_bind_is_replaced_and_two_replicas_strea
                 for index in range(2):
                     assert pair.psql("SELECT pg_is_in_recovery()", replica=index) == "t"
                 assert len(set(pair.read_database_urls)) == 2
-                with pair.replay_paused(replica=1):
+                with replay_paused(pair, replica=1):
                     state = "SELECT pg_get_wal_replay_pause_state()"
                     assert pair.psql(state, replica=1) == "paused"
                     assert pair.psql(state, replica=0) == "not paused"
@@ -44,12 +45,12 @@ def test_a_failed_start_names_the_step_and_shows_the_server_log() -> None:
     pair = PgPair(root)
     try:
         pair.start()
-        pair.stop_replica()
+        stop_replica(pair)
         # A setting the server refuses: the start fails for a reason other than the port.
         with (pair.replica_dir / "postgresql.auto.conf").open("a") as conf:
             conf.write("\nshared_buffers = 'not a size'\n")
         with pytest.raises(PgPairError) as failed:
-            pair.start_replica()
+            start_replica(pair)
         message = str(failed.value)
         assert message.startswith("starting the replica: pg_ctl failed")
         assert "last lines of" in message and "shared_buffers" in message

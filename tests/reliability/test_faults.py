@@ -17,6 +17,7 @@ from taskgate.pgpair import PgPair
 from tests.e2e.conftest import sign_up
 from tests.reliability.agents import Agent, Outcome, new_http
 from tests.reliability.conftest import WRITE_BOUND, FaultStack
+from tests.support.faults import replay_paused, restart_primary, start_replica, stop_replica
 
 WRITE_TOOLS = {"create_task", "update_task", "complete_task", "delete_task"}
 READ_BOUND = 2.0  # the bound for a read while the replica is down
@@ -134,7 +135,7 @@ async def test_replica_stopped_reads_answer_within_2s_or_fall_back_and_writes_go
             assert (await eventually_ok(agent, http, faults.strict, "list_tasks", {})).ok
             assert (await agent.call(http, faults.fallback, "list_tasks", {})).ok
         try:
-            pair.stop_replica()
+            stop_replica(pair)
             stopped_at = time.monotonic()
 
             async def during(agent: Agent) -> None:
@@ -146,7 +147,7 @@ async def test_replica_stopped_reads_answer_within_2s_or_fall_back_and_writes_go
 
             await asyncio.gather(*(during(a) for a in everyone))
         finally:
-            pair.start_replica()
+            start_replica(pair)
             pair.wait_streaming()
         outage = [o for a in everyone for o in a.outcomes if o.started > stopped_at]
         writes = [o for o in outage if o.tool == "create_task"]
@@ -214,7 +215,7 @@ async def test_lagging_replica_still_shows_each_agent_its_own_writes(faults: Fau
                 assert strict.error_code == "replica_unavailable"
                 assert strict.body["details"]["lag_bytes"] > 0
 
-        with pair.replay_paused():
+        with replay_paused(pair):
             await asyncio.gather(*(write_then_read(a) for a in everyone))
             strict_reads = [o for a in everyone for o in a.outcomes[-1:] if o.tool == "list_tasks"]
             assert any(not o.ok for o in strict_reads)  # the lag did reach the strict gateway
@@ -246,7 +247,7 @@ async def test_backend_recovers_from_a_primary_restart_without_its_own(faults: F
 
         writers = [asyncio.create_task(write(a)) for a in everyone]
         try:
-            await asyncio.to_thread(pair.restart_primary)
+            await asyncio.to_thread(restart_primary, pair)
         finally:
             stop.set()
             await asyncio.gather(*writers)

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from backend.openapi import LSN_HEADER
 from taskgate.pgpair import PgPair
 from tests.integration.backend.conftest import SignedUp
+from tests.support.faults import replay_paused
 
 TASKS = "/api/v1/tasks"
 
@@ -86,7 +87,7 @@ async def test_reads_and_failed_writes_answer_no_lsn(
 async def test_lagging_replica_sees_the_write_once_it_replays_the_lsn(
     api: httpx.AsyncClient, user: SignedUp, replica: AsyncEngine, pg_pair: PgPair
 ) -> None:
-    with pg_pair.replay_paused():
+    with replay_paused(pg_pair):
         await _wait_until_paused(pg_pair)
         created = await api.post(TASKS, json={"title": "on the replica"}, headers=user.auth)
         task_id = created.json()["id"]

@@ -10,6 +10,7 @@ from readmodel.marks import MARKS_KEY
 from taskgate.pgpair import PgPair
 from tests.integration.readmodel.conftest import MakeReader, insert_tasks, new_user
 from tests.integration.readmodel.redis_server import RedisServer
+from tests.support.faults import replay_paused
 
 
 async def test_a_lower_mark_never_replaces_a_higher_one_in_redis(
@@ -50,7 +51,7 @@ async def test_a_lost_mark_store_makes_reads_wait_for_the_primary_not_read_as_no
     writer = await make_reader(cache_url=redis_server.url, cache_ttl=0)
     other = await make_reader(cache_url=redis_server.url, cache_ttl=0, ryw_wait_timeout=10)
     assert (await other.get_user_stats(user))["total"] == 0
-    with pg_pair.replay_paused():
+    with replay_paused(pg_pair):
         await writer.note_write(user, insert_tasks(pg_pair, user, 1))
         client = aioredis.Redis(host="127.0.0.1", port=redis_server.port)
         try:

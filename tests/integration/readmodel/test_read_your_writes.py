@@ -16,6 +16,7 @@ from tests.integration.readmodel.conftest import (
     replica_frozen,
     wait_replayed,
 )
+from tests.support.faults import replay_paused, resume_replay, start_replica, stop_replica
 
 
 async def test_reader_waits_for_replay_of_its_users_write(
@@ -24,12 +25,12 @@ async def test_reader_waits_for_replay_of_its_users_write(
     user = new_user(pg_pair)
     reader = await make_reader(ryw_wait_timeout=30)
     assert (await reader.get_user_stats(user))["total"] == 0
-    with pg_pair.replay_paused():
+    with replay_paused(pg_pair):
         await reader.note_write(user, insert_tasks(pg_pair, user, 1))
         read = asyncio.create_task(reader.get_user_stats(user))
         await asyncio.sleep(0.5)
         assert not read.done()  # waiting for the replica, not answering from the old snapshot
-        pg_pair.resume_replay()
+        resume_replay(pg_pair)
         assert (await read)["total"] == 1
     assert reader.stats.ryw_waits == 1
     assert reader.stats.ryw_fallbacks == 0
@@ -40,7 +41,7 @@ async def test_reader_falls_back_to_the_primary_past_the_bound(
 ) -> None:
     user = new_user(pg_pair)
     reader = await make_reader(ryw_wait_timeout=0.2, fallback=True)
-    with pg_pair.replay_paused():
+    with replay_paused(pg_pair):
         await reader.note_write(user, insert_tasks(pg_pair, user, 2))
         page = await reader.list_tasks(user, "all", 10, None)
         assert len(page["tasks"]) == 2
@@ -52,7 +53,7 @@ async def test_reader_without_fallback_answers_replica_unavailable_with_the_lag(
 ) -> None:
     user = new_user(pg_pair)
     reader = await make_reader(ryw_wait_timeout=0.2)
-    with pg_pair.replay_paused():
+    with replay_paused(pg_pair):
         lsn = insert_tasks(pg_pair, user, 1)
         await reader.note_write(user, lsn)
         with pytest.raises(TaskgateError) as raised:
@@ -72,7 +73,7 @@ async def test_other_users_do_not_wait_for_someone_elses_write(
 ) -> None:
     writer, other = new_user(pg_pair), new_user(pg_pair)
     reader = await make_reader(ryw_wait_timeout=0.2)
-    with pg_pair.replay_paused():
+    with replay_paused(pg_pair):
         await reader.note_write(writer, insert_tasks(pg_pair, writer, 1))
         assert (await reader.get_user_stats(other))["total"] == 0
     assert reader.stats.ryw_waits == 0
@@ -87,13 +88,13 @@ async def test_a_replica_that_restarted_is_read_again_at_once_despite_stale_pool
     # Fill the pool with several connections, all of which the restart will kill.
     await asyncio.gather(*(reader.get_user_stats(user) for _ in range(5)))
     try:
-        pg_pair.stop_replica()
+        stop_replica(pg_pair)
         with pytest.raises(TaskgateError) as raised:
             async with asyncio.timeout(2.0):
                 await reader.get_user_stats(user)
         assert raised.value.code is ErrorCode.REPLICA_UNAVAILABLE
     finally:
-        pg_pair.start_replica()
+        start_replica(pg_pair)
         pg_pair.wait_streaming()
     assert (await reader.get_user_stats(user))["total"] == 1
 
@@ -106,11 +107,11 @@ async def test_a_down_replica_is_read_from_the_fallback(
     reader = await make_reader(cache_ttl=0, fallback=True)
     await reader.get_user_stats(user)
     try:
-        pg_pair.stop_replica()
+        stop_replica(pg_pair)
         insert_tasks(pg_pair, user, 1)
         assert (await reader.get_user_stats(user))["total"] == 2
     finally:
-        pg_pair.start_replica()
+        start_replica(pg_pair)
         pg_pair.wait_streaming()
     assert reader.stats.replica_errors >= 1
 

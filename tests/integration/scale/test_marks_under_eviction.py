@@ -14,6 +14,7 @@ from taskgate.pgpair import READER_ROLE, PgPair
 from tests.conftest import Agent, sign_up
 from tests.integration.readmodel.redis_server import RedisServer, running_redis
 from tests.integration.scale.conftest import envelope_code, mcp_session, running_gateways
+from tests.support.faults import replay_paused
 
 log = logging.getLogger(__name__)
 ROUNDS = 5
@@ -89,7 +90,7 @@ async def _one_round(pair: PgPair, first: str, second: str, writer: Agent, flood
     ):
         before = await writer_two.call_tool("list_tasks", {})  # cached in Redis
         assert not before.is_error
-        with pair.replay_paused(replica=0):
+        with replay_paused(pair, replica=0):
             created = await writer_one.call_tool("create_task", {"title": "must be seen"})
             assert not created.is_error, created.content
             task_id = created.structured_content["id"]

@@ -18,6 +18,7 @@ from tests.conftest import Agent
 from tests.integration.readmodel.redis_server import RedisServer
 from tests.integration.scale.conftest import replica_reads, running_gateways, write_read_pairs
 from tests.integration.scale.tcp_proxy import AlternatingProxy
+from tests.support.faults import replay_paused
 
 log = logging.getLogger(__name__)
 PAIRS = 1000
@@ -40,7 +41,7 @@ async def test_reads_spread_over_caught_up_replicas_and_never_miss_a_write_while
         assert ready["replicas"] == {label: "up" for label in labels}
         caught_up = await write_read_pairs(gateways, agents, PAIRS)
         spread = replica_reads(gateways)
-        with pair2.replay_paused(replica=1):
+        with replay_paused(pair2, replica=1):
             lagging = await write_read_pairs(gateways, agents, PAIRS)
         after = replica_reads(gateways)
     paused_reads = {label: after[label] - spread[label] for label in labels}
@@ -72,7 +73,7 @@ async def test_behind_one_url_over_alternating_connections_no_read_misses_a_writ
         with running_gateways(pair2, backend_url, env) as gateways:
             caught_up = await write_read_pairs(gateways, agents, PAIRS)
             spread = dict(proxy.chunks)
-            with pair2.replay_paused(replica=1):
+            with replay_paused(pair2, replica=1):
                 lagging = await write_read_pairs(gateways, agents, PAIRS)
     finally:
         proxy.stop()

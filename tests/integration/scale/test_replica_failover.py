@@ -7,6 +7,7 @@ import time
 
 from taskgate.pgpair import PgPair
 from tests.integration.scale.conftest import MakeReader
+from tests.support.faults import start_replica, stop_replica
 
 
 async def test_reads_go_on_from_the_other_replica_and_return_once_it_is_back(
@@ -15,14 +16,14 @@ async def test_reads_go_on_from_the_other_replica_and_return_once_it_is_back(
     reader = await make_reader(True)
     first, second = reader.replicas.replicas
     await asyncio.gather(*(reader.get_user_stats(10**9) for _ in range(4)))  # both pooled
-    pair2.stop_replica(1)
+    stop_replica(pair2, 1)
     try:
         for _ in range(20):  # the first read to pick it fails over within the same call
             assert await reader.get_user_stats(10**9) == {"total": 0, "completed": 0, "pending": 0}
         assert second.errors >= 1 and not second.usable(time.monotonic())
         served = first.reads
     finally:
-        pair2.start_replica(1)
+        start_replica(pair2, 1)
         pair2.wait_streaming()
     await asyncio.sleep(second.retry_at - time.monotonic() + 0.1)  # its backoff ends
     for _ in range(20):
