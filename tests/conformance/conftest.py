@@ -11,10 +11,7 @@ from pathlib import Path
 import pytest
 
 from shared.settings import Settings
-from tests.conftest import running_gateway
-from tests.integration.gateway.conftest import backend_url
-
-__all__ = ["backend_url"]
+from tests.support.processes import running_gateway
 
 HERE = Path(__file__).parent
 CLI = HERE / "node_modules" / ".bin" / "conformance"

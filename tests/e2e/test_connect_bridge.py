@@ -15,7 +15,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 
 from taskgate.devstack import Stack
-from tests.e2e.conftest import sign_up
+from tests.support.agents import sign_up_for_mcp
 
 # The bridge's environment carries no database or signing secrets: only what a client has.
 SERVER_ONLY = {"DATABASE_URL", "READ_DATABASE_URL", "JWT_SECRET", "ADMIN_TOKEN", "MCP_TOKEN"}
@@ -37,7 +37,7 @@ def bridge(args: list[str], cwd: Path, **env: str) -> StdioServerParameters:
 async def test_the_bridge_relays_tools_results_and_errors_with_mcp_token(
     stack: Stack, tmp_path: Path
 ) -> None:
-    user_id, token = sign_up(stack.backend_url)
+    user_id, token = sign_up_for_mcp(stack.backend_url)
     async with Client(bridge([stack.mcp_url], tmp_path, MCP_TOKEN=token)) as client:
         tools = {tool.name for tool in (await client.list_tools()).tools}
         created = await client.call_tool("create_task", {"title": "through the bridge"})
@@ -60,7 +60,7 @@ async def test_the_bridge_relays_tools_results_and_errors_with_mcp_token(
 async def test_with_no_url_the_bridge_reads_the_dev_settings_file(
     stack: Stack, tmp_path: Path
 ) -> None:
-    user_id, token = sign_up(stack.backend_url)
+    user_id, token = sign_up_for_mcp(stack.backend_url)
     settings_dir = tmp_path / ".taskgate"
     settings_dir.mkdir()
     (settings_dir / "dev.env").write_text(

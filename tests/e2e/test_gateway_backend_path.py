@@ -5,20 +5,19 @@ retried without a duplicate, and two agents cannot see or touch each other's tas
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 import jwt
 import pytest
-from mcp.types import CallToolResult, TextContent
 
 from taskgate.devstack import Component, Stack, spawn_component, wait_healthy
 from taskgate.pgpair import free_port
-from tests.e2e.conftest import mcp_session, sign_up
 from tests.e2e.gateway_proxy import RecordingProxy
+from tests.support.agents import sign_up_for_mcp
+from tests.support.mcp_client import mcp_session
+from tests.support.mcp_results import error_code, ok
 
 
 @dataclass
@@ -53,24 +52,10 @@ async def proxied(stack: Stack) -> AsyncIterator[ProxiedGateway]:
         await proxy.stop()
 
 
-def ok(result: CallToolResult) -> dict[str, Any]:
-    assert not result.is_error, result.content
-    assert result.structured_content is not None
-    return result.structured_content
-
-
-def error_code(result: CallToolResult) -> str:
-    assert result.is_error
-    content = result.content[0]
-    assert isinstance(content, TextContent)
-    code: str = json.loads(content.text)["error_code"]
-    return code
-
-
 async def test_the_backend_gets_an_exchanged_backend_token_never_the_agents_own(
     stack: Stack, proxied: ProxiedGateway
 ) -> None:
-    _, token = sign_up(stack.backend_url)
+    _, token = sign_up_for_mcp(stack.backend_url)
     before = len(proxied.proxy.heads)
     async with mcp_session(proxied.mcp_url, token) as client:
         task = ok(await client.call_tool("create_task", {"title": "mine"}))
@@ -97,7 +82,7 @@ async def test_the_backend_gets_an_exchanged_backend_token_never_the_agents_own(
 async def test_the_callers_request_id_travels_to_the_backend(
     stack: Stack, proxied: ProxiedGateway
 ) -> None:
-    _, token = sign_up(stack.backend_url)
+    _, token = sign_up_for_mcp(stack.backend_url)
     call = {
         "jsonrpc": "2.0",
         "id": 1,
@@ -125,7 +110,7 @@ async def test_the_callers_request_id_travels_to_the_backend(
 async def test_a_create_whose_response_is_lost_is_retried_without_a_duplicate(
     stack: Stack, proxied: ProxiedGateway
 ) -> None:
-    _, token = sign_up(stack.backend_url)
+    _, token = sign_up_for_mcp(stack.backend_url)
     proxied.proxy.drop_next = ("POST", "/api/v1/tasks")
     before = len(proxied.proxy.sent("POST", "/api/v1/tasks"))
     async with mcp_session(proxied.mcp_url, token) as client:
@@ -145,7 +130,7 @@ async def test_a_create_whose_response_is_lost_is_retried_without_a_duplicate(
 async def test_a_create_that_times_out_is_retried_without_a_duplicate(
     stack: Stack, proxied: ProxiedGateway
 ) -> None:
-    _, token = sign_up(stack.backend_url)
+    _, token = sign_up_for_mcp(stack.backend_url)
     proxied.proxy.hold_next = ("POST", "/api/v1/tasks")
     before = len(proxied.proxy.sent("POST", "/api/v1/tasks"))
     async with mcp_session(proxied.mcp_url, token) as client:
@@ -160,8 +145,8 @@ async def test_a_create_that_times_out_is_retried_without_a_duplicate(
 
 
 async def test_two_agents_cannot_see_or_touch_each_others_tasks(stack: Stack) -> None:
-    alice_id, alice = sign_up(stack.backend_url)
-    bob_id, bob = sign_up(stack.backend_url)
+    alice_id, alice = sign_up_for_mcp(stack.backend_url)
+    bob_id, bob = sign_up_for_mcp(stack.backend_url)
     async with mcp_session(stack.mcp_url, alice) as client:
         task = ok(await client.call_tool("create_task", {"title": "alice's secret"}))
     assert task["user_id"] == alice_id

@@ -13,8 +13,9 @@ import jwt
 import pytest
 
 from taskgate.devstack import Stack
-from tests.conftest import TEST_MCP_URL
-from tests.e2e.conftest import mcp_session, sign_up
+from tests.support.agents import sign_up_for_mcp
+from tests.support.config import TEST_MCP_URL
+from tests.support.mcp_client import mcp_session
 
 LIST_TOOLS = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
 ACCEPT = {"Accept": "application/json, text/event-stream"}
@@ -72,7 +73,7 @@ async def test_a_token_the_gateway_cannot_verify_is_refused(
 
 
 async def test_a_valid_token_is_served(stack: Stack) -> None:
-    _, token = sign_up(stack.backend_url)
+    _, token = sign_up_for_mcp(stack.backend_url)
     async with mcp_session(stack.mcp_url, token) as client:
         names = {tool.name for tool in (await client.list_tools()).tools}
     assert "create_task" in names
@@ -88,13 +89,13 @@ async def test_a_valid_token_is_served(stack: Stack) -> None:
     ],
 )
 async def test_dns_rebinding_is_refused(stack: Stack, headers: dict[str, str], status: int) -> None:
-    _, token = sign_up(stack.backend_url)
+    _, token = sign_up_for_mcp(stack.backend_url)
     reply = await post(stack, {"Authorization": f"Bearer {token}", **headers})
     assert reply.status_code == status
 
 
 async def test_a_local_origin_is_allowed(stack: Stack) -> None:
-    _, token = sign_up(stack.backend_url)
+    _, token = sign_up_for_mcp(stack.backend_url)
     origin = stack.mcp_url.removesuffix("/mcp")
     reply = await post(stack, {"Authorization": f"Bearer {token}", "Origin": origin})
     assert reply.status_code == 200, reply.text
@@ -102,7 +103,7 @@ async def test_a_local_origin_is_allowed(stack: Stack) -> None:
 
 async def test_stateless_mode_answers_a_call_without_any_session(stack: Stack) -> None:
     """Behind a load balancer any gateway may get any request: no initialize, no session id."""
-    _, token = sign_up(stack.backend_url)
+    _, token = sign_up_for_mcp(stack.backend_url)
     call = {
         "jsonrpc": "2.0",
         "id": 7,

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from taskgate.devstack import Stack
-from tests.e2e.conftest import sign_up
-from tests.reliability.agents import Agent, Outcome, new_http
+from tests.support.agents import sign_up_for_mcp
+from tests.support.raw_agents import Agent, Outcome, new_http
 
 # Refusals that are correct answers under load: probing another agent's task id, and a read
 # that the replica could not serve within RYW_WAIT_TIMEOUT (it says so, never serves stale data).
@@ -128,7 +128,7 @@ def check_every_write(stack: Stack, everyone: list[LoadAgent]) -> int:
 
 async def run_load(stack: Stack, agents: int, seconds: float) -> Report:
     signed_up = await asyncio.gather(
-        *(asyncio.to_thread(sign_up, stack.backend_url) for _ in range(agents))
+        *(asyncio.to_thread(sign_up_for_mcp, stack.backend_url) for _ in range(agents))
     )
     everyone = [LoadAgent(user_id, token) for user_id, token in signed_up]
     foreign_ids: list[int] = []

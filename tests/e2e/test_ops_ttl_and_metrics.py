@@ -28,9 +28,10 @@ from shared.logs import REQUEST_ID_HEADER
 from shared.migrate import upgrade_to_head
 from taskgate.devstack import Component, Stack, stack_env, wait_healthy
 from taskgate.pgpair import PgPair, free_port
-from tests.e2e.conftest import mcp_session, sign_up
-from tests.integration.readmodel.redis_server import running_redis
+from tests.support.agents import sign_up_for_mcp
 from tests.support.faults import replay_paused
+from tests.support.mcp_client import mcp_session
+from tests.support.redis import running_redis
 
 ADMIN_TOKEN = "ops-admin-" + "t" * 40
 
@@ -183,7 +184,7 @@ def insert_behind_the_gateways_back(stack: Stack, user_id: int, title: str) -> N
 async def test_ttl_set_from_the_command_line_takes_effect_on_the_running_gateway(
     ops: OpsStack,
 ) -> None:
-    user_id, token = sign_up(ops.stack.backend_url)
+    user_id, token = sign_up_for_mcp(ops.stack.backend_url)
     shown = taskgate_cache(ops.gateway, "set-ttl", "300", "--tool", "list_tasks")
     assert (shown["old"], shown["new"], shown["effective_ttl"]["list_tasks"]) == (None, 300, 300)
 
@@ -214,7 +215,7 @@ async def test_ttl_change_through_one_gateway_reaches_the_other(ops: OpsStack) -
 async def test_metrics_count_tool_calls_cache_use_and_read_your_writes(ops: OpsStack) -> None:
     taskgate_cache(ops.gateway, "set-ttl", "60", "--flush")
     taskgate_cache(ops.gateway, "set-ttl", "--tool", "list_tasks", "--unset")
-    _, token = sign_up(ops.stack.backend_url)
+    _, token = sign_up_for_mcp(ops.stack.backend_url)
     before = scrape(ops.gateway)
     async with mcp_session(ops.stack.mcp_url, token) as client:
         created = await client.call_tool("create_task", {"title": "counted"})
@@ -249,7 +250,7 @@ async def test_metrics_count_tool_calls_cache_use_and_read_your_writes(ops: OpsS
 
 async def test_replica_lag_shows_in_metrics_while_replay_is_paused(ops: OpsStack) -> None:
     with replay_paused(ops.stack.pair):
-        sign_up(ops.stack.backend_url)  # WAL the replica receives but cannot replay
+        sign_up_for_mcp(ops.stack.backend_url)  # WAL the replica receives but cannot replay
         lag = 0.0
         for _ in range(200):  # REPLICA_LAG_SAMPLE_SECONDS is 0.1 here
             lag = only_replica(scrape(ops.gateway), "taskgate_replica_lag_bytes")
@@ -269,7 +270,7 @@ def test_gateway_and_backend_are_ready_when_their_dependencies_are(ops: OpsStack
 
 
 async def test_request_id_follows_a_tool_call_into_the_backend_log(ops: OpsStack) -> None:
-    _, token = sign_up(ops.stack.backend_url)
+    _, token = sign_up_for_mcp(ops.stack.backend_url)
     request_id = f"e2e-{secrets.token_hex(8)}"
     headers = {"Authorization": f"Bearer {token}", REQUEST_ID_HEADER: request_id}
     async with (
@@ -305,7 +306,7 @@ async def test_backend_errors_are_counted_and_readiness_drops_when_the_backend_s
     ops: OpsStack,
 ) -> None:
     """Last in this module: it stops the backend."""
-    _, token = sign_up(ops.stack.backend_url)
+    _, token = sign_up_for_mcp(ops.stack.backend_url)
     ops.stack.backend.stop()
     before = scrape(ops.gateway)
 

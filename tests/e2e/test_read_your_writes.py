@@ -7,16 +7,17 @@ import json
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
-from mcp.types import CallToolResult
 
 from taskgate.devstack import Stack, spawn_component, wait_healthy
 from taskgate.pgpair import READER_ROLE, free_port
-from tests.e2e.conftest import mcp_session, sign_up
-from tests.integration.readmodel.redis_server import running_redis
+from tests.support.agents import sign_up_for_mcp
 from tests.support.faults import replay_paused, start_replica, stop_replica
+from tests.support.mcp_client import mcp_session
+from tests.support.mcp_results import envelope as error_envelope
+from tests.support.mcp_results import ok
+from tests.support.redis import running_redis
 
 
 @dataclass
@@ -62,46 +63,35 @@ def gateways(stack: Stack) -> Iterator[Gateways]:
         yield Gateways(**urls)
 
 
-def _ok(result: CallToolResult) -> Any:
-    assert not result.is_error, result.content
-    return result.structured_content
-
-
-def _envelope(result: CallToolResult) -> dict[str, Any]:
-    assert result.is_error
-    envelope: dict[str, Any] = json.loads(result.content[0].text)  # type: ignore[union-attr]
-    return envelope
-
-
 async def test_agent_sees_own_write_while_replica_is_paused(
     stack: Stack, gateways: Gateways
 ) -> None:
-    _, token = sign_up(stack.backend_url)
+    _, token = sign_up_for_mcp(stack.backend_url)
     async with mcp_session(gateways.patient, token) as client:
-        assert _ok(await client.call_tool("list_tasks", {}))["tasks"] == []  # now cached
+        assert ok(await client.call_tool("list_tasks", {}))["tasks"] == []  # now cached
         with replay_paused(stack.pair):
-            task = _ok(await client.call_tool("create_task", {"title": "seen at once"}))
+            task = ok(await client.call_tool("create_task", {"title": "seen at once"}))
             read = asyncio.create_task(client.call_tool("list_tasks", {}))
             await asyncio.sleep(0.5)
             assert not read.done()  # waiting for the replica to replay the write
             stack.pair.psql("SELECT pg_wal_replay_resume()", replica=True)
-            page = _ok(await read)
+            page = ok(await read)
         assert [t["id"] for t in page["tasks"]] == [task["id"]]
-        assert _ok(await client.call_tool("get_task", {"task_id": task["id"]}))["title"] == (
+        assert ok(await client.call_tool("get_task", {"task_id": task["id"]}))["title"] == (
             "seen at once"
         )
-        assert _ok(await client.call_tool("get_user_stats", {}))["total"] == 1
+        assert ok(await client.call_tool("get_user_stats", {}))["total"] == 1
 
 
 async def test_agent_sees_own_write_from_the_fallback_while_replica_stays_paused(
     stack: Stack, gateways: Gateways
 ) -> None:
-    _, token = sign_up(stack.backend_url)
+    _, token = sign_up_for_mcp(stack.backend_url)
     async with mcp_session(gateways.fallback, token) as client:
         with replay_paused(stack.pair):
-            task = _ok(await client.call_tool("create_task", {"title": "from the primary"}))
-            page = _ok(await client.call_tool("list_tasks", {"status": "pending"}))
-            stats = _ok(await client.call_tool("get_user_stats", {}))
+            task = ok(await client.call_tool("create_task", {"title": "from the primary"}))
+            page = ok(await client.call_tool("list_tasks", {"status": "pending"}))
+            stats = ok(await client.call_tool("get_user_stats", {}))
         assert [t["id"] for t in page["tasks"]] == [task["id"]]
         assert stats == {"total": 1, "completed": 0, "pending": 1}
 
@@ -109,11 +99,11 @@ async def test_agent_sees_own_write_from_the_fallback_while_replica_stays_paused
 async def test_without_fallback_a_lagging_read_answers_replica_unavailable_with_the_lag(
     stack: Stack, gateways: Gateways
 ) -> None:
-    _, token = sign_up(stack.backend_url)
+    _, token = sign_up_for_mcp(stack.backend_url)
     async with mcp_session(gateways.strict, token) as client:
         with replay_paused(stack.pair):
-            _ok(await client.call_tool("create_task", {"title": "not replayed yet"}))
-            envelope = _envelope(await client.call_tool("list_tasks", {}))
+            ok(await client.call_tool("create_task", {"title": "not replayed yet"}))
+            envelope = error_envelope(await client.call_tool("list_tasks", {}))
         assert envelope["error_code"] == "replica_unavailable"
         assert envelope["details"]["lag_bytes"] > 0
         assert "Traceback" not in json.dumps(envelope)
@@ -123,23 +113,23 @@ async def test_without_fallback_a_lagging_read_answers_replica_unavailable_with_
             if not result.is_error:
                 break
             await asyncio.sleep(0.05)
-        assert [t["title"] for t in _ok(result)["tasks"]] == ["not replayed yet"]
+        assert [t["title"] for t in ok(result)["tasks"]] == ["not replayed yet"]
 
 
 async def test_a_write_through_one_gateway_is_read_at_once_through_another_sharing_redis(
     stack: Stack, gateways: Gateways
 ) -> None:
-    _, token = sign_up(stack.backend_url)
+    _, token = sign_up_for_mcp(stack.backend_url)
     async with (
         mcp_session(gateways.redis_one, token) as one,
         mcp_session(gateways.redis_two, token) as two,
     ):
-        assert _ok(await two.call_tool("list_tasks", {}))["tasks"] == []  # cached in Redis
-        assert _ok(await one.call_tool("get_user_stats", {}))["total"] == 0
-        assert _ok(await two.call_tool("get_user_stats", {}))["total"] == 0  # one's entry
-        task = _ok(await one.call_tool("create_task", {"title": "written through one"}))
-        page = _ok(await two.call_tool("list_tasks", {}))
-        stats = _ok(await two.call_tool("get_user_stats", {}))
+        assert ok(await two.call_tool("list_tasks", {}))["tasks"] == []  # cached in Redis
+        assert ok(await one.call_tool("get_user_stats", {}))["total"] == 0
+        assert ok(await two.call_tool("get_user_stats", {}))["total"] == 0  # one's entry
+        task = ok(await one.call_tool("create_task", {"title": "written through one"}))
+        page = ok(await two.call_tool("list_tasks", {}))
+        stats = ok(await two.call_tool("get_user_stats", {}))
     assert [t["id"] for t in page["tasks"]] == [task["id"]]
     assert stats["total"] == 1
 
@@ -147,18 +137,18 @@ async def test_a_write_through_one_gateway_is_read_at_once_through_another_shari
 async def test_replica_down_reads_answer_replica_unavailable_and_writes_go_on(
     stack: Stack, gateways: Gateways
 ) -> None:
-    _, token = sign_up(stack.backend_url)
+    _, token = sign_up_for_mcp(stack.backend_url)
     async with mcp_session(gateways.strict, token) as client:
-        _ok(await client.call_tool("list_tasks", {}))  # the pool holds a live connection
+        ok(await client.call_tool("list_tasks", {}))  # the pool holds a live connection
         try:
             stop_replica(stack.pair)
-            task = _ok(await client.call_tool("create_task", {"title": "written while down"}))
+            task = ok(await client.call_tool("create_task", {"title": "written while down"}))
             async with asyncio.timeout(2.0):
-                envelope = _envelope(await client.call_tool("get_task", {"task_id": task["id"]}))
+                envelope = error_envelope(
+                    await client.call_tool("get_task", {"task_id": task["id"]})
+                )
             assert envelope["error_code"] == "replica_unavailable"
-            assert _ok(await client.call_tool("complete_task", {"task_id": task["id"]}))[
-                "completed"
-            ]
+            assert ok(await client.call_tool("complete_task", {"task_id": task["id"]}))["completed"]
         finally:
             start_replica(stack.pair)
             stack.pair.wait_streaming()
@@ -167,4 +157,4 @@ async def test_replica_down_reads_answer_replica_unavailable_and_writes_go_on(
             if not result.is_error:
                 break
             await asyncio.sleep(0.05)
-        assert _ok(result)["completed"] is True
+        assert ok(result)["completed"] is True

@@ -7,11 +7,12 @@ import json
 import httpx
 
 from taskgate.devstack import Stack
-from tests.e2e.conftest import mcp_session, sign_up
+from tests.support.agents import sign_up_for_mcp
+from tests.support.mcp_client import mcp_session
 
 
 async def test_agent_creates_a_task_and_lists_it_from_the_replica(stack: Stack) -> None:
-    _, token = sign_up(stack.backend_url)
+    _, token = sign_up_for_mcp(stack.backend_url)
     async with mcp_session(stack.mcp_url, token) as client:
         created = await client.call_tool("create_task", {"title": "  write the skeleton  "})
         assert not created.is_error, created.content
@@ -51,7 +52,7 @@ async def test_gateway_refuses_a_call_without_a_bearer_token(stack: Stack) -> No
 
 
 async def test_bad_arguments_get_a_validation_envelope(stack: Stack) -> None:
-    _, token = sign_up(stack.backend_url)
+    _, token = sign_up_for_mcp(stack.backend_url)
     async with mcp_session(stack.mcp_url, token) as client:
         result = await client.call_tool("create_task", {"title": "x" * 201})
     assert result.is_error

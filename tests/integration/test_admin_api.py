@@ -20,7 +20,7 @@ from readmodel.replicas import replica_labels
 from readmodel.ttl import POLICY_REDIS_KEY
 from shared.settings import Settings
 from taskgate.pgpair import free_port
-from tests.integration.readmodel.redis_server import RedisServer, running_redis
+from tests.support.redis import RedisServer, running_redis
 
 ADMIN_TOKEN = "admin-" + "k" * 40
 

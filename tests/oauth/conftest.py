@@ -11,7 +11,8 @@ import pytest
 
 from taskgate.devstack import spawn_component, wait_healthy
 from taskgate.pgpair import PgPair, free_port
-from tests.conftest import TEST_JWT_SECRET, Agent, sign_up
+from tests.support.agents import Agent, sign_up
+from tests.support.config import TEST_JWT_SECRET
 
 ACCESS_TTL_SECONDS = 4
 

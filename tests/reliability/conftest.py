@@ -15,8 +15,8 @@ import pytest
 
 from taskgate.devstack import Component, Stack, running_stack, spawn_component, wait_healthy
 from taskgate.pgpair import READER_ROLE, free_port
-from tests.conftest import TEST_MCP_URL
-from tests.integration.readmodel.redis_server import RedisServer, running_redis
+from tests.support.config import TEST_MCP_URL
+from tests.support.redis import RedisServer, running_redis
 
 # Small backend timeouts, so "answers within its timeout" is checked against a bound that a
 # hang would break. REPLICA_TIMEOUT stays at its default: a dead replica answers within 2 s.

@@ -14,17 +14,17 @@ import httpx
 import redis
 
 from taskgate.pgpair import PgPair
-from tests.e2e.conftest import sign_up
-from tests.reliability.agents import Agent, Outcome, new_http
 from tests.reliability.conftest import WRITE_BOUND, FaultStack
+from tests.support.agents import sign_up_for_mcp
 from tests.support.faults import replay_paused, restart_primary, start_replica, stop_replica
+from tests.support.raw_agents import Agent, Outcome, new_http
 
 WRITE_TOOLS = {"create_task", "update_task", "complete_task", "delete_task"}
 READ_BOUND = 2.0  # the bound for a read while the replica is down
 
 
 def agents(faults: FaultStack, count: int) -> list[Agent]:
-    return [Agent(*sign_up(faults.backend_url)) for _ in range(count)]
+    return [Agent(*sign_up_for_mcp(faults.backend_url)) for _ in range(count)]
 
 
 def title() -> str:

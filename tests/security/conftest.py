@@ -4,7 +4,6 @@ that a synchronous Hypothesis test can call (its MCP client lives on a loop in a
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 from collections.abc import Callable, Coroutine, Iterator
@@ -13,19 +12,16 @@ from typing import Any, TypeVar
 
 import pytest
 from mcp import Client
-from mcp.types import CallToolResult, TextContent
+from mcp.types import CallToolResult
 from pydantic import SecretStr
 
 from gateway.server import build_server
-from shared.errors import ErrorCode
 from shared.settings import Settings
-from tests.conftest import running_gateway
-from tests.integration.gateway.conftest import Agent, backend_url, gateway_settings, sign_up
-
-__all__ = ["backend_url"]  # the backend process fixture, shared with the gateway's own tests
+from tests.support.agents import Agent, sign_up
+from tests.support.gateways import gateway_settings
+from tests.support.processes import running_gateway
 
 T = TypeVar("T")
-ENVELOPE_CODES = {code.value for code in ErrorCode}
 
 
 class Collected(logging.Handler):
@@ -112,20 +108,6 @@ def gateway(settings: Settings, backend_url: str, agent: Agent) -> Iterator[Thre
         yield client
     finally:
         client.close()
-
-
-def envelope_of(result: CallToolResult) -> dict[str, Any]:
-    """The error envelope of a failed call, checked for shape and for leaks."""
-    assert result.is_error
-    assert len(result.content) == 1
-    content = result.content[0]
-    assert isinstance(content, TextContent)
-    assert "Traceback" not in content.text
-    body: dict[str, Any] = json.loads(content.text)
-    assert set(body) == {"status", "error_code", "message", "details"}, body
-    assert body["status"] == "error"
-    assert body["error_code"] in ENVELOPE_CODES, body
-    return body
 
 
 @pytest.fixture(scope="session")

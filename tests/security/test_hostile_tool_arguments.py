@@ -20,9 +20,10 @@ from hypothesis import strategies as st
 from mcp.types import CallToolResult
 
 from shared.cursor import Keyset, encode_cursor
-from tests.conftest import TEST_JWT_SECRET
-from tests.integration.gateway.conftest import Agent, sign_up
-from tests.security.conftest import ThreadedClient, envelope_of
+from tests.security.conftest import ThreadedClient
+from tests.support.agents import Agent, sign_up
+from tests.support.config import TEST_JWT_SECRET
+from tests.support.mcp_results import envelope_of, ok
 
 ANY_CHAR = st.characters(exclude_categories=())  # lone surrogates, NUL, controls, everything
 # What JSON can carry as UTF-8: everything but lone surrogates (NUL, controls, RTL marks, emoji).
@@ -154,20 +155,13 @@ def tasks_in(result: CallToolResult) -> list[dict[str, Any]]:
     return [data] if "user_id" in data else []
 
 
-def _ok(result: CallToolResult) -> dict[str, Any]:
-    assert not result.is_error, result.content
-    content: dict[str, Any] | None = result.structured_content
-    assert content is not None
-    return content
-
-
 @pytest.fixture(scope="module")
 def seeds(gateway: ThreadedClient, backend_url: str, agent: Agent) -> Seeds:
-    own = [_ok(gateway.call("create_task", {"title": f"seed {n}"}))["id"] for n in range(3)]
-    _ok(gateway.call("complete_task", {"task_id": own[0]}))
+    own = [ok(gateway.call("create_task", {"title": f"seed {n}"}))["id"] for n in range(3)]
+    ok(gateway.call("complete_task", {"task_id": own[0]}))
     cursors = []
     for status in STATUSES:
-        page = _ok(gateway.call("list_tasks", {"status": status, "limit": 1}))
+        page = ok(gateway.call("list_tasks", {"status": status, "limit": 1}))
         if page["next_cursor"]:
             cursors.append(page["next_cursor"])
     # The other agent's task: it must answer not_found to this one.
@@ -220,7 +214,7 @@ def test_any_arguments_get_a_result_or_an_envelope_never_a_server_error(
         assert task["user_id"] == agent.id, task
         assert task["id"] != seeds.foreign_id
     if tool == "get_user_stats":
-        stats = _ok(result)
+        stats = ok(result)
         assert stats["total"] == stats["completed"] + stats["pending"] >= 0
 
 

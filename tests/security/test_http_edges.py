@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.settings import Settings
-from tests.integration.gateway.conftest import Agent, sign_up
+from tests.support.agents import Agent, sign_up
 
 ACCEPT = {"Accept": "application/json, text/event-stream"}
 MAX_BODY = Settings(_env_file=None).max_body_bytes

@@ -17,9 +17,9 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.conftest import TEST_JWT_SECRET, TEST_MCP_URL
-from tests.integration.gateway.conftest import Agent, sign_up
-from tests.security.conftest import ENVELOPE_CODES
+from tests.support.agents import Agent, sign_up
+from tests.support.config import TEST_JWT_SECRET, TEST_MCP_URL
+from tests.support.mcp_results import ENVELOPE_CODES
 
 # The HS384/HS512 forgeries use the real (HS256-sized) secret on purpose.
 pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")

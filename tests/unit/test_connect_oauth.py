@@ -11,6 +11,7 @@ import os
 import socket
 import stat
 import threading
+import webbrowser
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -28,7 +29,6 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from shared.settings import Settings
-from taskgate import connect
 from taskgate.connect import ConnectError, LoopbackRedirect, oauth_provider, resolve_target
 from taskgate.tokens_file import FileTokenStorage
 
@@ -138,7 +138,7 @@ async def test_oauth_login_registers_uses_pkce_and_keeps_the_refresh_token_in_a_
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     opened: list[str] = []
-    monkeypatch.setattr(connect.webbrowser, "open", a_browser_that_follows_redirects(opened))
+    monkeypatch.setattr(webbrowser, "open", a_browser_that_follows_redirects(opened))
     tokens = tmp_path / "config" / "taskgate" / "tokens.json"
     async with fake_servers() as fake:
         redirect = LoopbackRedirect()
@@ -151,7 +151,7 @@ async def test_oauth_login_registers_uses_pkce_and_keeps_the_refresh_token_in_a_
         assert reply.status_code == 200
 
         # A second run uses the stored token: no browser.
-        monkeypatch.setattr(connect.webbrowser, "open", lambda url: pytest.fail("browser"))
+        monkeypatch.setattr(webbrowser, "open", lambda url: pytest.fail("browser"))
         redirect = LoopbackRedirect()
         try:
             provider = oauth_provider(fake.mcp, FileTokenStorage(tokens, fake.mcp), redirect)
@@ -185,7 +185,7 @@ async def test_the_token_file_keeps_one_entry_per_gateway_and_stays_0600(tmp_pat
     await one.set_tokens(OAuthToken(access_token="a1", refresh_token="r1"))
     await two.set_tokens(OAuthToken(access_token="a2", refresh_token="r2"))
     await one.set_client_info(
-        OAuthClientInformationFull(client_id="c1", redirect_uris=["http://127.0.0.1:1/callback"])  # type: ignore[list-item]
+        OAuthClientInformationFull(client_id="c1", redirect_uris=["http://127.0.0.1:1/callback"])
     )
     first, second = await one.get_tokens(), await two.get_tokens()
     assert first is not None and first.refresh_token == "r1"
@@ -196,7 +196,7 @@ async def test_the_token_file_keeps_one_entry_per_gateway_and_stays_0600(tmp_pat
 
 
 def settings_with(**changes: Any) -> Settings:
-    return Settings(_env_file=None, **changes)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **changes)
 
 
 def test_the_target_comes_from_the_argument_and_mcp_token(tmp_path: Path) -> None:

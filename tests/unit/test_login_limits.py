@@ -22,7 +22,7 @@ class Clock:
 
 
 def limits_for(clock: Clock, **changes: Any) -> LoginLimits:
-    settings = Settings(_env_file=None, **changes)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, **changes)
     return LoginLimits(settings, clock)
 
 

@@ -80,14 +80,14 @@ def test_the_gateway_on_stdio_is_guarded_too(tmp_path: Path) -> None:
 def test_strong_secrets_and_an_unset_or_empty_admin_token_pass() -> None:
     for admin_token in (None, "", "a" * 32):
         Settings(
-            _env_file=None,  # type: ignore[call-arg]
-            jwt_secret=GOOD_SECRET,  # type: ignore[arg-type]
-            admin_token=admin_token,  # type: ignore[arg-type]
+            _env_file=None,
+            jwt_secret=GOOD_SECRET,
+            admin_token=admin_token,
         ).require_production_secrets()
 
 
 def test_constructing_settings_with_the_placeholder_still_works_in_process() -> None:
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     with pytest.raises(InsecureSettings):
         settings.require_production_secrets()
 
@@ -96,7 +96,7 @@ def test_the_k8s_secret_holds_no_value_a_server_would_start_with() -> None:
     for key in ("JWT_SECRET", "ADMIN_TOKEN"):
         assert "CHANGE-ME" in K8S_SECRET[key], key
     settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         jwt_secret=K8S_SECRET["JWT_SECRET"],
         admin_token=K8S_SECRET["ADMIN_TOKEN"],
     )

@@ -146,7 +146,7 @@ async def test_task_routes_refuse_tokens_that_do_not_verify(
         "non-ascii subject": _sign(settings, _claims(settings, sub="\u00b2")),
         "subject past bigint": _sign(settings, _claims(settings, sub="9" * 30)),
         "numeric subject": _sign(settings, _claims(settings, sub=user.id)),
-        "unsigned": jwt.encode(_claims(settings, sub=uid), key=None, algorithm="none"),
+        "unsigned": jwt.encode(_claims(settings, sub=uid), key=None, algorithm="none"),  # type: ignore[arg-type]
         "tampered": user.token[:-4] + ("AAAA" if not user.token.endswith("AAAA") else "BBBB"),
         "garbage": "not-a-jwt",
     }
@@ -222,7 +222,9 @@ async def test_cookie_write_without_the_csrf_header_is_forbidden(
             "/api/v1/tasks", json={"title": "forged"}, headers={CSRF_HEADER: "0" * len(csrf)}
         )
         not_ascii = await browser.post(
-            "/api/v1/tasks", json={"title": "forged"}, headers={CSRF_HEADER: b"\xff" * 8}
+            "/api/v1/tasks",
+            json={"title": "forged"},
+            headers={CSRF_HEADER: b"\xff" * 8},  # type: ignore[arg-type]
         )
         allowed = await browser.post(
             "/api/v1/tasks", json={"title": "mine"}, headers={CSRF_HEADER: csrf}

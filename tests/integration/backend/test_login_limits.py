@@ -17,7 +17,8 @@ from backend.security import hash_password
 from shared.settings import Settings
 from taskgate.devstack import spawn_component, wait_healthy
 from taskgate.pgpair import PgPair, free_port
-from tests.conftest import TEST_JWT_SECRET, Agent, sign_up
+from tests.support.agents import Agent, sign_up
+from tests.support.config import TEST_JWT_SECRET
 
 LOGIN = "/api/v1/auth/token"
 

@@ -10,6 +10,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -77,7 +78,7 @@ def test_served_schema_is_the_one_tested(live_backend: str) -> None:
     assert served.json() == schema.raw_schema
 
 
-def _call_and_validate(case: Case, base_url: str, headers: dict[str, str]) -> None:
+def _call_and_validate(case: Case[Any], base_url: str, headers: dict[str, str]) -> None:
     GENERATED[f"{case.method} {case.path}"] += 1
     case.call_and_validate(
         base_url=base_url,
@@ -91,7 +92,7 @@ def _call_and_validate(case: Case, base_url: str, headers: dict[str, str]) -> No
     )
 
 
-FUZZ = {
+FUZZ: dict[str, Any] = {
     "deadline": None,  # a shared, loaded machine: time is not what this test is about
     "suppress_health_check": list(HealthCheck),
     "database": None,
@@ -104,7 +105,7 @@ IDENTITY = "^/api/v1/(users|auth)"
 @schema.include(path_regex=IDENTITY).parametrize()
 @settings(max_examples=MAX_EXAMPLES_IDENTITY, **FUZZ)
 def test_identity_routes_honour_their_schema(
-    case: Case, live_backend: str, bearer: dict[str, str]
+    case: Case[Any], live_backend: str, bearer: dict[str, str]
 ) -> None:
     _call_and_validate(case, live_backend, bearer)
 
@@ -112,6 +113,6 @@ def test_identity_routes_honour_their_schema(
 @schema.exclude(path_regex=IDENTITY).parametrize()
 @settings(max_examples=MAX_EXAMPLES, **FUZZ)
 def test_task_and_health_routes_honour_their_schema(
-    case: Case, live_backend: str, bearer: dict[str, str]
+    case: Case[Any], live_backend: str, bearer: dict[str, str]
 ) -> None:
     _call_and_validate(case, live_backend, bearer)

@@ -10,8 +10,9 @@ from gateway.auth import LoginAuth
 from gateway.backend_client import BackendClient, create_http_client
 from shared.settings import Settings
 from shared.tokens import verify_token
-from tests.conftest import TEST_JWT_SECRET
-from tests.integration.gateway.conftest import gateway_settings, sign_up
+from tests.support.agents import sign_up
+from tests.support.config import TEST_JWT_SECRET
+from tests.support.gateways import gateway_settings
 
 
 async def test_an_expired_token_is_replaced_by_a_new_login(

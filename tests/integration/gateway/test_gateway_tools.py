@@ -6,33 +6,18 @@ import json
 from typing import Any
 
 from mcp import Client
-from mcp.types import CallToolResult, TextContent
 from pydantic import SecretStr
 
 from gateway.server import build_server
 from shared.settings import Settings
 from shared.tokens import issue_token
 from taskgate.pgpair import free_port
-from tests.integration.gateway.conftest import gateway_as, gateway_settings, sign_up
+from tests.support.agents import sign_up
+from tests.support.gateways import gateway_as, gateway_settings
+from tests.support.mcp_results import envelope, ok
 
 WRITE_TOOLS = {"create_task", "update_task", "complete_task", "delete_task"}
 READ_TOOLS = {"list_tasks", "get_task", "get_user_stats"}
-
-
-def ok(result: CallToolResult) -> dict[str, Any]:
-    assert not result.is_error, result.content
-    assert result.structured_content is not None
-    return result.structured_content
-
-
-def envelope(result: CallToolResult) -> dict[str, Any]:
-    assert result.is_error
-    content = result.content[0]
-    assert isinstance(content, TextContent)
-    body: dict[str, Any] = json.loads(content.text)
-    assert body["status"] == "error"
-    assert "Traceback" not in content.text
-    return body
 
 
 async def test_every_tool_declares_its_schemas_and_annotations(
@@ -227,7 +212,7 @@ async def test_without_credentials_every_tool_is_unauthorized(
 async def test_a_gateway_token_signed_with_another_secret_is_unauthorized(
     settings: Settings, backend_url: str
 ) -> None:
-    forged = Settings(_env_file=None, jwt_secret="another-secret-" + "y" * 32)  # type: ignore[call-arg, arg-type]
+    forged = Settings(_env_file=None, jwt_secret="another-secret-" + "y" * 32)
     token = issue_token(forged, 1)
     server, _ = build_server(
         gateway_settings(settings, backend_url, gateway_token=SecretStr(token))

@@ -18,8 +18,9 @@ import httpx
 from shared.settings import Settings
 from taskgate.devstack import Component, spawn_component, wait_healthy
 from taskgate.pgpair import PgPair, free_port
-from tests.conftest import TEST_JWT_SECRET, Agent, sign_up
-from tests.reliability.agents import call_tool, new_http
+from tests.support.agents import Agent, sign_up
+from tests.support.config import TEST_JWT_SECRET
+from tests.support.raw_agents import call_tool, new_http
 
 RSS_BOUND_MB = 300  # README, "Memory": the bound with default settings
 TASKS = 200

@@ -7,9 +7,10 @@ import asyncio
 import httpx
 
 from shared.settings import Settings
-from tests.conftest import Agent, running_gateway, sign_up
-from tests.integration.readmodel.redis_server import running_redis
-from tests.reliability.agents import Outcome, call_tool, new_http
+from tests.support.agents import Agent, sign_up
+from tests.support.processes import running_gateway
+from tests.support.raw_agents import Outcome, call_tool, new_http
+from tests.support.redis import running_redis
 
 
 async def calls(http: httpx.AsyncClient, url: str, agent: Agent, n: int) -> list[Outcome]:

@@ -23,7 +23,7 @@ from readmodel.marks import Marks, RedisMarks
 from readmodel.reader import TaskReader
 from shared.settings import Settings
 from taskgate.pgpair import READER_ROLE, PgPair
-from tests.integration.readmodel.redis_server import RedisServer, running_redis
+from tests.support.redis import RedisServer, running_redis
 
 MakeReader = Callable[..., Awaitable[TaskReader]]
 

@@ -21,7 +21,7 @@ from tests.integration.readmodel.conftest import (
     new_user,
     wait_replayed,
 )
-from tests.integration.readmodel.redis_server import RedisServer
+from tests.support.redis import RedisServer
 
 
 @pytest.fixture(params=["memory", "redis"])

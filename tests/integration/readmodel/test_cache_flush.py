@@ -7,7 +7,7 @@ import redis.asyncio as aioredis
 from readmodel.cache import NAMESPACE, ReadCache, TtlPolicy, build_cache
 from readmodel.marks import MARKS_KEY, RedisMarks
 from readmodel.redis_flush import FLUSH_BATCH
-from tests.integration.readmodel.redis_server import running_redis
+from tests.support.redis import running_redis
 
 CACHED_KEYS = 2 * FLUSH_BATCH + 37  # more than two batches
 

@@ -9,8 +9,8 @@ import redis.asyncio as aioredis
 from readmodel.marks import MARKS_KEY
 from taskgate.pgpair import PgPair
 from tests.integration.readmodel.conftest import MakeReader, insert_tasks, new_user
-from tests.integration.readmodel.redis_server import RedisServer
 from tests.support.faults import replay_paused
+from tests.support.redis import RedisServer
 
 
 async def test_a_lower_mark_never_replaces_a_higher_one_in_redis(

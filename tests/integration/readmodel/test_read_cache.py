@@ -17,7 +17,7 @@ from tests.integration.readmodel.conftest import (
     new_user,
     wait_replayed,
 )
-from tests.integration.readmodel.redis_server import RedisServer, running_redis
+from tests.support.redis import RedisServer, running_redis
 
 
 @pytest.fixture(params=["memory", "redis"])

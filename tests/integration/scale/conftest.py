@@ -4,7 +4,6 @@ and gateway processes reading through them."""
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import tempfile
 import time
@@ -13,14 +12,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.types import CallToolResult
 from prometheus_client.parser import text_string_to_metric_families
 
 from readmodel.cache import ReadCache, TtlPolicy, build_cache
@@ -31,8 +28,11 @@ from shared.migrate import upgrade_to_head
 from shared.settings import Settings
 from taskgate.devstack import spawn_component, wait_healthy
 from taskgate.pgpair import READER_ROLE, PgPair, free_port
-from tests.conftest import TEST_JWT_SECRET, Agent, sign_up
-from tests.integration.readmodel.redis_server import RedisServer, running_redis
+from tests.support.agents import Agent, sign_up
+from tests.support.config import TEST_JWT_SECRET
+from tests.support.mcp_results import error_code, ok
+from tests.support.processes import running_backend
+from tests.support.redis import RedisServer, running_redis
 
 READS_METRIC = "taskgate_replica_reads_total"
 MakeReader = Callable[[bool], Awaitable[TaskReader]]
@@ -54,19 +54,8 @@ def pair2() -> Iterator[PgPair]:
 
 @pytest.fixture(scope="session")
 def backend_url(pair2: PgPair) -> Iterator[str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        "DATABASE_URL": pair2.database_url,
-        "JWT_SECRET": TEST_JWT_SECRET,
-        "LOG_LEVEL": "WARNING",
-    }
-    backend = spawn_component("backend", ["backend", "--port", str(port)], env, f"{url}/healthz")
-    try:
-        wait_healthy(backend, timeout=120)
+    with running_backend({"DATABASE_URL": pair2.database_url}, timeout=120) as url:
         yield url
-    finally:
-        backend.stop()
 
 
 @pytest.fixture(scope="session")
@@ -118,11 +107,6 @@ async def mcp_session(base_url: str, token: str) -> AsyncIterator[Client]:
         yield client
 
 
-def envelope_code(result: CallToolResult) -> str:
-    text = result.content[0].text if result.content else ""  # type: ignore[union-attr]
-    return str(json.loads(text).get("error_code"))
-
-
 def replica_reads(base_urls: list[str]) -> Counter[str]:
     """Reads served per replica label, summed over the gateways."""
     reads: Counter[str] = Counter()
@@ -161,14 +145,14 @@ async def write_read_pairs(gateways: list[str], agents: list[Agent], pairs: int)
                 writer, reader = (first, second) if (i + offset) % 2 == 0 else (second, first)
                 created = await writer.call_tool("create_task", {"title": f"pair {i}"})
                 if created.is_error:
-                    outcome.errors["write:" + envelope_code(created)] += 1
+                    outcome.errors["write:" + error_code(created)] += 1
                     continue
-                task_id = _structured(created)["id"]
+                task_id = ok(created)["id"]
                 listed = await reader.call_tool("list_tasks", {"limit": 1})
                 outcome.pairs += 1
                 if listed.is_error:
-                    outcome.errors[envelope_code(listed)] += 1
-                elif [t["id"] for t in _structured(listed)["tasks"]] != [task_id]:
+                    outcome.errors[error_code(listed)] += 1
+                elif [t["id"] for t in ok(listed)["tasks"]] != [task_id]:
                     outcome.stale += 1
 
     share, extra = divmod(pairs, len(agents))
@@ -177,12 +161,6 @@ async def write_read_pairs(gateways: list[str], agents: list[Agent], pairs: int)
     )
     outcome.seconds = time.perf_counter() - started
     return outcome
-
-
-def _structured(result: CallToolResult) -> dict[str, Any]:
-    content: dict[str, Any] | None = result.structured_content
-    assert content is not None
-    return content
 
 
 @pytest.fixture(scope="session")

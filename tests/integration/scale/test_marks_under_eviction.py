@@ -11,10 +11,11 @@ import redis
 
 from readmodel.marks import MARKS_KEY
 from taskgate.pgpair import READER_ROLE, PgPair
-from tests.conftest import Agent, sign_up
-from tests.integration.readmodel.redis_server import RedisServer, running_redis
-from tests.integration.scale.conftest import envelope_code, mcp_session, running_gateways
+from tests.integration.scale.conftest import mcp_session, running_gateways
+from tests.support.agents import Agent, sign_up
 from tests.support.faults import replay_paused
+from tests.support.mcp_results import error_code
+from tests.support.redis import RedisServer, running_redis
 
 log = logging.getLogger(__name__)
 ROUNDS = 5
@@ -114,9 +115,9 @@ def _judge(listed: Any, got: Any, task_id: int) -> str:
     """'stale' when either read answered without the acknowledged write."""
     if not listed.is_error and task_id not in [t["id"] for t in listed.structured_content["tasks"]]:
         return "stale"
-    if got.is_error and envelope_code(got) == "not_found":
+    if got.is_error and error_code(got) == "not_found":
         return "stale"
     if listed.is_error and got.is_error:
-        assert envelope_code(listed) == envelope_code(got) == "replica_unavailable"
+        assert error_code(listed) == error_code(got) == "replica_unavailable"
         return "refused"
     return "seen"

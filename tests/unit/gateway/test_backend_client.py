@@ -30,7 +30,7 @@ AUTH = BearerAuth("agent-token")
 
 @pytest.fixture
 async def backend() -> AsyncIterator[BackendClient]:
-    settings = Settings(_env_file=None, fastapi_base_url=BASE)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, fastapi_base_url=BASE)
     async with create_http_client(settings) as http:
         yield BackendClient(http)
 
@@ -199,7 +199,7 @@ def test_error_from_response_keeps_no_foreign_detail() -> None:
 
 
 def test_the_pooled_client_has_the_configured_limits_and_timeouts() -> None:
-    settings = Settings(  # type: ignore[call-arg]
+    settings = Settings(
         _env_file=None,
         backend_connect_timeout=1.5,
         backend_read_timeout=7,

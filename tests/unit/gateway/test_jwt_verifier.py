@@ -10,20 +10,24 @@ import pytest
 from gateway import auth
 from gateway.auth import JwtVerifier
 from shared.settings import Settings
-from shared.tokens import issue_gateway_token, issue_token
+from shared.tokens import TokenClaims, issue_gateway_token, issue_token, verify_gateway_token
 
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(_env_file=None, jwt_secret="unit-secret-" + "x" * 32)  # type: ignore[call-arg, arg-type]
+    return Settings(_env_file=None, jwt_secret="unit-secret-" + "x" * 32)
 
 
 async def test_a_token_is_verified_once_then_remembered(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls = []
-    real = auth.verify_gateway_token
-    monkeypatch.setattr(auth, "verify_gateway_token", lambda s, t: calls.append(t) or real(s, t))
+    calls: list[str] = []
+
+    def counted(settings: Settings, token: str) -> TokenClaims:
+        calls.append(token)
+        return verify_gateway_token(settings, token)
+
+    monkeypatch.setattr(auth, "verify_gateway_token", counted)
     verifier = JwtVerifier(settings)
     token = issue_gateway_token(settings, 7)
 
@@ -42,8 +46,13 @@ async def test_a_remembered_token_is_verified_again_once_it_expires(
     token = issue_gateway_token(settings, 7, ttl_seconds=60)
     assert await verifier.verify_token(token) is not None
 
-    calls = []
-    monkeypatch.setattr(auth, "verify_gateway_token", lambda s, t: calls.append(t) or _expired())
+    calls: list[str] = []
+
+    def expired(settings: Settings, token: str) -> TokenClaims:
+        calls.append(token)
+        raise jwt.ExpiredSignatureError("expired")
+
+    monkeypatch.setattr(auth, "verify_gateway_token", expired)
     later = time.time() + 120
     monkeypatch.setattr(time, "time", lambda: later)
 
@@ -51,14 +60,10 @@ async def test_a_remembered_token_is_verified_again_once_it_expires(
     assert calls == [token]  # the memory did not answer for an expired token
 
 
-def _expired() -> None:
-    raise jwt.ExpiredSignatureError("expired")
-
-
 async def test_a_bad_token_is_never_remembered(settings: Settings) -> None:
     verifier = JwtVerifier(settings)
     forged = issue_gateway_token(
-        Settings(_env_file=None, jwt_secret="other-secret-" + "y" * 32),  # type: ignore[call-arg, arg-type]
+        Settings(_env_file=None, jwt_secret="other-secret-" + "y" * 32),
         7,
     )
     assert await verifier.verify_token(forged) is None

@@ -20,7 +20,7 @@ TASKS = f"{BASE}/api/v1/tasks"
 
 @pytest.fixture
 async def backend() -> AsyncIterator[BackendClient]:
-    settings = Settings(_env_file=None, fastapi_base_url=BASE)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, fastapi_base_url=BASE)
     async with create_http_client(settings) as http:
         yield BackendClient(http)
 

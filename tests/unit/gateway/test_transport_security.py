@@ -7,7 +7,7 @@ from shared.settings import Settings
 
 
 def test_the_public_url_and_loopback_are_allowed_by_default() -> None:
-    settings = Settings(  # type: ignore[call-arg]
+    settings = Settings(
         _env_file=None, mcp_host="0.0.0.0", mcp_public_url="https://tasks.example.com/mcp"
     )
     security = transport_security(settings)
@@ -19,7 +19,7 @@ def test_the_public_url_and_loopback_are_allowed_by_default() -> None:
 
 
 def test_configured_hosts_and_origins_replace_the_defaults() -> None:
-    settings = Settings(  # type: ignore[call-arg]
+    settings = Settings(
         _env_file=None,
         mcp_allowed_hosts=["gw.internal:8001"],
         mcp_allowed_origins=["https://console.example.com"],

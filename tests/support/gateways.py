@@ -1,0 +1,27 @@
+"""In-process gateways over the test pair and a backend process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from mcp import Client
+from pydantic import SecretStr
+
+from gateway.server import build_server
+from shared.settings import Settings
+from tests.support.agents import Agent
+
+
+def gateway_settings(settings: Settings, backend_url: str, **changes: Any) -> Settings:
+    return settings.model_copy(update={"fastapi_base_url": backend_url, **changes})
+
+
+@asynccontextmanager
+async def gateway_as(settings: Settings, backend_url: str, agent: Agent) -> AsyncIterator[Client]:
+    """An in-process gateway whose stdio-style credentials are the agent's token."""
+    configured = gateway_settings(settings, backend_url, gateway_token=SecretStr(agent.token))
+    server, _ = build_server(configured)
+    async with Client(server) as client:
+        yield client

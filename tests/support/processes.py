@@ -1,0 +1,55 @@
+"""Backend and gateway processes on free loopback ports, as `taskgate dev` starts them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from shared.settings import Settings
+from taskgate.devstack import spawn_component, wait_healthy
+from taskgate.pgpair import free_port
+from tests.support.config import TEST_JWT_SECRET, TEST_MCP_URL
+
+
+@contextmanager
+def running_backend(env: dict[str, str], timeout: float = 90.0) -> Iterator[str]:
+    """A backend process with `env` (plus the test JWT secret); yields its base URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {"JWT_SECRET": TEST_JWT_SECRET, "LOG_LEVEL": "WARNING", **env}
+    backend = spawn_component("backend", ["backend", "--port", str(port)], env, f"{url}/healthz")
+    try:
+        wait_healthy(backend, timeout=timeout)
+        yield url
+    finally:
+        backend.stop()
+
+
+@contextmanager
+def running_gateway(
+    settings: Settings, backend_url: str, extra_env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """A gateway process on streamable HTTP over the test pair and a backend; yields its MCP URL."""
+    port = free_port()
+    env = {
+        "DATABASE_URL": settings.database_url,
+        "READ_DATABASE_URL": settings.read_database_url,
+        "FASTAPI_BASE_URL": backend_url,
+        "JWT_SECRET": TEST_JWT_SECRET,
+        "MCP_TRANSPORT": "http",
+        "MCP_HOST": "127.0.0.1",
+        "MCP_PUBLIC_URL": TEST_MCP_URL,
+        "LOG_LEVEL": "WARNING",
+        **(extra_env or {}),
+    }
+    gateway = spawn_component(
+        "gateway",
+        ["gateway", "--transport", "http", "--port", str(port)],
+        env,
+        f"http://127.0.0.1:{port}/healthz",
+    )
+    try:
+        wait_healthy(gateway, timeout=120)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        gateway.stop()
