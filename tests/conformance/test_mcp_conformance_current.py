@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conformance.conftest import npm_ci
+from tests.support.npm import npm_ci
 
 CURRENT = Path(__file__).parent / "current"
 BASELINE = CURRENT / "expected-failures.yml"

@@ -4,31 +4,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
-import httpx
 import pytest
 
 from taskgate.devstack import spawn_component, wait_healthy
 from taskgate.pgpair import PgPair, free_port
-from tests.support.agents import Agent, sign_up
 from tests.support.config import TEST_JWT_SECRET
-
-ACCESS_TTL_SECONDS = 4
-
-
-@dataclass(frozen=True)
-class OAuthStack:
-    backend_url: str
-    mcp_url: str
-
-    def agent(self) -> Agent:
-        """A new user, with a gateway token for this stack's gateway."""
-        return sign_up(self.backend_url, self.mcp_url)
-
-    def client(self) -> httpx.Client:
-        """What a browser does: keeps cookies, does not follow redirects by itself."""
-        return httpx.Client(timeout=30, follow_redirects=False)
+from tests.support.oauth import ACCESS_TTL_SECONDS, OAuthStack
 
 
 @pytest.fixture(scope="session")

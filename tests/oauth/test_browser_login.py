@@ -18,10 +18,10 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
 from taskgate.pgpair import free_port
-from tests.oauth.conftest import OAuthStack
 from tests.support.oauth import (
     ACCEPT,
     LIST_TOOLS,
+    OAuthStack,
     authorize_params,
     discover,
     pkce_pair,

@@ -16,8 +16,7 @@ import pytest
 
 from taskgate.connect import LoopbackRedirect, oauth_provider
 from taskgate.tokens_file import FileTokenStorage
-from tests.oauth.conftest import ACCESS_TTL_SECONDS, OAuthStack
-from tests.support.oauth import ACCEPT, LIST_TOOLS, submit_login
+from tests.support.oauth import ACCEPT, ACCESS_TTL_SECONDS, LIST_TOOLS, OAuthStack, submit_login
 
 
 def a_person_who_logs_in(email: str, password: str, opened: list[str]) -> Callable[[str], bool]:

@@ -11,10 +11,11 @@ import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.oauth.conftest import ACCESS_TTL_SECONDS, OAuthStack
 from tests.support.oauth import (
     ACCEPT,
+    ACCESS_TTL_SECONDS,
     LIST_TOOLS,
+    OAuthStack,
     authorize_params,
     discover,
     log_in_for_code,

@@ -12,8 +12,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from taskgate.pgpair import PgPair
-from tests.oauth.conftest import OAuthStack
 from tests.support.oauth import (
+    OAuthStack,
     authorize_params,
     code_from,
     discover,

@@ -11,11 +11,11 @@ import httpx
 
 from shared.errors import ErrorCode
 from shared.tokens import GATEWAY_CLIENT_ID, TOKEN_EXCHANGE_GRANT
-from tests.oauth.conftest import OAuthStack
 from tests.support.oauth import (
     ACCEPT,
     LIST_TOOLS,
     Discovery,
+    OAuthStack,
     authorize_params,
     discover,
     log_in_for_code,

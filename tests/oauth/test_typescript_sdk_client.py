@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.oauth.conftest import ACCESS_TTL_SECONDS, OAuthStack
+from tests.support.oauth import ACCESS_TTL_SECONDS, OAuthStack
 
 HERE = Path(__file__).parent.parent / "oauth_ts"
 

@@ -14,8 +14,8 @@ import httpx
 import redis
 
 from taskgate.pgpair import PgPair
-from tests.reliability.conftest import WRITE_BOUND, FaultStack
 from tests.support.agents import sign_up_for_mcp
+from tests.support.fault_stack import WRITE_BOUND, FaultStack
 from tests.support.faults import replay_paused, restart_primary, start_replica, stop_replica
 from tests.support.raw_agents import Agent, Outcome, new_http
 

@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 from mcp.types import CallToolResult
 
 from shared.cursor import Keyset, encode_cursor
-from tests.security.conftest import ThreadedClient
 from tests.support.agents import Agent, sign_up
 from tests.support.config import TEST_JWT_SECRET
 from tests.support.mcp_results import envelope_of, ok
+from tests.support.threaded_client import ThreadedClient
 
 ANY_CHAR = st.characters(exclude_categories=())  # lone surrogates, NUL, controls, everything
 # What JSON can carry as UTF-8: everything but lone surrogates (NUL, controls, RTL marks, emoji).

@@ -12,7 +12,7 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp.types import PromptReference
 
-from tests.security.conftest import ThreadedClient
+from tests.support.threaded_client import ThreadedClient
 
 # Agents send deprecated methods too; the client's warnings about them are expected here.
 pytestmark = pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")

@@ -13,6 +13,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
+from tests.support.agents import Agent, sign_up
+
 ACCEPT = {"Accept": "application/json, text/event-stream"}
 LIST_TOOLS = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
 
@@ -168,3 +170,20 @@ def refresh(
     if resource is not None:
         form["resource"] = resource
     return http.post(found.token_url, data=form)
+
+
+ACCESS_TTL_SECONDS = 4
+
+
+@dataclass(frozen=True)
+class OAuthStack:
+    backend_url: str
+    mcp_url: str
+
+    def agent(self) -> Agent:
+        """A new user, with a gateway token for this stack's gateway."""
+        return sign_up(self.backend_url, self.mcp_url)
+
+    def client(self) -> httpx.Client:
+        """What a browser does: keeps cookies, does not follow redirects by itself."""
+        return httpx.Client(timeout=30, follow_redirects=False)

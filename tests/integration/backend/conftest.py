@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import sys
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import httpx
 import pytest
@@ -16,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from backend.app import create_app
 from shared.settings import Settings
 from taskgate.pgpair import PgPair
+from tests.support.backend_api import SignedUp, asgi_client, sign_up
 
 
 @pytest.fixture(scope="session")
@@ -36,38 +35,10 @@ async def primary(pg_pair: PgPair) -> AsyncIterator[AsyncEngine]:
         await engine.dispose()
 
 
-def asgi_client(app: FastAPI) -> httpx.AsyncClient:
-    """A client that calls the app in-process; it keeps cookies like a browser."""
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://backend.test")
-
-
 @pytest.fixture
 async def api(backend_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async with asgi_client(backend_app) as client:
         yield client
-
-
-@dataclass(frozen=True)
-class SignedUp:
-    id: int
-    email: str
-    password: str
-    token: str
-
-    @property
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-
-async def sign_up(api: httpx.AsyncClient) -> SignedUp:
-    """A new user, signed up and logged in through the REST API."""
-    email = f"user-{uuid.uuid4().hex[:12]}@example.com"
-    password = uuid.uuid4().hex
-    created = await api.post("/api/v1/users", json={"email": email, "password": password})
-    assert created.status_code == 201, created.text
-    login = await api.post("/api/v1/auth/token", data={"username": email, "password": password})
-    assert login.status_code == 200, login.text
-    return SignedUp(created.json()["id"], email, password, login.json()["access_token"])
 
 
 @pytest.fixture

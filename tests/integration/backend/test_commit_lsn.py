@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from backend.openapi import LSN_HEADER
 from taskgate.pgpair import PgPair
-from tests.integration.backend.conftest import SignedUp
+from tests.support.backend_api import SignedUp
 from tests.support.faults import replay_paused
 
 TASKS = "/api/v1/tasks"

@@ -15,7 +15,7 @@ from backend.app import create_app
 from shared.errors import ErrorEnvelope
 from shared.settings import Settings
 from taskgate.pgpair import free_port
-from tests.integration.backend.conftest import SignedUp, asgi_client
+from tests.support.backend_api import SignedUp, asgi_client
 
 TASKS = "/api/v1/tasks"
 

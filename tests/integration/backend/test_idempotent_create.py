@@ -9,7 +9,7 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.integration.backend.conftest import SignedUp
+from tests.support.backend_api import SignedUp
 
 TASKS = "/api/v1/tasks"
 

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from backend.sessions import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE
 from shared.settings import Settings
 from shared.tokens import ALGORITHM
-from tests.integration.backend.conftest import SignedUp, asgi_client, sign_up
+from tests.support.backend_api import SignedUp, asgi_client, sign_up
 
 
 def _claims(settings: Settings, **overrides: object) -> dict[str, object]:

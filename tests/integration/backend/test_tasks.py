@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from shared.schemas import DESCRIPTION_MAX, TITLE_MAX
-from tests.integration.backend.conftest import SignedUp
+from tests.support.backend_api import SignedUp
 
 TASKS = "/api/v1/tasks"
 

@@ -14,7 +14,7 @@ from readmodel.reader import TaskReader
 from shared.errors import ErrorCode, TaskgateError
 from shared.settings import Settings
 from taskgate.pgpair import PgPair
-from tests.integration.readmodel.conftest import (
+from tests.support.readmodel import (
     MakeReader,
     QueryCounter,
     insert_tasks,

@@ -8,8 +8,8 @@ import redis.asyncio as aioredis
 
 from readmodel.marks import MARKS_KEY
 from taskgate.pgpair import PgPair
-from tests.integration.readmodel.conftest import MakeReader, insert_tasks, new_user
 from tests.support.faults import replay_paused
+from tests.support.readmodel import MakeReader, insert_tasks, new_user
 from tests.support.redis import RedisServer
 
 

@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 
 from readmodel.cache import NAMESPACE
 from taskgate.pgpair import PgPair
-from tests.integration.readmodel.conftest import (
+from tests.support.readmodel import (
     MakeReader,
     QueryCounter,
     insert_tasks,

@@ -12,8 +12,8 @@ from shared.cursor import Keyset, encode_cursor
 from shared.errors import ErrorCode, TaskgateError
 from shared.schemas import TaskOut, TaskPage, UserStats
 from taskgate.pgpair import PgPair
-from tests.integration.readmodel.conftest import MakeReader, insert_tasks, new_user, wait_replayed
 from tests.support.plans import crowd_tasks, indexes_used, plan_of, scans, starts_at_keyset
+from tests.support.readmodel import MakeReader, insert_tasks, new_user, wait_replayed
 
 
 async def _all_pages(
@@ -138,7 +138,7 @@ async def test_user_stats_count_the_users_tasks_in_one_query(
     user = new_user(pg_pair)
     wait_replayed(pg_pair, insert_tasks(pg_pair, user, 10, completed_every=4))
     reader = await make_reader(cache_ttl=0)
-    from tests.integration.readmodel.conftest import QueryCounter
+    from tests.support.readmodel import QueryCounter
 
     counter = QueryCounter(reader.replica)
     stats = await reader.get_user_stats(user)

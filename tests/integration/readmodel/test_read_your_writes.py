@@ -9,14 +9,14 @@ import pytest
 from shared.errors import ErrorCode, TaskgateError
 from shared.settings import Settings
 from taskgate.pgpair import PgPair
-from tests.integration.readmodel.conftest import (
+from tests.support.faults import replay_paused, resume_replay, start_replica, stop_replica
+from tests.support.readmodel import (
     MakeReader,
     insert_tasks,
     new_user,
     replica_frozen,
     wait_replayed,
 )
-from tests.support.faults import replay_paused, resume_replay, start_replica, stop_replica
 
 
 async def test_reader_waits_for_replay_of_its_users_write(

@@ -10,7 +10,7 @@ import pytest
 
 from readmodel.reader import TaskReader
 from taskgate.pgpair import PgPair
-from tests.integration.scale.conftest import MakeReader
+from tests.support.scale import MakeReader
 
 log = logging.getLogger(__name__)
 READS = 300

@@ -11,11 +11,11 @@ import redis
 
 from readmodel.marks import MARKS_KEY
 from taskgate.pgpair import READER_ROLE, PgPair
-from tests.integration.scale.conftest import mcp_session, running_gateways
 from tests.support.agents import Agent, sign_up
 from tests.support.faults import replay_paused
 from tests.support.mcp_results import error_code
 from tests.support.redis import RedisServer, running_redis
+from tests.support.scale import mcp_session, running_gateways
 
 log = logging.getLogger(__name__)
 ROUNDS = 5

@@ -14,11 +14,11 @@ from typing import Any
 import httpx
 
 from taskgate.pgpair import READER_ROLE, PgPair
-from tests.integration.scale.conftest import replica_reads, running_gateways, write_read_pairs
 from tests.integration.scale.tcp_proxy import AlternatingProxy
 from tests.support.agents import Agent
 from tests.support.faults import replay_paused
 from tests.support.redis import RedisServer
+from tests.support.scale import replica_reads, running_gateways, write_read_pairs
 
 log = logging.getLogger(__name__)
 PAIRS = 1000

@@ -6,8 +6,8 @@ import asyncio
 import time
 
 from taskgate.pgpair import PgPair
-from tests.integration.scale.conftest import MakeReader
 from tests.support.faults import start_replica, stop_replica
+from tests.support.scale import MakeReader
 
 
 async def test_reads_go_on_from_the_other_replica_and_return_once_it_is_back(

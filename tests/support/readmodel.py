@@ -1,0 +1,106 @@
+"""Rows written on the primary and waited for on the replica, and counters of the reads that
+reach it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from readmodel.consistency import parse_lsn
+from readmodel.reader import TaskReader
+from taskgate.pgpair import PgPair
+
+MakeReader = Callable[..., Awaitable[TaskReader]]
+
+
+def new_user(pair: PgPair) -> int:
+    email = f"reader-{uuid.uuid4().hex[:12]}@example.com"
+    return int(
+        pair.psql(
+            f"INSERT INTO users (email, password_hash) VALUES ('{email}', 'x') RETURNING id"
+        ).splitlines()[0]
+    )
+
+
+def insert_tasks(
+    pair: PgPair, user_id: int, count: int, completed_every: int = 3, spacing: int = 1
+) -> str:
+    """`count` tasks for the user on the primary, `spacing` seconds apart (0: all at once).
+
+    Every `completed_every`-th task is completed. Returns the primary's WAL position after.
+    """
+    pair.psql(
+        "INSERT INTO tasks (user_id, title, completed, created_at, updated_at) "
+        f"SELECT {user_id}, 'task ' || g, g % {completed_every} = 0, "
+        f"now() - make_interval(secs => g * {spacing}), now() "
+        f"FROM generate_series(1, {count}) AS g"
+    )
+    return pair.psql("SELECT pg_current_wal_lsn()")
+
+
+def wait_replayed(pair: PgPair, lsn: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pair.psql(f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn", replica=True) == "t":
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"replica did not replay {lsn} within {timeout}s")
+
+
+@contextmanager
+def replica_frozen(pair: PgPair) -> Iterator[None]:
+    """SIGSTOP every process of the replica: it accepts connections and never answers."""
+    postmaster = int((pair.replica_dir / "postmaster.pid").read_text().split()[0])
+    pids = [postmaster, *_children(postmaster)]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+
+
+def _children(parent: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent:
+            found.append(int(stat.parent.name))
+    return found
+
+
+class QueryCounter:
+    """Counts the statements an engine really sends to its server."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.statements: list[str] = []
+        event.listen(engine.sync_engine, "before_cursor_execute", self._count)
+
+    def _count(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        self.statements.append(statement)
+
+    def selects_from_tasks(self) -> int:
+        return sum(1 for s in self.statements if "FROM tasks" in s)
+
+
+def primary_position_of(pair: PgPair) -> Callable[[], Awaitable[int]]:
+    """What the gateway asks the backend for: the primary's current WAL position."""
+
+    async def position() -> int:
+        return parse_lsn(await asyncio.to_thread(pair.psql, "SELECT pg_current_wal_lsn()"))
+
+    return position
