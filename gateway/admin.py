@@ -12,7 +12,7 @@ import dataclasses
 import hmac
 import logging
 import re
-from typing import Any, Literal
+from typing import Any
 
 from mcp.server.mcpserver import MCPServer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -21,17 +21,16 @@ from starlette.responses import JSONResponse, Response
 
 from gateway.runtime import Runtime, RuntimeRef
 from readmodel.ttl import TtlChange, TtlStore, changed, replace_policy
-from shared.errors import ErrorCode, TaskgateError
-from shared.settings import READ_TOOLS, Settings
+from shared.api import ADMIN_ACTOR_HEADER
+from shared.errors import ErrorCode, TaskgateError, validation_error
+from shared.rules import READ_TOOLS, ReadTool
+from shared.settings import Settings
 
 log = logging.getLogger("gateway.admin")
 
-ACTOR_HEADER = "X-Admin-Actor"
 _ACTOR = re.compile(r"^[\w.@:-]{1,64}$")
 _MAX_BODY_BYTES = 4096
 MAX_TTL_SECONDS = 7 * 86_400
-
-ReadTool = Literal["list_tasks", "get_task", "get_user_stats"]
 
 
 class TtlUpdate(BaseModel):
@@ -50,16 +49,8 @@ def _error(error: TaskgateError, headers: dict[str, str] | None = None) -> JSONR
     )
 
 
-def _validation_error(exc: ValidationError) -> TaskgateError:
-    errors = [
-        {"field": ".".join(str(p) for p in err["loc"]), "type": err["type"], "message": err["msg"]}
-        for err in exc.errors(include_input=False)[:20]
-    ]
-    return TaskgateError(ErrorCode.VALIDATION_ERROR, "the request is not valid", {"errors": errors})
-
-
 def _actor(request: Request) -> str:
-    claimed = request.headers.get(ACTOR_HEADER, "")
+    claimed = request.headers.get(ADMIN_ACTOR_HEADER, "")
     name = claimed if _ACTOR.match(claimed) else "unnamed"
     host = request.client.host if request.client else "unknown"
     return f"{name}@{host}"
@@ -151,7 +142,9 @@ class AdminApi:
             else:
                 body = self.show(rt)
         except ValidationError as exc:
-            return _error(_validation_error(exc))
+            return _error(
+                validation_error(exc.errors(include_input=False), "the request is not valid")
+            )
         except TaskgateError as exc:
             headers = {"WWW-Authenticate": "Bearer"} if exc.code is ErrorCode.UNAUTHORIZED else None
             return _error(exc, headers)

@@ -17,8 +17,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-TITLE_MAX = 200
-DESCRIPTION_MAX = 1000
+from shared.rules import DESCRIPTION_MAX, TITLE_MAX
 
 
 def storable(value: str) -> str:
@@ -47,7 +46,6 @@ Description = Annotated[
     StringConstraints(strip_whitespace=True, max_length=DESCRIPTION_MAX),
     AfterValidator(storable),
 ]
-Status = Literal["all", "pending", "completed"]
 
 
 class Strict(BaseModel):

@@ -17,7 +17,9 @@ from typing import Any
 
 import httpx
 
-from shared.settings import READ_TOOLS, Settings
+from shared.api import ADMIN_ACTOR_HEADER
+from shared.rules import READ_TOOLS
+from shared.settings import Settings
 from taskgate.devenv import dev_env_path, read_dev_env
 
 
@@ -65,7 +67,7 @@ def run_cache_command(args: argparse.Namespace) -> int:
         )
         return 2
     method, path, body = _request(args)
-    headers = {"Authorization": f"Bearer {target.token}", "X-Admin-Actor": args.actor}
+    headers = {"Authorization": f"Bearer {target.token}", ADMIN_ACTOR_HEADER: args.actor}
     url = target.url.rstrip("/")
     try:
         reply = httpx.request(method, url + path, json=body, headers=headers, timeout=10)

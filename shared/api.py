@@ -1,0 +1,13 @@
+"""HTTP names that more than one taskgate process speaks (backend, gateway, command line)."""
+
+from __future__ import annotations
+
+API_PREFIX = "/api/v1"
+LOGIN_PATH = f"{API_PREFIX}/auth/token"
+# A write's commit position, which the gateway waits for on the replica before the caller reads.
+LSN_HEADER = "X-Commit-LSN"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+# `true` on a create that returned the task of an earlier call with the same Idempotency-Key.
+REPLAYED_HEADER = "Idempotent-Replayed"
+# Who changed the cache settings, named by `taskgate cache` to the gateway's admin API.
+ADMIN_ACTOR_HEADER = "X-Admin-Actor"
