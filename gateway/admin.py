@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 
 from gateway.runtime import Runtime, RuntimeRef
 from readmodel.ttl import TtlChange, TtlStore, changed, replace_policy
-from shared.api import ADMIN_ACTOR_HEADER
+from shared.api import ADMIN_ACTOR_HEADER, ADMIN_CACHE_PATH, ADMIN_FLUSH_PATH, ADMIN_TTL_PATH
 from shared.errors import ErrorCode, TaskgateError, validation_error
 from shared.rules import READ_TOOLS, ReadTool
 from shared.settings import Settings
@@ -126,7 +126,7 @@ class AdminApi:
                     f"{request.method} is not allowed here",
                     {"allowed": sorted(m for p, m in _ROUTES if p == request.url.path)},
                 )
-            if request.url.path.endswith("/ttl"):
+            if request.url.path == ADMIN_TTL_PATH:
                 update = TtlUpdate.model_validate_json(await _body(request))
                 if update.tool is None and update.ttl is None:
                     raise TaskgateError(
@@ -136,7 +136,7 @@ class AdminApi:
                     )
                 change = await self.set_ttl(rt, update, _actor(request))
                 body = {**dataclasses.asdict(change), **self.show(rt)}
-            elif request.url.path.endswith("/flush"):
+            elif request.url.path == ADMIN_FLUSH_PATH:
                 await self.flush(rt, _actor(request))
                 body = {"flushed": True}
             else:
@@ -175,9 +175,9 @@ async def _body(request: Request) -> bytes:
 
 
 _ROUTES = {
-    ("/admin/cache", "GET"),
-    ("/admin/cache/ttl", "PUT"),
-    ("/admin/cache/flush", "POST"),
+    (ADMIN_CACHE_PATH, "GET"),
+    (ADMIN_TTL_PATH, "PUT"),
+    (ADMIN_FLUSH_PATH, "POST"),
 }
 # Every method reaches the handler, so a wrong one also gets the envelope, not a bare 405.
 _METHODS = ["GET", "PUT", "POST", "PATCH", "DELETE"]

@@ -14,7 +14,7 @@ from gateway.auth import ExchangeRefused, LoginAuth, LoginRefused
 from gateway.request_id import HEADER as REQUEST_ID_HEADER
 from gateway.request_id import current_request_id
 from readmodel.consistency import parse_lsn
-from shared.api import API_PREFIX, IDEMPOTENCY_HEADER, LSN_HEADER
+from shared.api import API_PREFIX, IDEMPOTENCY_HEADER, LSN_HEADER, WAL_POSITION_PATH
 from shared.errors import ErrorCode, ErrorEnvelope, TaskgateError, error_code_for_status
 from shared.settings import Settings
 
@@ -163,7 +163,7 @@ class BackendClient:
     async def wal_position(self) -> int:
         """The primary's current WAL position, as a byte position (raises on any failure)."""
         headers = {REQUEST_ID_HEADER: current_request_id()}
-        response = await self.http.get("/wal-position", headers=headers)
+        response = await self.http.get(WAL_POSITION_PATH, headers=headers)
         response.raise_for_status()
         return parse_lsn(str(response.json()["lsn"]))
 

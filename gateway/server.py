@@ -29,7 +29,7 @@ from gateway.runtime import RuntimeRef
 from gateway.tools.bench import register_bench_tools
 from gateway.tools.read import register_read_tools
 from gateway.tools.write import register_write_tools
-from shared.errors import ErrorCode, TaskgateError, validation_error
+from shared.errors import MAX_LISTED_ERRORS, ErrorCode, TaskgateError, validation_error
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,12 @@ def _refuse_unknown_arguments(tool: Tool | None, arguments: dict[str, Any]) -> N
         raise TaskgateError(
             ErrorCode.VALIDATION_ERROR,
             f"unknown arguments: {', '.join(unknown)[:200]}",
-            {"errors": [{"field": f[:100], "type": "extra_forbidden"} for f in unknown[:20]]},
+            {
+                "errors": [
+                    {"field": f[:100], "type": "extra_forbidden"}
+                    for f in unknown[:MAX_LISTED_ERRORS]
+                ]
+            },
         )
 
 

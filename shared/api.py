@@ -11,3 +11,9 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 # Who changed the cache settings, named by `taskgate cache` to the gateway's admin API.
 ADMIN_ACTOR_HEADER = "X-Admin-Actor"
+# The primary's current WAL position, which a gateway that lost its write marks waits for.
+WAL_POSITION_PATH = "/wal-position"
+# The gateway's admin API, called by `taskgate cache`.
+ADMIN_CACHE_PATH = "/admin/cache"
+ADMIN_TTL_PATH = f"{ADMIN_CACHE_PATH}/ttl"
+ADMIN_FLUSH_PATH = f"{ADMIN_CACHE_PATH}/flush"

@@ -23,6 +23,9 @@ CURSOR_MAX = 200
 
 TITLE_MAX = 200
 DESCRIPTION_MAX = 1000
+# Accounts: an email as long as RFC 5321 allows; a password that is only ever hashed.
+EMAIL_MAX = 320
+PASSWORD_MIN, PASSWORD_MAX = 8, 128
 # An Idempotency-Key header: as long as the column that keeps it.
 IDEMPOTENCY_KEY_MAX = 200
 

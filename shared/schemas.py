@@ -17,7 +17,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from shared.rules import DESCRIPTION_MAX, TITLE_MAX
+from shared.rules import DESCRIPTION_MAX, PASSWORD_MAX, PASSWORD_MIN, TITLE_MAX
 
 
 def storable(value: str) -> str:
@@ -55,7 +55,7 @@ class Strict(BaseModel):
 class UserCreate(Strict):
     email: EmailStr
     # Any characters: the password is only ever hashed, never stored or compared as text.
-    password: Annotated[str, StringConstraints(min_length=8, max_length=128)]
+    password: Annotated[str, StringConstraints(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX)]
 
 
 class UserOut(BaseModel):

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from shared.api import ADMIN_ACTOR_HEADER
+from shared.api import ADMIN_ACTOR_HEADER, ADMIN_CACHE_PATH, ADMIN_FLUSH_PATH, ADMIN_TTL_PATH
 from shared.rules import READ_TOOLS
 from shared.settings import Settings
 from taskgate.devenv import dev_env_path, read_dev_env
@@ -50,11 +50,11 @@ def admin_target(url: str | None) -> AdminTarget | None:
 
 def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
     if args.action == "show":
-        return "GET", "/admin/cache", None
+        return "GET", ADMIN_CACHE_PATH, None
     if args.action == "flush":
-        return "POST", "/admin/cache/flush", None
+        return "POST", ADMIN_FLUSH_PATH, None
     ttl = None if args.unset else args.seconds
-    return "PUT", "/admin/cache/ttl", {"ttl": ttl, "tool": args.tool, "flush": args.flush}
+    return "PUT", ADMIN_TTL_PATH, {"ttl": ttl, "tool": args.tool, "flush": args.flush}
 
 
 def run_cache_command(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from backend.errors import RETRY_AFTER_SECONDS, envelope_response
 from backend.openapi import error_responses
+from shared.api import WAL_POSITION_PATH
 from shared.errors import ErrorCode
 
 router = APIRouter(tags=["health"])
@@ -54,7 +55,7 @@ async def readyz(request: Request) -> Ready | JSONResponse:
     return Ready()
 
 
-@router.get("/wal-position", response_model=WalPosition, responses=error_responses(500, 503))
+@router.get(WAL_POSITION_PATH, response_model=WalPosition, responses=error_responses(500, 503))
 async def wal_position(request: Request) -> WalPosition | JSONResponse:
     """The primary's current WAL position. A gateway whose shared write marks were lost (Redis
     restarted, or evicted them) makes every read wait for it, so no acknowledged write is missed.
