@@ -19,6 +19,7 @@ from backend.oauth.server import install_oauth
 from backend.request_log import RequestLog
 from backend.routes import auth, health, tasks, users
 from backend.security import PasswordHashing
+from shared.api import API_PREFIX
 from shared.settings import Settings
 
 
@@ -49,7 +50,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(RequestLog)  # outermost: logs the status the client gets
     app.add_route("/metrics", metrics.scrape, include_in_schema=False)
     for router in (users.router, auth.router, tasks.router):
-        app.include_router(router, prefix="/api/v1")
+        app.include_router(router, prefix=API_PREFIX)
     app.include_router(health.router)
     install_oauth(app, settings)  # the OAuth 2.1 authorization server for MCP clients
     return app

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from backend.login_limits import LoginLimits
 from backend.security import PasswordHashing
 from backend.sessions import CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE, csrf_token_matches
+from shared.api import LOGIN_PATH
 from shared.errors import ErrorCode, TaskgateError
 from shared.models import User
 from shared.settings import Settings
@@ -21,12 +22,12 @@ from shared.tokens import verify_token
 # Both are declared so the OpenAPI schema lists them as alternatives; the header wins.
 bearer_scheme = HTTPBearer(
     bearerFormat="JWT",
-    description="The access_token from POST /api/v1/auth/token.",
+    description=f"The access_token from POST {LOGIN_PATH}.",
     auto_error=False,
 )
 cookie_scheme = APIKeyCookie(
     name=SESSION_COOKIE,
-    description=f"Set by POST /api/v1/auth/token. Writes also need the {CSRF_HEADER} header.",
+    description=f"Set by POST {LOGIN_PATH}. Writes also need the {CSRF_HEADER} header.",
     auto_error=False,
 )
 
@@ -99,7 +100,7 @@ async def get_current_user(
         raise TaskgateError(
             ErrorCode.UNAUTHORIZED,
             "token was issued for another audience; the REST API takes backend tokens "
-            "from POST /api/v1/auth/token without `resource`",
+            f"from POST {LOGIN_PATH} without `resource`",
         ) from None
     except jwt.InvalidTokenError:
         raise TaskgateError(ErrorCode.UNAUTHORIZED, "token is not valid") from None

@@ -14,22 +14,15 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from shared.errors import ErrorCode, ErrorEnvelope, TaskgateError
+from shared.errors import (
+    ErrorCode,
+    ErrorEnvelope,
+    TaskgateError,
+    error_code_for_status,
+    validation_error,
+)
 
 log = logging.getLogger(__name__)
-
-_STATUS_CODES: dict[int, ErrorCode] = {
-    400: ErrorCode.BAD_REQUEST,
-    401: ErrorCode.UNAUTHORIZED,
-    403: ErrorCode.FORBIDDEN,
-    404: ErrorCode.NOT_FOUND,
-    405: ErrorCode.BAD_REQUEST,
-    409: ErrorCode.CONFLICT,
-    413: ErrorCode.BAD_REQUEST,
-    415: ErrorCode.BAD_REQUEST,
-    422: ErrorCode.VALIDATION_ERROR,
-    429: ErrorCode.RATE_LIMITED,
-}
 
 # SQLSTATEs that mean "the database cannot serve right now", not "this request is wrong":
 # connection failures (08), shutdown and statement timeout (57), out of resources (53),
@@ -48,26 +41,6 @@ def envelope_response(
 ) -> JSONResponse:
     body = ErrorEnvelope(error_code=code, message=message, details=details or {})
     return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
-
-
-def _field(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(p) for p in loc[1:] if isinstance(p, int | str)) if loc else ""
-
-
-def _validation_details(exc: RequestValidationError) -> dict[str, Any]:
-    errors = []
-    for err in exc.errors()[:20]:
-        loc = tuple(err.get("loc", ()))
-        # Field, rule and message only: the rejected input is the caller's data, not echoed back.
-        errors.append(
-            {
-                "location": str(loc[0]) if loc else "body",
-                "field": _field(loc),
-                "type": err.get("type"),
-                "message": err.get("msg"),
-            }
-        )
-    return {"errors": errors}
 
 
 def _is_malformed_json(exc: RequestValidationError) -> bool:
@@ -127,16 +100,12 @@ def install_error_handlers(app: FastAPI) -> None:
             return envelope_response(
                 415, ErrorCode.BAD_REQUEST, "send the body as JSON (Content-Type: application/json)"
             )
-        return envelope_response(
-            422, ErrorCode.VALIDATION_ERROR, "request is not valid", _validation_details(exc)
-        )
+        error = validation_error(exc.errors(), "request is not valid", located=True)
+        return envelope_response(error.http_status, error.code, error.message, error.details)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = _STATUS_CODES.get(
-            exc.status_code,
-            ErrorCode.SERVER_ERROR if exc.status_code >= 500 else ErrorCode.BAD_REQUEST,
-        )
+        code = error_code_for_status(exc.status_code)
         message = str(exc.detail)
         headers = exc.headers
         if exc.status_code == 404 and message == "Not Found":

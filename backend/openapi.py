@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.api import LSN_HEADER as LSN_HEADER  # re-exported: the tests import it from here
 from shared.errors import ErrorEnvelope
-
-LSN_HEADER = "X-Commit-LSN"
 
 _ERRORS: dict[int, str] = {
     400: "Malformed request, e.g. a body that is not JSON (`bad_request`).",

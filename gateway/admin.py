@@ -12,7 +12,7 @@ import dataclasses
 import hmac
 import logging
 import re
-from typing import Any, Literal
+from typing import Any
 
 from mcp.server.mcpserver import MCPServer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -21,17 +21,16 @@ from starlette.responses import JSONResponse, Response
 
 from gateway.runtime import Runtime, RuntimeRef
 from readmodel.ttl import TtlChange, TtlStore, changed, replace_policy
-from shared.errors import ErrorCode, TaskgateError
-from shared.settings import READ_TOOLS, Settings
+from shared.api import ADMIN_ACTOR_HEADER, ADMIN_CACHE_PATH, ADMIN_FLUSH_PATH, ADMIN_TTL_PATH
+from shared.errors import ErrorCode, TaskgateError, validation_error
+from shared.rules import READ_TOOLS, ReadTool
+from shared.settings import Settings
 
 log = logging.getLogger("gateway.admin")
 
-ACTOR_HEADER = "X-Admin-Actor"
 _ACTOR = re.compile(r"^[\w.@:-]{1,64}$")
 _MAX_BODY_BYTES = 4096
 MAX_TTL_SECONDS = 7 * 86_400
-
-ReadTool = Literal["list_tasks", "get_task", "get_user_stats"]
 
 
 class TtlUpdate(BaseModel):
@@ -50,16 +49,8 @@ def _error(error: TaskgateError, headers: dict[str, str] | None = None) -> JSONR
     )
 
 
-def _validation_error(exc: ValidationError) -> TaskgateError:
-    errors = [
-        {"field": ".".join(str(p) for p in err["loc"]), "type": err["type"], "message": err["msg"]}
-        for err in exc.errors(include_input=False)[:20]
-    ]
-    return TaskgateError(ErrorCode.VALIDATION_ERROR, "the request is not valid", {"errors": errors})
-
-
 def _actor(request: Request) -> str:
-    claimed = request.headers.get(ACTOR_HEADER, "")
+    claimed = request.headers.get(ADMIN_ACTOR_HEADER, "")
     name = claimed if _ACTOR.match(claimed) else "unnamed"
     host = request.client.host if request.client else "unknown"
     return f"{name}@{host}"
@@ -135,7 +126,7 @@ class AdminApi:
                     f"{request.method} is not allowed here",
                     {"allowed": sorted(m for p, m in _ROUTES if p == request.url.path)},
                 )
-            if request.url.path.endswith("/ttl"):
+            if request.url.path == ADMIN_TTL_PATH:
                 update = TtlUpdate.model_validate_json(await _body(request))
                 if update.tool is None and update.ttl is None:
                     raise TaskgateError(
@@ -145,13 +136,15 @@ class AdminApi:
                     )
                 change = await self.set_ttl(rt, update, _actor(request))
                 body = {**dataclasses.asdict(change), **self.show(rt)}
-            elif request.url.path.endswith("/flush"):
+            elif request.url.path == ADMIN_FLUSH_PATH:
                 await self.flush(rt, _actor(request))
                 body = {"flushed": True}
             else:
                 body = self.show(rt)
         except ValidationError as exc:
-            return _error(_validation_error(exc))
+            return _error(
+                validation_error(exc.errors(include_input=False), "the request is not valid")
+            )
         except TaskgateError as exc:
             headers = {"WWW-Authenticate": "Bearer"} if exc.code is ErrorCode.UNAUTHORIZED else None
             return _error(exc, headers)
@@ -182,9 +175,9 @@ async def _body(request: Request) -> bytes:
 
 
 _ROUTES = {
-    ("/admin/cache", "GET"),
-    ("/admin/cache/ttl", "PUT"),
-    ("/admin/cache/flush", "POST"),
+    (ADMIN_CACHE_PATH, "GET"),
+    (ADMIN_TTL_PATH, "PUT"),
+    (ADMIN_FLUSH_PATH, "POST"),
 }
 # Every method reaches the handler, so a wrong one also gets the envelope, not a bare 405.
 _METHODS = ["GET", "PUT", "POST", "PATCH", "DELETE"]

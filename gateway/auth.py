@@ -16,6 +16,7 @@ import jwt
 from mcp.server.auth.provider import AccessToken
 
 from gateway.request_id import HEADER as REQUEST_ID_HEADER
+from shared.api import LOGIN_PATH
 from shared.settings import Settings
 from shared.tokens import (
     ACCESS_TOKEN_TYPE,
@@ -25,7 +26,6 @@ from shared.tokens import (
     verify_gateway_token,
 )
 
-LOGIN_PATH = "/api/v1/auth/token"
 TOKEN_PATH = "/token"
 # Backend tokens kept per agent token, each until shortly before it expires: a few hundred
 # bytes each, so about 4 MB at the bound.

@@ -14,14 +14,11 @@ from gateway.auth import ExchangeRefused, LoginAuth, LoginRefused
 from gateway.request_id import HEADER as REQUEST_ID_HEADER
 from gateway.request_id import current_request_id
 from readmodel.consistency import parse_lsn
-from shared.errors import ErrorCode, ErrorEnvelope, TaskgateError
+from shared.api import API_PREFIX, IDEMPOTENCY_HEADER, LSN_HEADER, WAL_POSITION_PATH
+from shared.errors import ErrorCode, ErrorEnvelope, TaskgateError, error_code_for_status
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
-
-API = "/api/v1"
-LSN_HEADER = "X-Commit-LSN"
-IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 # The request may have reached the backend: only a call with an Idempotency-Key is sent again.
 _MAYBE_SENT = (httpx.ReadTimeout, httpx.WriteTimeout, httpx.ReadError, httpx.WriteError,
@@ -67,14 +64,9 @@ def error_from_response(response: httpx.Response) -> TaskgateError:
         return TaskgateError(
             ErrorCode.SERVER_ERROR, "the backend failed to handle the request", {"status": status}
         )
-    code = {
-        403: ErrorCode.FORBIDDEN,
-        404: ErrorCode.NOT_FOUND,
-        409: ErrorCode.CONFLICT,
-        422: ErrorCode.VALIDATION_ERROR,
-        429: ErrorCode.RATE_LIMITED,
-    }.get(status, ErrorCode.BAD_REQUEST)
-    return TaskgateError(code, f"the backend answered {status}", {"status": status})
+    return TaskgateError(
+        error_code_for_status(status), f"the backend answered {status}", {"status": status}
+    )
 
 
 def _unavailable(exc: httpx.TransportError) -> TaskgateError:
@@ -147,7 +139,7 @@ class BackendClient:
         for attempt in range(1, attempts + 1):
             try:
                 response = await self.http.request(
-                    method, API + path, json=json, headers=headers, auth=auth
+                    method, API_PREFIX + path, json=json, headers=headers, auth=auth
                 )
             except LoginRefused as exc:
                 raise _login_error(exc) from None
@@ -171,7 +163,7 @@ class BackendClient:
     async def wal_position(self) -> int:
         """The primary's current WAL position, as a byte position (raises on any failure)."""
         headers = {REQUEST_ID_HEADER: current_request_id()}
-        response = await self.http.get("/wal-position", headers=headers)
+        response = await self.http.get(WAL_POSITION_PATH, headers=headers)
         response.raise_for_status()
         return parse_lsn(str(response.json()["lsn"]))
 

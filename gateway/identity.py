@@ -19,6 +19,7 @@ from pydantic import Field
 from gateway.auth import BearerAuth, ExchangeAuth, LoginAuth, TokenExchanger
 from gateway.backend_client import BackendClient
 from shared.errors import ErrorCode, TaskgateError
+from shared.rules import UserId
 from shared.settings import Settings
 from shared.tokens import issue_token, verify_gateway_token, verify_token
 
@@ -30,12 +31,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 UserIdArg = Annotated[
-    int,
-    Field(
-        ge=1,
-        le=2**63 - 1,
-        description="The id of the user you act for (trusted mode: the gateway believes it).",
-    ),
+    UserId,
+    Field(description="The id of the user you act for (trusted mode: the gateway believes it)."),
 ]
 
 _trusted_user: ContextVar[int | None] = ContextVar("taskgate_trusted_user", default=None)

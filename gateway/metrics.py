@@ -25,7 +25,7 @@ from gateway.runtime import RuntimeRef
 from readmodel.cache import BoundedMemoryCache
 from shared.errors import ErrorCode
 from shared.logs import REQUEST_ID_HEADER, current_request_id, request_id_from, request_scope
-from shared.settings import READ_TOOLS
+from shared.rules import READ_TOOLS
 
 log = logging.getLogger("gateway.calls")
 

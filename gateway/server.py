@@ -29,7 +29,7 @@ from gateway.runtime import RuntimeRef
 from gateway.tools.bench import register_bench_tools
 from gateway.tools.read import register_read_tools
 from gateway.tools.write import register_write_tools
-from shared.errors import ErrorCode, TaskgateError
+from shared.errors import MAX_LISTED_ERRORS, ErrorCode, TaskgateError, validation_error
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -45,18 +45,6 @@ INSTRUCTIONS = (
 def error_result(error: TaskgateError) -> CallToolResult:
     envelope = error.envelope().model_dump_json()
     return CallToolResult(content=[TextContent(type="text", text=envelope)], is_error=True)
-
-
-def _validation_error(exc: ValidationError) -> TaskgateError:
-    errors = [
-        {
-            "field": ".".join(str(p) for p in err["loc"]),
-            "type": err["type"],
-            "message": err["msg"],
-        }
-        for err in exc.errors(include_input=False)[:20]
-    ]
-    return TaskgateError(ErrorCode.VALIDATION_ERROR, "arguments are not valid", {"errors": errors})
 
 
 def _headers_of(context: Context[Any, Any] | None) -> Mapping[str, str] | None:
@@ -77,7 +65,12 @@ def _refuse_unknown_arguments(tool: Tool | None, arguments: dict[str, Any]) -> N
         raise TaskgateError(
             ErrorCode.VALIDATION_ERROR,
             f"unknown arguments: {', '.join(unknown)[:200]}",
-            {"errors": [{"field": f[:100], "type": "extra_forbidden"} for f in unknown[:20]]},
+            {
+                "errors": [
+                    {"field": f[:100], "type": "extra_forbidden"}
+                    for f in unknown[:MAX_LISTED_ERRORS]
+                ]
+            },
         )
 
 
@@ -126,7 +119,9 @@ class TaskgateMCP(MCPServer[Any]):
             if isinstance(cause, TaskgateError):
                 return error_result(cause)
             if isinstance(cause, ValidationError):
-                return error_result(_validation_error(cause))
+                return error_result(
+                    validation_error(cause.errors(include_input=False), "arguments are not valid")
+                )
             if cause is None and str(exc).startswith("Unknown tool"):
                 return error_result(
                     TaskgateError(

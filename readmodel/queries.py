@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from shared.cursor import Keyset
 from shared.models import Task
 from shared.paging import newest_first
-from shared.schemas import Status
+from shared.rules import Status
 
 _COLUMNS = (
     Task.id,

@@ -28,14 +28,11 @@ from readmodel.marks import Marks, MarksUnknown, ReadMark
 from readmodel.replicas import Replica, ReplicaBehind, ReplicaSet, checked_read
 from shared.cursor import Keyset, decode_cursor, encode_cursor
 from shared.errors import ErrorCode, TaskgateError
-from shared.schemas import Status
+from shared.rules import LIMIT_MAX, LIMIT_MIN, MAX_ID, STATUSES, Status
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-STATUSES = ("all", "pending", "completed")
-LIMIT_MIN, LIMIT_MAX = 1, 200
-MAX_ID = 2**63 - 1
 # What a read or a dead connection raises: each becomes replica_unavailable, never a 500.
 # Not PoolTimeout: a read that found no free connection in time met an overloaded gateway, not
 # a failing replica; _cached answers it as rate_limited.
@@ -119,7 +116,7 @@ class TaskReader:
         if status not in STATUSES:
             raise TaskgateError(
                 ErrorCode.VALIDATION_ERROR,
-                "status must be 'all', 'pending' or 'completed'",
+                f"status must be {', '.join(map(repr, STATUSES[:-1]))} or {STATUSES[-1]!r}",
                 {"field": "status"},
             )
         if not LIMIT_MIN <= limit <= LIMIT_MAX:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from shared.errors import ErrorCode, TaskgateError
+from shared.rules import CURSOR_MAX
 
 _TAG_BYTES = 12
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -39,7 +40,7 @@ def decode_cursor(secret: bytes, status: str, cursor: str) -> Keyset:
         "cursor is not valid: pass the next_cursor of a previous page with the same status",
         {"field": "cursor"},
     )
-    if len(cursor) > 200:
+    if len(cursor) > CURSOR_MAX:
         raise invalid
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))

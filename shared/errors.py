@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -35,6 +36,27 @@ HTTP_STATUS: dict[ErrorCode, int] = {
 }
 
 
+# HTTP statuses whose error code is not the inverse of HTTP_STATUS: each is a malformed request.
+_BAD_REQUEST_STATUSES = (405, 413, 415)
+_CODE_FOR_STATUS: dict[int, ErrorCode] = {
+    **{
+        status: code
+        for code, status in HTTP_STATUS.items()
+        if 400 <= status < 500  # 5xx codes are told apart by the server, not by the status
+    },
+    **dict.fromkeys(_BAD_REQUEST_STATUSES, ErrorCode.BAD_REQUEST),
+}
+# At most this many field errors are listed in one validation_error.
+MAX_LISTED_ERRORS = 20
+
+
+def error_code_for_status(status: int) -> ErrorCode:
+    """The error code of an HTTP error status that came without an envelope."""
+    if status >= 500:
+        return ErrorCode.SERVER_ERROR
+    return _CODE_FOR_STATUS.get(status, ErrorCode.BAD_REQUEST)
+
+
 class ErrorEnvelope(BaseModel):
     status: Literal["error"] = "error"
     error_code: ErrorCode
@@ -63,3 +85,22 @@ class TaskgateError(Exception):
     @classmethod
     def from_envelope(cls, envelope: ErrorEnvelope) -> TaskgateError:
         return cls(envelope.error_code, envelope.message, envelope.details)
+
+
+def validation_error(
+    errors: Iterable[Mapping[str, Any]], message: str, *, located: bool = False
+) -> TaskgateError:
+    """A validation_error listing pydantic's errors by field, rule and message.
+
+    The rejected input is the caller's data and is never echoed back. `located`: the first item
+    of each error's `loc` is where the field was (FastAPI's `body`, `query`, `path`, ...), given
+    as `location`, and the field is named by the rest.
+    """
+    listed = []
+    for err in list(errors)[:MAX_LISTED_ERRORS]:
+        loc = tuple(err.get("loc", ()))
+        path = loc[1:] if located else loc
+        field = ".".join(str(p) for p in path if isinstance(p, int | str))
+        item = {"location": str(loc[0]) if loc else "body"} if located else {}
+        listed.append({**item, "field": field, "type": err.get("type"), "message": err.get("msg")})
+    return TaskgateError(ErrorCode.VALIDATION_ERROR, message, {"errors": listed})

@@ -13,7 +13,7 @@ from sqlalchemy import Select, tuple_
 
 from shared.cursor import Keyset
 from shared.models import Task
-from shared.schemas import Status
+from shared.rules import Status
 
 S = TypeVar("S", bound=Select[*tuple[Any, ...]])
 

@@ -17,8 +17,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-TITLE_MAX = 200
-DESCRIPTION_MAX = 1000
+from shared.rules import DESCRIPTION_MAX, PASSWORD_MAX, PASSWORD_MIN, TITLE_MAX
 
 
 def storable(value: str) -> str:
@@ -47,7 +46,6 @@ Description = Annotated[
     StringConstraints(strip_whitespace=True, max_length=DESCRIPTION_MAX),
     AfterValidator(storable),
 ]
-Status = Literal["all", "pending", "completed"]
 
 
 class Strict(BaseModel):
@@ -57,7 +55,7 @@ class Strict(BaseModel):
 class UserCreate(Strict):
     email: EmailStr
     # Any characters: the password is only ever hashed, never stored or compared as text.
-    password: Annotated[str, StringConstraints(min_length=8, max_length=128)]
+    password: Annotated[str, StringConstraints(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX)]
 
 
 class UserOut(BaseModel):

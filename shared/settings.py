@@ -8,7 +8,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-READ_TOOLS = ("list_tasks", "get_task", "get_user_stats")
+from shared.rules import READ_TOOLS
+
 # The memory bound: the in-process cache's byte budget, and the largest entry any cache keeps.
 CACHE_MAX_BYTES_DEFAULT = 64 * 2**20
 CACHE_MAX_ENTRY_BYTES_DEFAULT = 512 * 2**10
@@ -176,9 +177,6 @@ class Settings(BaseSettings):
             # Else the read's own bound fires first, and an overload reads as a dead replica.
             raise ValueError("READ_POOL_TIMEOUT must be below REPLICA_TIMEOUT")
         return self
-
-    def ttl_for(self, tool: str) -> float:
-        return self.cache_ttl_overrides.get(tool, self.cache_ttl)
 
     def require_production_secrets(self) -> None:
         """Refuse a missing, placeholder or short JWT_SECRET or ADMIN_TOKEN.

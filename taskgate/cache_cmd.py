@@ -17,7 +17,9 @@ from typing import Any
 
 import httpx
 
-from shared.settings import READ_TOOLS, Settings
+from shared.api import ADMIN_ACTOR_HEADER, ADMIN_CACHE_PATH, ADMIN_FLUSH_PATH, ADMIN_TTL_PATH
+from shared.rules import READ_TOOLS
+from shared.settings import Settings
 from taskgate.devenv import dev_env_path, read_dev_env
 
 
@@ -48,11 +50,11 @@ def admin_target(url: str | None) -> AdminTarget | None:
 
 def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
     if args.action == "show":
-        return "GET", "/admin/cache", None
+        return "GET", ADMIN_CACHE_PATH, None
     if args.action == "flush":
-        return "POST", "/admin/cache/flush", None
+        return "POST", ADMIN_FLUSH_PATH, None
     ttl = None if args.unset else args.seconds
-    return "PUT", "/admin/cache/ttl", {"ttl": ttl, "tool": args.tool, "flush": args.flush}
+    return "PUT", ADMIN_TTL_PATH, {"ttl": ttl, "tool": args.tool, "flush": args.flush}
 
 
 def run_cache_command(args: argparse.Namespace) -> int:
@@ -65,7 +67,7 @@ def run_cache_command(args: argparse.Namespace) -> int:
         )
         return 2
     method, path, body = _request(args)
-    headers = {"Authorization": f"Bearer {target.token}", "X-Admin-Actor": args.actor}
+    headers = {"Authorization": f"Bearer {target.token}", ADMIN_ACTOR_HEADER: args.actor}
     url = target.url.rstrip("/")
     try:
         reply = httpx.request(method, url + path, json=body, headers=headers, timeout=10)

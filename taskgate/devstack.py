@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 
+from shared.api import API_PREFIX, LOGIN_PATH
 from shared.migrate import upgrade_to_head
 from taskgate.pgpair import PgPair, free_port
 from taskgate.redis_server import RedisServer
@@ -214,8 +215,8 @@ def demo_token(backend_url: str, password: str, resource: str | None = None) -> 
     if resource:
         form["resource"] = resource  # RFC 8707: a token for this gateway, where supported
     with httpx.Client(base_url=backend_url, timeout=10) as http:
-        http.post("/api/v1/users", json={"email": DEMO_EMAIL, "password": password})
-        reply = http.post("/api/v1/auth/token", data=form)
+        http.post(f"{API_PREFIX}/users", json={"email": DEMO_EMAIL, "password": password})
+        reply = http.post(LOGIN_PATH, data=form)
         reply.raise_for_status()
         token: str = reply.json()["access_token"]
         return token

@@ -25,6 +25,7 @@ from backend.login_limits import client_address
 from backend.oauth.provider import LOGIN_PATH, PendingAuthorization, TaskgateOAuthProvider
 from backend.services import users
 from shared.errors import ErrorCode, TaskgateError
+from shared.rules import EMAIL_MAX, PASSWORD_MAX, PASSWORD_MIN
 from shared.schemas import UserCreate
 from shared.settings import Settings
 
@@ -44,8 +45,8 @@ router = APIRouter(include_in_schema=False)
 RequestArg = Annotated[str, Query(alias="request", min_length=1, max_length=8192)]
 RequestField = Annotated[str, Form(alias="request", min_length=1, max_length=8192)]
 CsrfField = Annotated[str, Form(min_length=1, max_length=128)]
-EmailField = Annotated[str, Form(min_length=1, max_length=320)]
-PasswordField = Annotated[str, Form(min_length=1, max_length=128)]
+EmailField = Annotated[str, Form(min_length=1, max_length=EMAIL_MAX)]
+PasswordField = Annotated[str, Form(min_length=1, max_length=PASSWORD_MAX)]
 
 
 def _provider(request: Request) -> TaskgateOAuthProvider:
@@ -208,7 +209,9 @@ async def sign_up(
     try:
         data = UserCreate(email=email, password=password)
     except ValidationError:
-        message = "enter a valid email and a password of 8 to 128 characters"
+        message = (
+            f"enter a valid email and a password of {PASSWORD_MIN} to {PASSWORD_MAX} characters"
+        )
         return _signup_page(request, settings, signed, message, 422)
     try:
         await users.create_user(session, hashing, data)

@@ -10,6 +10,7 @@ from backend.openapi import COMMON_ERRORS, error_responses
 from backend.services import users
 from backend.sessions import CSRF_COOKIE, SESSION_COOKIE, clear_session_cookies, set_session_cookies
 from shared.errors import ErrorCode, TaskgateError
+from shared.rules import EMAIL_MAX, PASSWORD_MAX
 from shared.schemas import TokenOut
 from shared.tokens import issue_token
 
@@ -34,8 +35,8 @@ router = APIRouter(prefix="/auth", tags=["auth"], responses=error_responses(*COM
     },
 )
 async def login(
-    username: Annotated[str, Form(min_length=1, max_length=320, description="The email.")],
-    password: Annotated[str, Form(min_length=1, max_length=128)],
+    username: Annotated[str, Form(min_length=1, max_length=EMAIL_MAX, description="The email.")],
+    password: Annotated[str, Form(min_length=1, max_length=PASSWORD_MAX)],
     resource: Annotated[
         str | None,
         Form(

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from backend.errors import RETRY_AFTER_SECONDS, envelope_response
 from backend.openapi import error_responses
+from shared.api import WAL_POSITION_PATH
 from shared.errors import ErrorCode
 
 router = APIRouter(tags=["health"])
@@ -34,16 +35,15 @@ async def healthz() -> Alive:
     return Alive()
 
 
-@router.get("/readyz", response_model=Ready, responses=error_responses(500, 503))
-async def readyz(request: Request) -> Ready | JSONResponse:
-    """The primary can be reached."""
+async def _on_primary(request: Request, sql: str, what: str) -> Any | JSONResponse:
+    """`sql`'s scalar on the primary, or the 503 envelope when the primary cannot answer."""
     settings = request.app.state.settings
     try:
         async with asyncio.timeout(settings.db_connect_timeout + settings.db_pool_timeout):
             async with request.app.state.engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-    except Exception as exc:  # any failure means not ready; only its class goes to the log
-        request.app.state.log.warning("readiness check failed: %s", type(exc).__name__)
+                return await conn.scalar(text(sql))
+    except Exception as exc:  # only its class goes to the log
+        request.app.state.log.warning("%s failed: %s", what, type(exc).__name__)
         return envelope_response(
             503,
             ErrorCode.BACKEND_UNAVAILABLE,
@@ -51,26 +51,19 @@ async def readyz(request: Request) -> Ready | JSONResponse:
             {"primary": "down"},
             headers={"Retry-After": RETRY_AFTER_SECONDS},
         )
-    return Ready()
 
 
-@router.get("/wal-position", response_model=WalPosition, responses=error_responses(500, 503))
+@router.get("/readyz", response_model=Ready, responses=error_responses(500, 503))
+async def readyz(request: Request) -> Ready | JSONResponse:
+    """The primary can be reached."""
+    answer = await _on_primary(request, "SELECT 1", "readiness check")
+    return answer if isinstance(answer, JSONResponse) else Ready()
+
+
+@router.get(WAL_POSITION_PATH, response_model=WalPosition, responses=error_responses(500, 503))
 async def wal_position(request: Request) -> WalPosition | JSONResponse:
     """The primary's current WAL position. A gateway whose shared write marks were lost (Redis
     restarted, or evicted them) makes every read wait for it, so no acknowledged write is missed.
     """
-    settings = request.app.state.settings
-    try:
-        async with asyncio.timeout(settings.db_connect_timeout + settings.db_pool_timeout):
-            async with request.app.state.engine.connect() as conn:
-                lsn = await conn.scalar(text("SELECT pg_current_wal_lsn()::text"))
-    except Exception as exc:  # only its class goes to the log
-        request.app.state.log.warning("WAL position unavailable: %s", type(exc).__name__)
-        return envelope_response(
-            503,
-            ErrorCode.BACKEND_UNAVAILABLE,
-            "the primary database cannot be reached",
-            {"primary": "down"},
-            headers={"Retry-After": RETRY_AFTER_SECONDS},
-        )
-    return WalPosition(lsn=str(lsn))
+    answer = await _on_primary(request, "SELECT pg_current_wal_lsn()::text", "WAL position")
+    return answer if isinstance(answer, JSONResponse) else WalPosition(lsn=str(answer))

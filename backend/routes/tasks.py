@@ -5,17 +5,12 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path, Query, Response, status
 
 from backend.deps import CurrentUser, SessionDep, SettingsDep
-from backend.openapi import (
-    AUTH_ERRORS,
-    COMMON_ERRORS,
-    LSN_HEADER,
-    LSN_HEADER_DOC,
-    error_responses,
-    written,
-)
+from backend.openapi import AUTH_ERRORS, COMMON_ERRORS, LSN_HEADER_DOC, error_responses, written
 from backend.services import tasks
+from shared.api import IDEMPOTENCY_HEADER, LSN_HEADER, REPLAYED_HEADER
 from shared.cursor import Keyset, decode_cursor, encode_cursor
-from shared.schemas import Status, TaskCreate, TaskOut, TaskPage, TaskUpdate
+from shared.rules import CURSOR_MAX, IDEMPOTENCY_KEY_MAX, LIMIT_DEFAULT, PageLimit, Status, TaskId
+from shared.schemas import TaskCreate, TaskOut, TaskPage, TaskUpdate
 
 router = APIRouter(
     prefix="/tasks", tags=["tasks"], responses=error_responses(*COMMON_ERRORS, *AUTH_ERRORS)
@@ -24,15 +19,14 @@ router = APIRouter(
 IdempotencyKeyHeader = Annotated[
     str | None,
     Header(
-        alias="Idempotency-Key",
+        alias=IDEMPOTENCY_HEADER,
         min_length=1,
-        max_length=200,
+        max_length=IDEMPOTENCY_KEY_MAX,
         pattern=r"^[\x21-\x7E]+$",  # visible ASCII, as in a UUID or any client-made token
         description="Retries with the same key and body return the first call's task.",
     ),
 ]
-# Ids are PostgreSQL bigints; anything outside cannot name a task.
-TaskId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+TaskIdPath = Annotated[TaskId, Path()]
 
 
 @router.post(
@@ -47,7 +41,7 @@ TaskId = Annotated[int, Path(ge=1, le=2**63 - 1)]
             "that task, as it is now.",
             "headers": {
                 **LSN_HEADER_DOC,
-                "Idempotent-Replayed": {
+                REPLAYED_HEADER: {
                     "description": "`true`: no task was created by this call.",
                     "schema": {"type": "string", "enum": ["true"]},
                 },
@@ -68,7 +62,7 @@ async def create_task(
     response.headers[LSN_HEADER] = written_task.commit_lsn
     if replayed:
         response.status_code = status.HTTP_200_OK
-        response.headers["Idempotent-Replayed"] = "true"
+        response.headers[REPLAYED_HEADER] = "true"
     return TaskOut.model_validate(written_task.task)
 
 
@@ -78,8 +72,8 @@ async def list_tasks(
     session: SessionDep,
     settings: SettingsDep,
     status_filter: Annotated[Status, Query(alias="status")] = "all",
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[PageLimit, Query()] = LIMIT_DEFAULT,
+    cursor: Annotated[str | None, Query(max_length=CURSOR_MAX)] = None,
 ) -> TaskPage:
     """The caller's tasks, newest first. Pass `next_cursor` back as `cursor` for the next page."""
     secret = settings.jwt_secret.get_secret_value().encode()
@@ -93,7 +87,7 @@ async def list_tasks(
 
 
 @router.get("/{task_id}", response_model=TaskOut, responses=error_responses(404))
-async def get_task(task_id: TaskId, user: CurrentUser, session: SessionDep) -> TaskOut:
+async def get_task(task_id: TaskIdPath, user: CurrentUser, session: SessionDep) -> TaskOut:
     """One of the caller's tasks. Another user's task answers 404, like a missing one."""
     return TaskOut.model_validate(await tasks.get_task(session, user.id, task_id))
 
@@ -104,7 +98,11 @@ async def get_task(task_id: TaskId, user: CurrentUser, session: SessionDep) -> T
     responses={200: written("The updated task."), **error_responses(404)},
 )
 async def update_task(
-    task_id: TaskId, data: TaskUpdate, user: CurrentUser, session: SessionDep, response: Response
+    task_id: TaskIdPath,
+    data: TaskUpdate,
+    user: CurrentUser,
+    session: SessionDep,
+    response: Response,
 ) -> TaskOut:
     """Change the fields sent. `description: null` clears it; title and completed cannot be null."""
     written_task = await tasks.update_task(session, user.id, task_id, data)
@@ -118,7 +116,7 @@ async def update_task(
     responses={200: written("The task, now completed."), **error_responses(404)},
 )
 async def complete_task(
-    task_id: TaskId, user: CurrentUser, session: SessionDep, response: Response
+    task_id: TaskIdPath, user: CurrentUser, session: SessionDep, response: Response
 ) -> TaskOut:
     """Mark the task completed. Completing a completed task is not an error."""
     written_task = await tasks.complete_task(session, user.id, task_id)
@@ -131,7 +129,7 @@ async def complete_task(
     status_code=status.HTTP_204_NO_CONTENT,
     responses={204: written("The task was deleted."), **error_responses(404)},
 )
-async def delete_task(task_id: TaskId, user: CurrentUser, session: SessionDep) -> Response:
+async def delete_task(task_id: TaskIdPath, user: CurrentUser, session: SessionDep) -> Response:
     """Delete the task."""
     written_task = await tasks.delete_task(session, user.id, task_id)
     return Response(

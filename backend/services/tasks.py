@@ -10,11 +10,13 @@ from sqlalchemy import Select, case, delete, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.api import IDEMPOTENCY_HEADER
 from shared.cursor import Keyset
 from shared.errors import ErrorCode, TaskgateError
 from shared.models import IdempotencyKey, Task
 from shared.paging import newest_first
-from shared.schemas import Status, TaskCreate, TaskUpdate
+from shared.rules import Status
+from shared.schemas import TaskCreate, TaskUpdate
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ async def create_task(
 
 def _key_conflict(message: str, reason: str) -> TaskgateError:
     return TaskgateError(
-        ErrorCode.CONFLICT, message, {"header": "Idempotency-Key", "reason": reason}
+        ErrorCode.CONFLICT, message, {"header": IDEMPOTENCY_HEADER, "reason": reason}
     )
 
 

@@ -10,13 +10,11 @@ from pydantic import Field
 
 from gateway.identity import identified
 from gateway.runtime import RuntimeRef
-from shared.schemas import Status, TaskOut, TaskPage, UserStats
+from gateway.tools.args import TaskIdArg
+from shared.rules import CURSOR_MAX, LIMIT_DEFAULT, LIMIT_MAX, LIMIT_MIN, PageLimit, Status
+from shared.schemas import TaskOut, TaskPage, UserStats
 
 READ_ONLY = ToolAnnotations(readOnlyHint=True, idempotentHint=True, openWorldHint=False)
-
-TaskId = Annotated[
-    int, Field(ge=1, le=2**63 - 1, description="The task's id, as returned by the other tools.")
-]
 
 
 def register_read_tools(server: MCPServer, ref: RuntimeRef) -> None:
@@ -29,13 +27,14 @@ def register_read_tools(server: MCPServer, ref: RuntimeRef) -> None:
             Status, Field(description="Which tasks: 'all' (default), 'pending' or 'completed'.")
         ] = "all",
         limit: Annotated[
-            int, Field(ge=1, le=200, description="How many tasks per page, 1 to 200.")
-        ] = 50,
+            PageLimit,
+            Field(description=f"How many tasks per page, {LIMIT_MIN} to {LIMIT_MAX}."),
+        ] = LIMIT_DEFAULT,
         cursor: Annotated[
             str | None,
             Field(
                 min_length=1,
-                max_length=200,
+                max_length=CURSOR_MAX,
                 description="next_cursor from the previous page; omit for the first page.",
             ),
         ] = None,
@@ -52,7 +51,7 @@ def register_read_tools(server: MCPServer, ref: RuntimeRef) -> None:
 
     @server.tool(annotations=READ_ONLY, structured_output=True)
     @with_identity
-    async def get_task(task_id: TaskId) -> TaskOut:
+    async def get_task(task_id: TaskIdArg) -> TaskOut:
         """Get one of your tasks by id. Answers not_found for an id that is not one of yours."""
         rt = ref.get()
         caller = await rt.identity.caller()

@@ -12,11 +12,10 @@ from pydantic import BaseModel, Field
 from gateway.backend_client import BackendReply
 from gateway.identity import identified
 from gateway.runtime import RuntimeRef
-from shared.schemas import DESCRIPTION_MAX, TITLE_MAX, TaskOut
+from gateway.tools.args import TaskIdArg
+from shared.rules import DESCRIPTION_MAX, TITLE_MAX
+from shared.schemas import TaskOut
 
-TaskId = Annotated[
-    int, Field(ge=1, le=2**63 - 1, description="The task's id, as returned by the other tools.")
-]
 Title = Annotated[
     str,
     Field(
@@ -87,7 +86,7 @@ def register_write_tools(server: MCPServer, ref: RuntimeRef) -> None:
     @server.tool(annotations=UPDATE, structured_output=True)
     @with_identity
     async def update_task(
-        task_id: TaskId,
+        task_id: TaskIdArg,
         title: Annotated[
             Title | None, Field(description="New title; omit to keep the current one.")
         ] = None,
@@ -118,7 +117,7 @@ def register_write_tools(server: MCPServer, ref: RuntimeRef) -> None:
 
     @server.tool(annotations=COMPLETE, structured_output=True)
     @with_identity
-    async def complete_task(task_id: TaskId) -> TaskOut:
+    async def complete_task(task_id: TaskIdArg) -> TaskOut:
         """Mark one of your tasks as completed and return it. Completing it again changes nothing.
 
         Answers not_found for an id that is not one of your tasks.
@@ -128,7 +127,7 @@ def register_write_tools(server: MCPServer, ref: RuntimeRef) -> None:
 
     @server.tool(annotations=DELETE, structured_output=True)
     @with_identity
-    async def delete_task(task_id: TaskId) -> TaskDeleted:
+    async def delete_task(task_id: TaskIdArg) -> TaskDeleted:
         """Delete one of your tasks for good. This cannot be undone.
 
         Answers not_found for an id that is not one of your tasks, or one already deleted.

@@ -1,0 +1,19 @@
+"""HTTP names that more than one taskgate process speaks (backend, gateway, command line)."""
+
+from __future__ import annotations
+
+API_PREFIX = "/api/v1"
+LOGIN_PATH = f"{API_PREFIX}/auth/token"
+# A write's commit position, which the gateway waits for on the replica before the caller reads.
+LSN_HEADER = "X-Commit-LSN"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+# `true` on a create that returned the task of an earlier call with the same Idempotency-Key.
+REPLAYED_HEADER = "Idempotent-Replayed"
+# Who changed the cache settings, named by `taskgate cache` to the gateway's admin API.
+ADMIN_ACTOR_HEADER = "X-Admin-Actor"
+# The primary's current WAL position, which a gateway that lost its write marks waits for.
+WAL_POSITION_PATH = "/wal-position"
+# The gateway's admin API, called by `taskgate cache`.
+ADMIN_CACHE_PATH = "/admin/cache"
+ADMIN_TTL_PATH = f"{ADMIN_CACHE_PATH}/ttl"
+ADMIN_FLUSH_PATH = f"{ADMIN_CACHE_PATH}/flush"
