@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.schemas import DESCRIPTION_MAX, TITLE_MAX
+from shared.rules import DESCRIPTION_MAX, TITLE_MAX
 from tests.support.backend_api import SignedUp
 
 TASKS = "/api/v1/tasks"
