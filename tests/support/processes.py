@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from shared.settings import Settings
-from taskgate.devstack import spawn_component, wait_healthy
+from taskgate.devstack import Component, spawn_component, wait_healthy
 from taskgate.pgpair import free_port
 from tests.support.config import TEST_JWT_SECRET, TEST_MCP_URL
 
@@ -26,10 +26,11 @@ def running_backend(env: dict[str, str], timeout: float = 90.0) -> Iterator[str]
 
 
 @contextmanager
-def running_gateway(
+def gateway_process(
     settings: Settings, backend_url: str, extra_env: dict[str, str] | None = None
-) -> Iterator[str]:
-    """A gateway process on streamable HTTP over the test pair and a backend; yields its MCP URL."""
+) -> Iterator[tuple[Component, str]]:
+    """A gateway process on streamable HTTP over the test pair and a backend: the process and
+    its MCP URL."""
     port = free_port()
     env = {
         "DATABASE_URL": settings.database_url,
@@ -50,6 +51,15 @@ def running_gateway(
     )
     try:
         wait_healthy(gateway, timeout=120)
-        yield f"http://127.0.0.1:{port}/mcp"
+        yield gateway, f"http://127.0.0.1:{port}/mcp"
     finally:
         gateway.stop()
+
+
+@contextmanager
+def running_gateway(
+    settings: Settings, backend_url: str, extra_env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """A gateway process on streamable HTTP over the test pair and a backend; yields its MCP URL."""
+    with gateway_process(settings, backend_url, extra_env) as (_, url):
+        yield url

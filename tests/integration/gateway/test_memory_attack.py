@@ -9,47 +9,18 @@ pages must still be served from the cache.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
 from shared.settings import Settings
-from taskgate.devstack import Component, spawn_component, wait_healthy
-from taskgate.pgpair import PgPair, free_port
+from taskgate.pgpair import PgPair
 from tests.support.agents import Agent, sign_up
-from tests.support.config import TEST_JWT_SECRET
+from tests.support.processes import gateway_process
 from tests.support.raw_agents import call_tool, new_http
 
 RSS_BOUND_MB = 300  # README, "Memory": the bound with default settings
 TASKS = 200
-
-
-@contextmanager
-def gateway_process(
-    settings: Settings, backend_url: str, extra_env: dict[str, str]
-) -> Iterator[tuple[Component, str]]:
-    port = free_port()
-    env = {
-        "DATABASE_URL": settings.database_url,
-        "READ_DATABASE_URL": settings.read_database_url,
-        "FASTAPI_BASE_URL": backend_url,
-        "JWT_SECRET": TEST_JWT_SECRET,
-        "LOG_LEVEL": "WARNING",
-        **extra_env,
-    }
-    gateway = spawn_component(
-        "gateway",
-        ["gateway", "--transport", "http", "--port", str(port)],
-        env,
-        f"http://127.0.0.1:{port}/healthz",
-    )
-    try:
-        wait_healthy(gateway, timeout=120)
-        yield gateway, f"http://127.0.0.1:{port}/mcp"
-    finally:
-        gateway.stop()
 
 
 def memory_mb(pid: int) -> dict[str, float]:
