@@ -22,14 +22,17 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from cachetools import TTLCache
 from starlette.requests import Request
 
 from shared.errors import ErrorCode, TaskgateError
 from shared.settings import Settings
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -116,6 +119,13 @@ class LoginLimits:
         """The password was right: the account starts afresh, the address gets this one back."""
         self._accounts.forget(_account(email))
         self._addresses.take_back(_address(address))
+
+    async def attempt(self, email: str, address: str, log_in: Callable[[], Awaitable[T]]) -> T:
+        """`log_in()` within the limits: counted before, forgiven only when it succeeds."""
+        self.begin(email, address)
+        result = await log_in()
+        self.succeeded(email, address)
+        return result
 
     def tracked(self) -> tuple[int, int]:
         """How many accounts and addresses are tracked (each at most LOGIN_LIMIT_ENTRIES)."""

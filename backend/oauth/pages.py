@@ -163,11 +163,12 @@ async def log_in(
 ) -> Response:
     _check_csrf(request, settings, csrf)
     pending = _pending(request, signed)
-    address = client_address(request)
     try:  # the same per-account and per-address back-off as POST /api/v1/auth/token
-        limits.begin(email, address)
-        user = await users.authenticate(session, hashing, email, password)
-        limits.succeeded(email, address)
+        user = await limits.attempt(
+            email,
+            client_address(request),
+            lambda: users.authenticate(session, hashing, email, password),
+        )
     except TaskgateError as exc:
         page = await _login_page(request, settings, signed, exc.message, exc.http_status)
         retry_after = exc.details.get("retry_after_seconds")

@@ -69,10 +69,11 @@ async def login(
             "resource names no service of this deployment",
             {"field": "resource", "expected": [*settings.gateway_audiences, settings.backend_url]},
         )
-    address = client_address(request)
-    limits.begin(username, address)
-    user = await users.authenticate(session, hashing, username, password)
-    limits.succeeded(username, address)
+    user = await limits.attempt(
+        username,
+        client_address(request),
+        lambda: users.authenticate(session, hashing, username, password),
+    )
     token = issue_token(settings, user.id, audience=audience)
     if audience == settings.jwt_audience:
         set_session_cookies(response, request, settings, token)
