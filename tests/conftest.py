@@ -4,18 +4,16 @@ backend process on them."""
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from shared.migrate import upgrade_to_head
 from shared.settings import Settings
 from taskgate.pgpair import PgPair
+from tests.support.clusters import migrated_cluster
 from tests.support.config import TEST_JWT_SECRET, TEST_MCP_URL
 from tests.support.processes import running_backend
+from tests.support.redis import RedisServer, running_redis
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -33,15 +31,15 @@ def _test_mcp_public_url() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def pg_pair() -> Iterator[PgPair]:
     """One migrated primary + replica for the whole run, on free loopback ports."""
-    root = Path(tempfile.mkdtemp(prefix="taskgate-test-pg-"))
-    pair = PgPair(root)
-    try:
-        pair.start()
-        upgrade_to_head(pair.database_url)
+    with migrated_cluster("taskgate-test-pg-") as pair:
         yield pair
-    finally:
-        pair.stop()
-        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One real redis-server for the run, on a free loopback port."""
+    with running_redis() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import pytest
 import yaml
 
 from taskgate.cli import parser
+from tests.support.compose import compose_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 DESIGN_ENV = {
@@ -148,18 +148,8 @@ def test_app_services_use_design_settings_and_real_subcommands(services: dict[st
     assert services["gateway"]["environment"]["MCP_TRANSPORT"] == "http"
 
 
-def _compose_cli() -> list[str] | None:
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    if shutil.which("docker"):
-        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
-        if probe.returncode == 0:
-            return ["docker", "compose"]
-    return None
-
-
 def test_docker_compose_accepts_the_file() -> None:
-    cli = _compose_cli()
+    cli = compose_cli()
     if cli is None:
         pytest.skip("neither docker-compose nor the docker compose plugin is installed")
     env = {**os.environ, "JWT_SECRET": "x" * 32}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import yaml
 from kubernetes_validate.utils import latest_version
 
 from taskgate.cli import parser
+from tests.support.compose import compose_cli
 from tests.support.dashboard import dashboard_expressions, metrics_read_by
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,18 +92,8 @@ def test_grafana_is_provisioned_with_the_dashboard_and_its_datasource(
     assert uids == {source["uid"]}
 
 
-def _compose_cli() -> list[str] | None:
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    if shutil.which("docker"):
-        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
-        if probe.returncode == 0:
-            return ["docker", "compose"]
-    return None
-
-
 def test_docker_compose_accepts_the_observability_profile() -> None:
-    cli = _compose_cli()
+    cli = compose_cli()
     if cli is None:
         pytest.skip("neither docker-compose nor the docker compose plugin is installed")
     result = subprocess.run(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -19,13 +19,13 @@ from tests.support.readmodel import (
     primary_position_of,
     wait_replayed,
 )
-from tests.support.redis import RedisServer, running_redis
+from tests.support.redis import RedisServer
 
 
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    with running_redis() as server:
-        yield server
+@pytest.fixture(params=["memory", "redis"])
+def cache_url(request: pytest.FixtureRequest, redis_server: RedisServer) -> str:
+    """Each test that takes it runs on the in-process cache and on a real Redis."""
+    return redis_server.url if request.param == "redis" else "memory://"
 
 
 @pytest.fixture

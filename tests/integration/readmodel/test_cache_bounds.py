@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
 import redis.asyncio as aioredis
 from sqlalchemy import text
 
@@ -22,11 +21,6 @@ from tests.support.readmodel import (
     wait_replayed,
 )
 from tests.support.redis import RedisServer
-
-
-@pytest.fixture(params=["memory", "redis"])
-def cache_url(request: pytest.FixtureRequest, redis_server: RedisServer) -> str:
-    return redis_server.url if request.param == "redis" else "memory://"
 
 
 async def test_spellings_of_one_cursor_share_one_cache_entry(

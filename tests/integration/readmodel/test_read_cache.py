@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 
-import pytest
 import redis.asyncio as aioredis
 
 from readmodel.cache import NAMESPACE
@@ -18,11 +17,6 @@ from tests.support.readmodel import (
     wait_replayed,
 )
 from tests.support.redis import RedisServer, running_redis
-
-
-@pytest.fixture(params=["memory", "redis"])
-def cache_url(request: pytest.FixtureRequest, redis_server: RedisServer) -> str:
-    return redis_server.url if request.param == "redis" else "memory://"
 
 
 async def test_hundred_concurrent_misses_on_one_key_cause_one_query(

@@ -3,10 +3,7 @@ and gateway processes reading through them."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -14,13 +11,12 @@ from readmodel.cache import ReadCache, TtlPolicy, build_cache
 from readmodel.engine import create_read_engine
 from readmodel.reader import TaskReader
 from readmodel.replicas import ReplicaSet
-from shared.migrate import upgrade_to_head
 from shared.settings import Settings
 from taskgate.pgpair import READER_ROLE, PgPair
 from tests.support.agents import Agent, sign_up
+from tests.support.clusters import migrated_cluster
 from tests.support.config import TEST_JWT_SECRET
 from tests.support.processes import running_backend
-from tests.support.redis import RedisServer, running_redis
 from tests.support.scale import (
     MakeReader,
 )
@@ -29,27 +25,14 @@ from tests.support.scale import (
 @pytest.fixture(scope="session")
 def pair2() -> Iterator[PgPair]:
     """One migrated primary with two streaming replicas, for this suite."""
-    root = Path(tempfile.mkdtemp(prefix="taskgate-test-pg2-"))
-    pair = PgPair(root, replicas=2)
-    try:
-        pair.start()
-        upgrade_to_head(pair.database_url)
+    with migrated_cluster("taskgate-test-pg2-", replicas=2) as pair:
         yield pair
-    finally:
-        pair.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def backend_url(pair2: PgPair) -> Iterator[str]:
     with running_backend({"DATABASE_URL": pair2.database_url}, timeout=120) as url:
         yield url
-
-
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    with running_redis() as server:
-        yield server
 
 
 @pytest.fixture(scope="session")
