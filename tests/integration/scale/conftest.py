@@ -17,6 +17,7 @@ from tests.support.agents import Agent, sign_up
 from tests.support.clusters import migrated_cluster
 from tests.support.config import TEST_JWT_SECRET
 from tests.support.processes import running_backend
+from tests.support.redis import RedisServer, running_redis
 from tests.support.scale import (
     MakeReader,
 )
@@ -33,6 +34,14 @@ def pair2() -> Iterator[PgPair]:
 def backend_url(pair2: PgPair) -> Iterator[str]:
     with running_backend({"DATABASE_URL": pair2.database_url}, timeout=120) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """This suite's own Redis: its marks hash holds a floor from this suite's primary, which a
+    Redis shared with the one-replica suites (another primary, other positions) would break."""
+    with running_redis() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
