@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from starlette.applications import Starlette
 
 from gateway.auth import JwtVerifier
+from gateway.fast_path import install_fast_path
 from gateway.http_headers import StripHeaderWhitespace
 from gateway.metrics import ToolCallObserver
 from gateway.ops import Operations
@@ -192,14 +193,19 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
 
 
 def build_http_app(settings: Settings) -> Starlette:
-    server, _ = build_server(settings)
+    server, ref = build_server(settings)
+    security = transport_security(settings)
     app = server.streamable_http_app(
         streamable_http_path=settings.mcp_path,
         stateless_http=settings.mcp_stateless,
         json_response=settings.mcp_json_response,
-        transport_security=transport_security(settings),
+        transport_security=security,
         max_request_body_size=settings.max_body_bytes,
         host=settings.mcp_host,
+    )
+    # Added first, so it runs inside StripHeaderWhitespace and sees the headers the SDK sees.
+    install_fast_path(
+        app, settings, server, ref, server.tool_observer, server.call_limits, error_result, security
     )
     app.add_middleware(StripHeaderWhitespace)
     return app

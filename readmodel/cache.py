@@ -253,6 +253,19 @@ class ReadCache:
         # Shielded: a caller that gives up does not cancel the load the others wait for.
         return await asyncio.shield(task)
 
+    async def peek(self, tool: str, key: str) -> bytes | None:
+        """The bytes cached under `key`, or None; never loads, and counts nothing: the caller
+        counts a hit it serves (count_hit), and a miss goes on to get_or_load, which counts it."""
+        if self.ttl.ttl_for(tool) <= 0:
+            return None
+        stored = await self._get(key, loads_fn=_stored_as_is)
+        if stored is None:
+            return None
+        return stored.encode() if isinstance(stored, str) else bytes(stored)
+
+    def count_hit(self) -> None:
+        self.stats.hits += 1
+
     async def _load_and_store(
         self, key: str, load: Callable[[], Awaitable[Any]], ttl: float
     ) -> Any:

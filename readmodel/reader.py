@@ -50,6 +50,23 @@ class ReadStats:
     pool_timeouts: int = 0  # reads that found no free connection in time (rate_limited)
 
 
+@dataclass(frozen=True)
+class CachedRead:
+    """A read tool's cached answer: its cache key and the encoded value the cache holds."""
+
+    key: str
+    stored: bytes
+
+
+# What get_task caches for an id that is not the caller's (encode_entry({})).
+_EMPTY = b"{}"
+
+
+def _key(tool: str, user_id: int, mark: ReadMark, args: str) -> str:
+    # The mark is part of the key: a write makes the user's older entries unreachable.
+    return f"{tool}:{user_id}:{mark.position:x}:{args}"
+
+
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
 
@@ -113,19 +130,7 @@ class TaskReader:
     async def list_tasks(
         self, user_id: int, status: Status, limit: int, cursor: str | None
     ) -> dict[str, Any]:
-        if status not in STATUSES:
-            raise TaskgateError(
-                ErrorCode.VALIDATION_ERROR,
-                f"status must be {', '.join(map(repr, STATUSES[:-1]))} or {STATUSES[-1]!r}",
-                {"field": "status"},
-            )
-        if not LIMIT_MIN <= limit <= LIMIT_MAX:
-            raise TaskgateError(
-                ErrorCode.VALIDATION_ERROR,
-                f"limit must be between {LIMIT_MIN} and {LIMIT_MAX}",
-                {"field": "limit"},
-            )
-        after = decode_cursor(self._secret, status, cursor) if cursor is not None else None
+        args, after = self._list_tasks_args(status, limit, cursor)
 
         async def load(conn: AsyncConnection) -> dict[str, Any]:
             # One row more than asked says whether a next page exists, so the last page has
@@ -140,30 +145,53 @@ class TaskReader:
                 )
             return {"tasks": [_jsonable(r) for r in page], "next_cursor": next_cursor}
 
-        # The key holds the decoded keyset, never the cursor's text: the decoder is lenient
-        # (padding, stray characters), and one page must not fill many keys.
-        keyset = None if after is None else [after.created_at.isoformat(), after.id]
-        args = json.dumps([status, limit, keyset])
         result: dict[str, Any] = await self._cached("list_tasks", user_id, args, load)
         return result
 
-    async def get_task(self, user_id: int, task_id: int) -> dict[str, Any]:
-        if not 1 <= task_id <= MAX_ID:
+    def _list_tasks_args(
+        self, status: Status, limit: int, cursor: str | None
+    ) -> tuple[str, Keyset | None]:
+        """list_tasks' arguments checked, as their cache key part and the decoded keyset."""
+        if status not in STATUSES:
             raise TaskgateError(
-                ErrorCode.VALIDATION_ERROR, "task_id must be a positive id", {"field": "task_id"}
+                ErrorCode.VALIDATION_ERROR,
+                f"status must be {', '.join(map(repr, STATUSES[:-1]))} or {STATUSES[-1]!r}",
+                {"field": "status"},
             )
+        if not LIMIT_MIN <= limit <= LIMIT_MAX:
+            raise TaskgateError(
+                ErrorCode.VALIDATION_ERROR,
+                f"limit must be between {LIMIT_MIN} and {LIMIT_MAX}",
+                {"field": "limit"},
+            )
+        after = decode_cursor(self._secret, status, cursor) if cursor is not None else None
+        # The key holds the decoded keyset, never the cursor's text: the decoder is lenient
+        # (padding, stray characters), and one page must not fill many keys.
+        keyset = None if after is None else [after.created_at.isoformat(), after.id]
+        return json.dumps([status, limit, keyset]), after
+
+    async def get_task(self, user_id: int, task_id: int) -> dict[str, Any]:
+        args = self._get_task_args(task_id)
 
         async def load(conn: AsyncConnection) -> dict[str, Any]:
             row = await queries.get_task_for(conn, user_id, task_id)
             # A miss is cached too ({}), so probing for ids does not reach the replica each time.
             return _jsonable(row) if row else {}
 
-        task: dict[str, Any] = await self._cached("get_task", user_id, str(task_id), load)
+        task: dict[str, Any] = await self._cached("get_task", user_id, args, load)
         if not task:
             raise TaskgateError(
                 ErrorCode.NOT_FOUND, f"task {task_id} not found", {"task_id": task_id}
             )
         return task
+
+    @staticmethod
+    def _get_task_args(task_id: int) -> str:
+        if not 1 <= task_id <= MAX_ID:
+            raise TaskgateError(
+                ErrorCode.VALIDATION_ERROR, "task_id must be a positive id", {"field": "task_id"}
+            )
+        return str(task_id)
 
     async def get_user_stats(self, user_id: int) -> dict[str, int]:
         async def load(conn: AsyncConnection) -> dict[str, int]:
@@ -172,14 +200,36 @@ class TaskReader:
         stats: dict[str, int] = await self._cached("get_user_stats", user_id, "", load)
         return stats
 
+    # -- cache hits alone (gateway.fast_path) -----------------------------------------
+
+    async def cached_list_tasks(
+        self, user_id: int, status: Status, limit: int, cursor: str | None
+    ) -> CachedRead | None:
+        """What list_tasks would answer from the cache, or None; never reads the database."""
+        args, _ = self._list_tasks_args(status, limit, cursor)
+        return await self._peek("list_tasks", user_id, args)
+
+    async def cached_get_task(self, user_id: int, task_id: int) -> CachedRead | None:
+        """What get_task would answer from the cache, or None. A cached miss is None too:
+        its not_found is get_task's to raise."""
+        hit = await self._peek("get_task", user_id, self._get_task_args(task_id))
+        return None if hit is None or hit.stored == _EMPTY else hit
+
+    async def cached_user_stats(self, user_id: int) -> CachedRead | None:
+        return await self._peek("get_user_stats", user_id, "")
+
+    async def _peek(self, tool: str, user_id: int, args: str) -> CachedRead | None:
+        key = _key(tool, user_id, await self._mark(user_id), args)
+        stored = await self.cache.peek(tool, key)
+        return None if stored is None else CachedRead(key, stored)
+
     # -- machinery ---------------------------------------------------------------
 
     async def _cached(
         self, tool: str, user_id: int, args: str, load: Callable[[AsyncConnection], Awaitable[T]]
     ) -> T:
         mark = await self._mark(user_id)
-        # The mark is part of the key: a write makes the user's older entries unreachable.
-        key = f"{tool}:{user_id}:{mark.position:x}:{args}"
+        key = _key(tool, user_id, mark, args)
 
         async def load_consistent() -> T:
             return await self._read(mark, load)

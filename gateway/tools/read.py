@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import MCPServer
@@ -11,6 +12,7 @@ from pydantic import Field
 from gateway.identity import identified
 from gateway.runtime import RuntimeRef
 from gateway.tools.args import TaskIdArg
+from readmodel.reader import CachedRead, TaskReader
 from shared.rules import CURSOR_MAX, LIMIT_DEFAULT, LIMIT_MAX, LIMIT_MIN, PageLimit, Status
 from shared.schemas import TaskOut, TaskPage, UserStats
 
@@ -66,3 +68,19 @@ def register_read_tools(server: MCPServer, ref: RuntimeRef) -> None:
         caller = await rt.identity.caller()
         stats: Any = await rt.reader.get_user_stats(caller.user_id)
         return stats  # type: ignore[no-any-return]
+
+
+CachedReadOf = Callable[[TaskReader, int, Mapping[str, Any]], Awaitable[CachedRead | None]]
+
+
+def cached_reads() -> dict[str, CachedReadOf]:
+    """Each read tool's cache look-up (gateway.fast_path): the reader call its body makes, on
+    the tool's validated arguments, for a hit alone. Beside the tools, so the two change together.
+    """
+    return {
+        "list_tasks": lambda reader, user_id, args: reader.cached_list_tasks(
+            user_id, args["status"], args["limit"], args["cursor"]
+        ),
+        "get_task": lambda reader, user_id, args: reader.cached_get_task(user_id, args["task_id"]),
+        "get_user_stats": lambda reader, user_id, _args: reader.cached_user_stats(user_id),
+    }

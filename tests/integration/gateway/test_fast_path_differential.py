@@ -1,0 +1,484 @@
+"""The fast path answers exactly as the MCP SDK does: one corpus of requests, valid and not, sent
+to two gateways over one backend and replica, with the fast path on and off, gets equal replies.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from shared.settings import Settings
+from shared.tokens import issue_token
+from taskgate.pgpair import PgPair
+from tests.support.agents import Agent, sign_up
+from tests.support.config import TEST_MCP_URL
+from tests.support.processes import running_gateway
+from tests.support.raw_http import RawReply, send_raw
+from tests.support.readmodel import insert_tasks, wait_replayed
+
+MODERN = "2026-07-28"
+HANDSHAKE = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
+ACCEPT = "application/json, text/event-stream"
+META = {
+    "io.modelcontextprotocol/protocolVersion": MODERN,
+    "io.modelcontextprotocol/clientInfo": {"name": "differential", "version": "1"},
+    "io.modelcontextprotocol/clientCapabilities": {},
+}
+# Far above the corpus, so neither gateway refuses a call the other answers.
+NO_LIMIT = {"RATE_LIMIT_PER_USER": "100000", "RATE_LIMIT_BURST": "1000000"}
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    body: bytes
+    headers: list[tuple[str, str]]
+    method: str = "POST"
+    path: str | None = None
+    host: str | None = None
+    # True: the fast path must answer it (a valid call on a warm cache); False: the SDK must;
+    # None: either (the SDK decides whether the request is valid).
+    fast: bool | None = False
+
+
+@dataclass
+class Corpus:
+    token: str
+    cases: list[Case] = field(default_factory=list)
+
+    def headers(self, version: str | None, tool: str | None = None) -> list[tuple[str, str]]:
+        headers = [
+            ("Authorization", f"Bearer {self.token}"),
+            ("Accept", ACCEPT),
+            ("Content-Type", "application/json"),
+        ]
+        if version is not None:
+            headers.append(("MCP-Protocol-Version", version))
+        if version == MODERN:
+            headers.append(("Mcp-Method", "tools/call"))
+            if tool is not None:
+                headers.append(("Mcp-Name", tool))
+        return headers
+
+    def call(
+        self,
+        name: str,
+        tool: str,
+        arguments: Any = None,
+        version: str | None = MODERN,
+        rid: Any = 1,
+        fast: bool | None = False,
+        headers: list[tuple[str, str]] | None = None,
+        **changes: Any,
+    ) -> None:
+        params: dict[str, Any] = {"name": tool}
+        if arguments is not None:
+            params["arguments"] = arguments
+        if version == MODERN:
+            params["_meta"] = META
+        message = {"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": params}
+        body = json.dumps(message).encode()
+        self.cases.append(
+            Case(name, body, headers or self.headers(version, tool), fast=fast, **changes)
+        )
+
+
+def build_corpus(agent: Agent, cursor: str, task_id: int, settings: Settings) -> Corpus:
+    c = Corpus(agent.token)
+    valid: list[tuple[str, str, Any]] = [
+        ("first page", "list_tasks", {}),
+        ("small page", "list_tasks", {"limit": 2}),
+        ("pending", "list_tasks", {"status": "pending"}),
+        ("completed, biggest page", "list_tasks", {"status": "completed", "limit": 200}),
+        ("second page", "list_tasks", {"limit": 2, "cursor": cursor}),
+        ("null cursor", "list_tasks", {"cursor": None}),
+        ("no arguments", "get_user_stats", None),
+        ("stats", "get_user_stats", {}),
+        ("own task", "get_task", {"task_id": task_id}),
+    ]
+    for version in (None, *HANDSHAKE, MODERN):
+        for label, tool, arguments in valid:
+            c.call(f"{label} at {version}", tool, arguments, version=version, fast=True)
+    # A task that is not the caller's: not_found, the SDK path's to answer.
+    c.call("get_task not_found", "get_task", {"task_id": 999_999_999})
+    for rid in ("abc", 'ünï-✓ "quoted" \\ \u0007', 0, -5, 2**62, ""):
+        c.call(f"id {rid!r}", "list_tasks", {"limit": 2}, rid=rid, fast=True)
+        c.call(
+            f"id {rid!r}, handshake", "list_tasks", {"limit": 2}, version=None, rid=rid, fast=True
+        )
+    for rid in (None, 1.5, True, 2**70, "x" * 500, [1], {"a": 1}):
+        c.call(f"odd id {rid!r}", "list_tasks", {}, rid=rid)
+        c.call(f"odd id {rid!r}, handshake", "list_tasks", {}, version=None, rid=rid)
+
+    for version in (None, MODERN):
+        for label, arguments in [
+            ("limit as text", {"limit": "10"}),
+            ("limit true", {"limit": True}),
+            ("limit float", {"limit": 10.0}),
+            ("limit 0", {"limit": 0}),
+            ("limit 201", {"limit": 201}),
+            ("status x", {"status": "x"}),
+            ("extra argument", {"foo": 1}),
+            ("empty cursor", {"cursor": ""}),
+            ("bad cursor", {"cursor": "garbage"}),
+            ("cursor null text", {"cursor": "null"}),
+            ("cursor of another status", {"status": "pending", "cursor": cursor}),
+            ("arguments list", [1]),
+        ]:
+            c.call(f"{label} at {version}", "list_tasks", arguments, version=version)
+        c.call(
+            f"task_id as text at {version}", "get_task", {"task_id": str(task_id)}, version=version
+        )
+        c.call(f"task_id 0 at {version}", "get_task", {"task_id": 0}, version=version)
+        c.call(f"unknown tool at {version}", "no_such_tool", {}, version=version)
+        c.call(f"stats with an argument at {version}", "get_user_stats", {"x": 1}, version=version)
+
+    expired = issue_token(settings, agent.id, -60, audience=TEST_MCP_URL)
+    for version in (None, MODERN):
+        base = c.headers(version, "list_tasks")
+        without_auth = [h for h in base if h[0] != "Authorization"]
+        for label, auth in [
+            ("no token", None),
+            ("bad token", "Bearer not-a-token"),
+            ("expired token", f"Bearer {expired}"),
+            ("backend audience", f"Bearer {agent.backend_token}"),
+            ("basic scheme", f"Basic {agent.token}"),
+        ]:
+            headers = without_auth + ([("Authorization", auth)] if auth else [])
+            c.call(f"{label} at {version}", "list_tasks", {}, version=version, headers=headers)
+        c.call(
+            f"lower-case bearer at {version}",
+            "list_tasks",
+            {},
+            version=version,
+            headers=[*without_auth, ("Authorization", f"bearer {agent.token}")],
+            fast=True,
+        )
+        c.call(f"wrong host at {version}", "list_tasks", {}, version=version, host="evil.example")
+        c.call(f"no port host at {version}", "list_tasks", {}, version=version, host="127.0.0.1")
+        for origin, fast in [("http://evil.example", False), ("http://localhost:1234", True)]:
+            headers = [*base, ("Origin", origin)]
+            c.call(
+                f"origin {origin} at {version}",
+                "list_tasks",
+                {},
+                version=version,
+                headers=headers,
+                fast=fast,
+            )
+        without = [h for h in base if h[0] not in ("Accept", "Content-Type")]
+        for accept, fast in [
+            (None, False),
+            ("text/event-stream", False),
+            ("*/*", True),
+            ("application/*", True),
+            ("application/json", True),
+            ("application/json;q=0.9", True),
+            ("text/html", False),
+        ]:
+            headers = [*without, ("Content-Type", "application/json")]
+            headers += [("Accept", accept)] if accept else []
+            c.call(
+                f"accept {accept} at {version}",
+                "list_tasks",
+                {},
+                version=version,
+                headers=headers,
+                fast=fast,
+            )
+        for content_type, fast in [
+            (None, False),
+            ("text/plain", False),
+            ("application/json; charset=utf-8", True),
+            ("Application/JSON", False),
+            ("application/jsonx", False),
+        ]:
+            headers = [*without, ("Accept", ACCEPT)]
+            headers += [("Content-Type", content_type)] if content_type else []
+            # Application/JSON passes the 2026 entry's check, not the handshake transport's.
+            served = fast or (
+                content_type in ("Application/JSON", "application/jsonx") and version == MODERN
+            )
+            c.call(
+                f"content-type {content_type} at {version}",
+                "list_tasks",
+                {},
+                version=version,
+                headers=headers,
+                fast=served,
+            )
+        c.call(
+            f"request id at {version}",
+            "list_tasks",
+            {},
+            version=version,
+            headers=[*base, ("X-Request-ID", "differential-1")],
+            fast=True,
+        )
+        # A GET that accepts event streams opens the SDK's standalone stream: JSON alone here.
+        json_only = [(k, "application/json" if k == "Accept" else v) for k, v in base]
+        for method in ("GET", "DELETE", "PUT"):
+            c.cases.append(Case(f"{method} at {version}", b"", json_only, method=method))
+        c.cases.append(Case(f"trailing slash at {version}", c.cases[0].body, base, path="/mcp/"))
+        c.cases.append(Case(f"malformed JSON at {version}", b'{"jsonrpc":', base))
+        c.cases.append(Case(f"empty body at {version}", b"", base))
+        c.cases.append(Case(f"not an object at {version}", b"[]", base))
+        batch = json.dumps([json.loads(c.cases[0].body)] * 2).encode()
+        c.cases.append(Case(f"batch at {version}", batch, base))
+        note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+        c.cases.append(Case(f"notification at {version}", json.dumps(note).encode(), base))
+        big = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {"name": "list_tasks", "arguments": {}, "pad": "x" * 70_000},
+        }
+        c.cases.append(Case(f"oversized body at {version}", json.dumps(big).encode(), base))
+        for label, message in [
+            (
+                "wrong jsonrpc",
+                {
+                    "jsonrpc": "1.0",
+                    "id": 1,
+                    "method": "tools/call",
+                    "params": {"name": "list_tasks"},
+                },
+            ),
+            (
+                "extra member",
+                {
+                    "jsonrpc": "2.0",
+                    "id": 1,
+                    "method": "tools/call",
+                    "params": {"name": "list_tasks"},
+                    "x": 1,
+                },
+            ),
+            ("no params", {"jsonrpc": "2.0", "id": 1, "method": "tools/call"}),
+            ("params list", {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": [1]}),
+            ("name missing", {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {}}),
+            (
+                "name a number",
+                {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": 5}},
+            ),
+            ("tools/list", {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}),
+        ]:
+            if version == MODERN and isinstance(message.get("params"), dict):
+                message["params"] = {**message["params"], "_meta": META}
+            c.cases.append(Case(f"{label} at {version}", json.dumps(message).encode(), base))
+
+    # Protocol headers: both eras' ways to get them wrong.
+    c.call("unsupported version", "list_tasks", {}, version="1999-01-01")
+    c.call(
+        "handshake body at 2026",
+        "list_tasks",
+        {},
+        version=None,
+        headers=c.headers(MODERN, "list_tasks"),
+    )
+    c.call(
+        "envelope at a handshake version",
+        "list_tasks",
+        {},
+        version=MODERN,
+        headers=c.headers("2025-06-18"),
+    )
+    c.call(
+        "duplicated version header",
+        "list_tasks",
+        {},
+        headers=[*c.headers(MODERN, "list_tasks"), ("MCP-Protocol-Version", MODERN)],
+    )
+    legacy_named = [
+        *c.headers("2025-06-18"),
+        ("Mcp-Method", "tools/call"),
+        ("Mcp-Name", "list_tasks"),
+    ]
+    c.call(
+        "handshake with Mcp-Method and Mcp-Name",
+        "list_tasks",
+        {},
+        version="2025-06-18",
+        headers=legacy_named,
+        fast=True,
+    )
+    mismatched = [*c.headers("2025-06-18"), ("Mcp-Method", "tools/list"), ("Mcp-Name", "get_task")]
+    c.call(
+        "handshake with mismatched names",
+        "list_tasks",
+        {},
+        version="2025-06-18",
+        headers=mismatched,
+        fast=True,
+    )
+    modern_base = [h for h in c.headers(MODERN) if h[0] != "Mcp-Method"]
+    for label, extra, fast in [
+        ("no Mcp-Method", [], False),
+        ("no Mcp-Name", [("Mcp-Method", "tools/call")], False),
+        ("mismatched Mcp-Name", [("Mcp-Method", "tools/call"), ("Mcp-Name", "get_task")], False),
+        (
+            "mismatched Mcp-Method",
+            [("Mcp-Method", "tools/list"), ("Mcp-Name", "list_tasks")],
+            False,
+        ),
+        ("padded names", [("Mcp-Method", "  tools/call "), ("Mcp-Name", "\tlist_tasks  ")], True),
+        (
+            "base64 name",
+            [("Mcp-Method", "tools/call"), ("Mcp-Name", "=?base64?bGlzdF90YXNrcw==?=")],
+            True,
+        ),
+        (
+            "duplicated Mcp-Name",
+            [("Mcp-Method", "tools/call"), ("Mcp-Name", "list_tasks"), ("Mcp-Name", "list_tasks")],
+            False,
+        ),
+        (
+            "Mcp-Param header",
+            [("Mcp-Method", "tools/call"), ("Mcp-Name", "list_tasks"), ("Mcp-Param-Limit", "2")],
+            False,
+        ),
+    ]:
+        c.call(label, "list_tasks", {"limit": 2}, headers=[*modern_base, *extra], fast=fast)
+    for label, meta in [
+        ("no _meta", None),
+        ("_meta without capabilities", {k: v for k, v in META.items() if "Capabilities" not in k}),
+        (
+            "_meta at another version",
+            {**META, "io.modelcontextprotocol/protocolVersion": "2025-06-18"},
+        ),
+        ("capabilities not an object", {**META, "io.modelcontextprotocol/clientCapabilities": "x"}),
+        ("client info not an object", {**META, "io.modelcontextprotocol/clientInfo": 5}),
+        ("progress token", {**META, "progressToken": "p1"}),
+        ("log level", {**META, "io.modelcontextprotocol/logLevel": "debug"}),
+    ]:
+        params: dict[str, Any] = {"name": "list_tasks", "arguments": {}}
+        if meta is not None:
+            params["_meta"] = meta
+        message = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": params}
+        headers = c.headers(MODERN, "list_tasks")
+        c.cases.append(Case(label, json.dumps(message).encode(), headers, fast=None))
+    legacy_meta = {
+        "jsonrpc": "2.0",
+        "id": 7,
+        "method": "tools/call",
+        "params": {"name": "list_tasks", "arguments": {}, "_meta": {"progressToken": 1}},
+    }
+    c.cases.append(
+        Case("_meta at a handshake version", json.dumps(legacy_meta).encode(), c.headers(None))
+    )
+    return c
+
+
+def comparable(reply: RawReply, url: str) -> dict[str, Any]:
+    """What must be equal between the two gateways: status, the headers that carry meaning,
+    and the body (parsed when it is JSON). A redirect names its own gateway's address."""
+    origin = url.removesuffix("/mcp")
+    body: Any = reply.body
+    if (reply.header("content-type") or "").startswith("application/json") and reply.body:
+        body = (reply.json(), reply.body)  # parsed for the reader, and byte for byte
+    return {
+        "status": reply.status,
+        "content-type": reply.header("content-type"),
+        "allow": reply.header("allow"),
+        "www-authenticate": reply.header("www-authenticate"),
+        "location": (reply.header("location") or "").replace(origin, "<gateway>"),
+        "body": body,
+    }
+
+
+def metric(text: str, name: str) -> dict[str, float]:
+    """Samples of one metric family, by their label text."""
+    found = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            labels, value = line.rsplit(" ", 1)
+            found[labels.removeprefix(name)] = float(value)
+    return found
+
+
+@pytest.fixture(scope="module")
+def gateways(settings: Settings, backend_url: str) -> Iterator[tuple[str, str]]:
+    env = {"CACHE_TTL": "600", **NO_LIMIT}
+    with (
+        running_gateway(settings, backend_url, {**env, "MCP_FAST_PATH": "true"}) as fast,
+        running_gateway(settings, backend_url, {**env, "MCP_FAST_PATH": "false"}) as sdk,
+    ):
+        yield fast, sdk
+
+
+async def test_the_fast_path_answers_every_request_as_the_sdk_does(
+    gateways: tuple[str, str], pg_pair: PgPair, backend_url: str, settings: Settings
+) -> None:
+    fast, sdk = gateways
+    agent = sign_up(backend_url)
+    wait_replayed(pg_pair, insert_tasks(pg_pair, agent.id, 7, spacing=1))
+    task_id = int(pg_pair.psql(f"SELECT min(id) FROM tasks WHERE user_id = {agent.id}"))
+    probe = Corpus(agent.token)
+    probe.call("page", "list_tasks", {"limit": 2})
+    page = await send_raw(sdk, "POST", probe.cases[0].headers, probe.cases[0].body)
+    cursor = page.json()["result"]["structuredContent"]["next_cursor"]
+    corpus = build_corpus(agent, cursor, task_id, settings)
+
+    async def send(url: str, case: Case) -> RawReply:
+        return await send_raw(url, case.method, case.headers, case.body, case.path, case.host)
+
+    for case in corpus.cases:  # warm both caches with every valid read
+        if case.fast:
+            await send(fast, case)
+            await send(sdk, case)
+    before = {url: await scrape(url) for url in (fast, sdk)}
+    mismatches, misrouted = [], []
+    for case in corpus.cases:
+        answers = answered(await scrape(fast))
+        one, two = await send(fast, case), await send(sdk, case)
+        if comparable(one, fast) != comparable(two, sdk):
+            mismatches.append((case.name, comparable(one, fast), comparable(two, sdk)))
+        if case.fast is not None and (answered(await scrape(fast)) > answers) != case.fast:
+            misrouted.append(case.name)
+    assert not mismatches, json.dumps(mismatches, indent=1, default=str)[:8000]
+    assert not misrouted, misrouted
+
+    after = {url: await scrape(url) for url in (fast, sdk)}
+    assert not metric(after[sdk], "taskgate_fast_path_answers_total")
+    # Observed alike: the same calls counted by tool and outcome, the same cache hits.
+    for name in ("taskgate_tool_calls_total", "taskgate_cache_hits_total"):
+        counted = [
+            {
+                k: v - metric(before[url], name).get(k, 0)
+                for k, v in metric(after[url], name).items()
+            }
+            for url in (fast, sdk)
+        ]
+        assert counted[0] == counted[1], name
+
+
+async def scrape(url: str) -> str:
+    reply = await send_raw(url, "GET", [], path="/metrics")
+    return reply.body.decode()
+
+
+def answered(metrics: str) -> float:
+    return sum(metric(metrics, "taskgate_fast_path_answers_total").values())
+
+
+async def test_an_agent_sees_its_own_write_through_the_fast_path(
+    gateways: tuple[str, str], backend_url: str
+) -> None:
+    fast, _ = gateways
+    agent = sign_up(backend_url)
+    c = Corpus(agent.token)
+    c.call("page", "list_tasks", {})
+    c.call("create", "create_task", {"title": "written just now"})
+    page, create = c.cases
+    titles = []
+    for case in (page, page, create, page):  # fill the cache, hit it, write, read again
+        reply = await send_raw(fast, "POST", case.headers, case.body)
+        result = reply.json()["result"]
+        assert not result.get("isError"), result
+        if case is page:
+            titles.append([t["title"] for t in result["structuredContent"]["tasks"]])
+    assert titles == [[], [], ["written just now"]]

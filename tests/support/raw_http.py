@@ -1,0 +1,72 @@
+"""Raw HTTP/1.1 requests, byte for byte as written: duplicated headers, padded values, a wrong
+Host, which an HTTP client library would normalise or refuse. One connection per request."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+REPLY_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class RawReply:
+    status: int
+    headers: list[tuple[str, str]]  # names lower-cased, in order
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers if k == name), None)
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+async def send_raw(
+    url: str,
+    method: str,
+    headers: list[tuple[str, str]],
+    body: bytes = b"",
+    path: str | None = None,
+    host: str | None = None,
+) -> RawReply:
+    """Send one request to `url`'s server. `host` replaces the Host header (None: the URL's).
+    A reply that does not end within REPLY_SECONDS (an event stream) fails the test."""
+    async with asyncio.timeout(REPLY_SECONDS):
+        return await _exchange(url, method, headers, body, path, host)
+
+
+async def _exchange(
+    url: str,
+    method: str,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    path: str | None,
+    host: str | None,
+) -> RawReply:
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    lines = [f"{method} {path or parts.path} HTTP/1.1", f"Host: {host or parts.netloc}"]
+    lines += [f"{name}: {value}" for name, value in headers]
+    if body or method == "POST":
+        lines.append(f"Content-Length: {len(body)}")
+    lines.append("Connection: close")
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    try:
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        status_line, *header_lines = head[:-4].decode("latin-1").split("\r\n")
+        reply_headers = []
+        for line in header_lines:
+            name, _, value = line.partition(":")
+            reply_headers.append((name.strip().lower(), value.strip()))
+        length = next((int(v) for k, v in reply_headers if k == "content-length"), None)
+        data = await reader.readexactly(length) if length is not None else await reader.read()
+        return RawReply(int(status_line.split()[1]), reply_headers, data)
+    finally:
+        writer.close()
+        await writer.wait_closed()

@@ -1,0 +1,73 @@
+"""Replies encoded once per cache entry: the SDK's bytes, a memo bounded in bytes, never stale."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mcp.server.mcpserver.tools import Tool
+
+from gateway.encoded_results import ReplyEncoder, body_of
+from gateway.server import build_server
+from readmodel.cache import encode_entry
+from readmodel.reader import CachedRead
+from shared.settings import Settings
+
+
+def _page(n: int, title: str = "t") -> dict[str, Any]:
+    tasks = [
+        {
+            "id": i,
+            "user_id": 1,
+            "title": f"{title} {i}",
+            "description": None,
+            "completed": False,
+            "created_at": "2026-01-01T00:00:00+00:00",
+            "updated_at": "2026-01-01T00:00:00+00:00",
+        }
+        for i in range(n)
+    ]
+    return {"tasks": tasks, "next_cursor": None}
+
+
+def _encoder(max_bytes: int) -> tuple[ReplyEncoder, Tool]:
+    server, _ = build_server(Settings(_env_file=None))
+    tool = server._tool_manager.get_tool("list_tasks")
+    assert tool is not None
+    return ReplyEncoder(server._lowlevel_server, max_bytes), tool
+
+
+async def test_a_reply_carries_the_callers_id_in_the_sdks_spelling() -> None:
+    encoder, tool = _encoder(2**20)
+    hit = CachedRead("list_tasks:1:0:x", encode_entry(_page(2)))
+    for version, rid in [("2025-06-18", "ü\u0007"), ("2026-07-28", "ü\u0007"), ("2026-07-28", 7)]:
+        reply = await encoder.cached(hit, version, tool.fn_metadata.convert_result)
+        message = json.loads(body_of(reply, version, rid))
+        assert message["id"] == rid
+        titles = [t["title"] for t in message["result"]["structuredContent"]["tasks"]]
+        assert titles == ["t 0", "t 1"]
+    modern = await encoder.cached(hit, "2026-07-28", tool.fn_metadata.convert_result)
+    assert b'"\\u00fc\\u0007"' in body_of(modern, "2026-07-28", "ü\u0007")  # json.dumps: ASCII
+
+
+async def test_a_reloaded_entry_is_encoded_again_not_served_from_the_memo() -> None:
+    encoder, tool = _encoder(2**20)
+    convert = tool.fn_metadata.convert_result
+    old = await encoder.cached(
+        CachedRead("k", encode_entry(_page(1, "old"))), "2026-07-28", convert
+    )
+    new = await encoder.cached(
+        CachedRead("k", encode_entry(_page(1, "new"))), "2026-07-28", convert
+    )
+    assert b"old 0" in old.tail and b"new 0" in new.tail and b"old" not in new.tail
+
+
+async def test_one_hostile_caller_cannot_grow_the_memo_past_its_bound() -> None:
+    bound = 256 * 1024
+    encoder, tool = _encoder(bound)
+    stored = encode_entry(_page(20))
+    for i in range(500):  # as many distinct pages as a caller likes: cursors, limits, statuses
+        hit = CachedRead(f"list_tasks:1:0:{i}", stored)
+        await encoder.cached(hit, "2026-07-28", tool.fn_metadata.convert_result)
+        assert encoder.used_bytes <= bound
+    assert 0 < len(encoder) < 500
