@@ -105,12 +105,14 @@ def build_corpus(agent: Agent, cursor: str, task_id: int, settings: Settings) ->
             c.call(f"{label} at {version}", tool, arguments, version=version, fast=True)
     # A task that is not the caller's: not_found, the SDK path's to answer.
     c.call("get_task not_found", "get_task", {"task_id": 999_999_999})
-    for rid in ("abc", 'ünï-✓ "quoted" \\ \u0007', 0, -5, 2**62, ""):
+    plain_ids: list[Any] = ["abc", 'ünï-✓ "quoted" \\ \u0007', 0, -5, 2**62, ""]
+    for rid in plain_ids:
         c.call(f"id {rid!r}", "list_tasks", {"limit": 2}, rid=rid, fast=True)
         c.call(
             f"id {rid!r}, handshake", "list_tasks", {"limit": 2}, version=None, rid=rid, fast=True
         )
-    for rid in (None, 1.5, True, 2**70, "x" * 500, [1], {"a": 1}):
+    odd_ids: list[Any] = [None, 1.5, True, 2**70, "x" * 500, [1], {"a": 1}]
+    for rid in odd_ids:
         c.call(f"odd id {rid!r}", "list_tasks", {}, rid=rid)
         c.call(f"odd id {rid!r}, handshake", "list_tasks", {}, version=None, rid=rid)
 
@@ -267,8 +269,9 @@ def build_corpus(agent: Agent, cursor: str, task_id: int, settings: Settings) ->
             ),
             ("tools/list", {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}),
         ]:
-            if version == MODERN and isinstance(message.get("params"), dict):
-                message["params"] = {**message["params"], "_meta": META}
+            sent = message.get("params")
+            if version == MODERN and isinstance(sent, dict):
+                message["params"] = {**sent, "_meta": META}
             c.cases.append(Case(f"{label} at {version}", json.dumps(message).encode(), base))
 
     # Protocol headers: both eras' ways to get them wrong.

@@ -40,7 +40,12 @@ def _encoder(max_bytes: int) -> tuple[ReplyEncoder, Tool]:
 async def test_a_reply_carries_the_callers_id_in_the_sdks_spelling() -> None:
     encoder, tool = _encoder(2**20)
     hit = CachedRead("list_tasks:1:0:x", encode_entry(_page(2)))
-    for version, rid in [("2025-06-18", "ü\u0007"), ("2026-07-28", "ü\u0007"), ("2026-07-28", 7)]:
+    cases: list[tuple[str, str | int]] = [
+        ("2025-06-18", "ü\u0007"),
+        ("2026-07-28", "ü\u0007"),
+        ("2026-07-28", 7),
+    ]
+    for version, rid in cases:
         reply = await encoder.cached(hit, version, tool.fn_metadata.convert_result)
         message = json.loads(body_of(reply, version, rid))
         assert message["id"] == rid
