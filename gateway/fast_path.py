@@ -104,7 +104,7 @@ class _Call:
     name: str
     arguments: dict[str, Any]
     validated: dict[str, Any]
-    access: AccessToken
+    access: AccessToken | None  # None in trusted mode (AUTH_MODE=user_param): no bearer
     user_id: int
 
 
@@ -139,13 +139,15 @@ class CachedAnswers:
         settings: Settings,
         server: MCPServer[Any],
         ref: RuntimeRef,
-        verifier: TokenVerifier,
+        verifier: TokenVerifier | None,
         observer: ToolCallObserver,
         limits: CallLimits,
         refusal: Callable[[TaskgateError], CallToolResult],
         security: TransportSecuritySettings,
     ) -> None:
         self.path = settings.mcp_path
+        # AUTH_MODE=user_param: the caller is the `user_id` argument, and the SDK checks no token.
+        self.trusted = settings.auth_mode == "user_param"
         self.max_body = settings.max_body_bytes
         self.ref = ref
         self.verifier = verifier
@@ -194,7 +196,11 @@ class CachedAnswers:
     async def caller(self, headers: Headers) -> AccessToken | None:
         """The bearer's access token, as the SDK's BearerAuthBackend would accept it."""
         authorization = headers.get("authorization")
-        if not authorization or not authorization.lower().startswith("bearer "):
+        if (
+            self.verifier is None
+            or not authorization
+            or not authorization.lower().startswith("bearer ")
+        ):
             return None
         access = await self.verifier.verify_token(authorization[7:])
         if access is None or (access.expires_at and access.expires_at < int(time.time())):
@@ -206,7 +212,7 @@ class CachedAnswers:
         return json.loads(body) if modern else pydantic_core.from_json(body)
 
     def call_of(
-        self, message: Any, request: Request, version: str, access: AccessToken
+        self, message: Any, request: Request, version: str, access: AccessToken | None
     ) -> _Call | None:
         modern = version in MODERN_PROTOCOL_VERSIONS
         if not (isinstance(message, dict) and message.keys() == _ENVELOPE_KEYS):
@@ -235,10 +241,21 @@ class CachedAnswers:
         except Exception:
             return None
         validated = _validated(served, arguments)
-        subject = access.subject
-        if validated is None or subject is None or not (subject.isascii() and subject.isdigit()):
+        user_id = None if validated is None else self._user_of(validated, access)
+        if validated is None or user_id is None:
             return None
-        return _Call(version, request_id, served, name, arguments, validated, access, int(subject))
+        return _Call(version, request_id, served, name, arguments, validated, access, user_id)
+
+    def _user_of(self, validated: dict[str, Any], access: AccessToken | None) -> int | None:
+        """Whom the tool would read for: gateway.identity.Identity.caller, for a bearer or for
+        trusted mode's (validated) user_id argument."""
+        if self.trusted:
+            user_id = validated.get("user_id")
+            return user_id if type(user_id) is int else None
+        subject = None if access is None else access.subject
+        if subject is None or not (subject.isascii() and subject.isdigit()):
+            return None
+        return int(subject)
 
     # -- the answer -----------------------------------------------------------------------
 
@@ -266,7 +283,8 @@ class CachedAnswers:
             reader.cache.count_hit()
             return reply
 
-        bound = auth_context_var.set(AuthenticatedUser(call.access))
+        user = None if call.access is None else AuthenticatedUser(call.access)
+        bound = auth_context_var.set(user)  # whom the rate limit counts, as the SDK's middleware
         try:
             with request_scope(request_id_from(request_id_header)):
                 answered = await self.observer.observe(call.name, None, admitted)
@@ -329,8 +347,8 @@ class FastPath:
         self, request: Request, version: str, modern: bool, body: bytes
     ) -> tuple[Reply, bytes] | None:
         a = self.answers
-        access = await a.caller(request.headers)
-        if access is None:
+        access = None if a.trusted else await a.caller(request.headers)
+        if access is None and not a.trusted:
             return None
         try:
             message = a.parse(body, modern)
@@ -353,18 +371,24 @@ def install_fast_path(
     security: TransportSecuritySettings,
 ) -> bool:
     """Put the fast path in front of the SDK's MCP endpoint, where it can answer as the SDK
-    does: stateless, JSON responses, bearer tokens (AUTH_MODE=token). Returns whether it did."""
+    does: stateless, JSON responses, and the authentication it knows (a bearer checked by the
+    gateway's verifier, no scopes; or trusted mode's none). Returns whether it did."""
     verifier = server._token_verifier
     auth = server.settings.auth
+    if settings.auth_mode == "token":
+        known_auth = (
+            verifier is not None
+            and auth is not None
+            and not auth.required_scopes
+            and not auth.validate_token_resource
+        )
+    else:
+        known_auth = verifier is None and auth is None
     if not (
         settings.mcp_fast_path
         and settings.mcp_stateless
         and settings.mcp_json_response
-        and settings.auth_mode == "token"
-        and verifier is not None
-        and auth is not None
-        and not auth.required_scopes
-        and not auth.validate_token_resource
+        and known_auth
         and observer is not None
         and limits is not None
     ):

@@ -485,3 +485,46 @@ async def test_an_agent_sees_its_own_write_through_the_fast_path(
         if case is page:
             titles.append([t["title"] for t in result["structuredContent"]["tasks"]])
     assert titles == [[], [], ["written just now"]]
+
+
+async def test_trusted_mode_answers_as_the_sdk_does(
+    settings: Settings, backend_url: str, pg_pair: PgPair
+) -> None:
+    agent = sign_up(backend_url)
+    wait_replayed(pg_pair, insert_tasks(pg_pair, agent.id, 3, spacing=1))
+    c = Corpus("unused")
+    for version in (None, "2025-06-18", MODERN):
+        headers = [h for h in c.headers(version, "list_tasks") if h[0] != "Authorization"]
+        for label, arguments, served in [
+            ("page", {"user_id": agent.id, "limit": 2}, True),
+            ("stats", {"user_id": agent.id}, True),
+            ("user_id as text", {"user_id": str(agent.id)}, False),
+            ("no user_id", {}, False),
+            ("user_id 0", {"user_id": 0}, False),
+            ("user_id true", {"user_id": True}, False),
+        ]:
+            tool = "get_user_stats" if label == "stats" else "list_tasks"
+            named = [(k, tool if k == "Mcp-Name" else v) for k, v in headers]
+            c.call(
+                f"{label} at {version}",
+                tool,
+                arguments,
+                version=version,
+                headers=named,
+                fast=served,
+            )
+    env = {"AUTH_MODE": "user_param", "CACHE_TTL": "600", **NO_LIMIT}
+    with (
+        running_gateway(settings, backend_url, {**env, "MCP_FAST_PATH": "true"}) as fast,
+        running_gateway(settings, backend_url, {**env, "MCP_FAST_PATH": "false"}) as sdk,
+    ):
+        for case in c.cases:
+            if case.fast:
+                await send_raw(fast, "POST", case.headers, case.body)
+                await send_raw(sdk, "POST", case.headers, case.body)
+        for case in c.cases:
+            answers = answered(await scrape(fast))
+            one = await send_raw(fast, "POST", case.headers, case.body)
+            two = await send_raw(sdk, "POST", case.headers, case.body)
+            assert comparable(one, fast) == comparable(two, sdk), case.name
+            assert (answered(await scrape(fast)) > answers) == case.fast, case.name
