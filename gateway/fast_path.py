@@ -95,6 +95,17 @@ class ServedTool:
 
 
 @dataclass(frozen=True)
+class _Shape:
+    """A body that is one tools/call of a served read tool, before the SDK's checks."""
+
+    message: dict[str, Any]
+    request_id: RequestId
+    name: str
+    arguments: dict[str, Any]
+    served: ServedTool
+
+
+@dataclass(frozen=True)
 class _Call:
     """A request the path understood, up to its cache look-up."""
 
@@ -211,10 +222,9 @@ class CachedAnswers:
         # Each era's parser, as the SDK's entry for it parses.
         return json.loads(body) if modern else pydantic_core.from_json(body)
 
-    def call_of(
-        self, message: Any, request: Request, version: str, access: AccessToken | None
-    ) -> _Call | None:
-        modern = version in MODERN_PROTOCOL_VERSIONS
+    def shape_of(self, message: Any, modern: bool) -> _Shape | None:
+        """The body as one tools/call of a served read tool with nothing else in it, or None.
+        First and cheap, so that every other request goes to the SDK at little cost."""
         if not (isinstance(message, dict) and message.keys() == _ENVELOPE_KEYS):
             return None
         request_id, params = message["id"], message["params"]
@@ -230,21 +240,38 @@ class CachedAnswers:
         served = self.tools.get(name)
         if served is None:
             return None
-        if modern and not (
+        return _Shape(message, request_id, name, arguments, served)
+
+    def call_of(
+        self, shape: _Shape, request: Request, version: str, access: AccessToken | None
+    ) -> _Call | None:
+        """The call, when the SDK's own checks of it pass and the tool's model takes its
+        arguments unchanged; else None."""
+        params = shape.message["params"]
+        if version in MODERN_PROTOCOL_VERSIONS and not (
             isinstance(params.get("_meta"), dict)
             and params["_meta"].keys() <= _ENVELOPE_META
-            and _modern_envelope_accepted(message, request)
+            and _modern_envelope_accepted(shape.message, request)
         ):
             return None
         try:
             sdk_methods.validate_client_request("tools/call", version, params)
         except Exception:
             return None
-        validated = _validated(served, arguments)
+        validated = _validated(shape.served, shape.arguments)
         user_id = None if validated is None else self._user_of(validated, access)
         if validated is None or user_id is None:
             return None
-        return _Call(version, request_id, served, name, arguments, validated, access, user_id)
+        return _Call(
+            version,
+            shape.request_id,
+            shape.served,
+            shape.name,
+            shape.arguments,
+            validated,
+            access,
+            user_id,
+        )
 
     def _user_of(self, validated: dict[str, Any], access: AccessToken | None) -> int | None:
         """Whom the tool would read for: gateway.identity.Identity.caller, for a bearer or for
@@ -316,20 +343,15 @@ class FastPath:
         request = Request(scope)
         headers = request.headers
         version = a.version_of(headers)
-        modern = version in MODERN_PROTOCOL_VERSIONS
-        if version is None or not a.transport_accepts(request, modern):
-            await self.app(scope, receive, send)
-            return
         declared = headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > a.max_body):
+        if version is None or (
+            declared is not None and (not declared.isdigit() or int(declared) > a.max_body)
+        ):
             await self.app(scope, receive, send)
             return
         received, body = await _read_body(receive, a.max_body)
         replay = _replaying(received, receive)
-        if body is None:
-            await self.app(scope, replay, send)
-            return
-        answered = await self._answer(request, version, modern, body)
+        answered = None if body is None else await self._answer(request, version, body)
         if answered is None:
             await self.app(scope, replay, send)
             return
@@ -344,17 +366,20 @@ class FastPath:
         await send({"type": "http.response.body", "body": data})
 
     async def _answer(
-        self, request: Request, version: str, modern: bool, body: bytes
+        self, request: Request, version: str, body: bytes
     ) -> tuple[Reply, bytes] | None:
         a = self.answers
+        modern = version in MODERN_PROTOCOL_VERSIONS
+        try:
+            shape = a.shape_of(a.parse(body, modern), modern)
+        except (ValueError, RecursionError):
+            return None
+        if shape is None or not a.transport_accepts(request, modern):
+            return None
         access = None if a.trusted else await a.caller(request.headers)
         if access is None and not a.trusted:
             return None
-        try:
-            message = a.parse(body, modern)
-        except (ValueError, RecursionError):
-            return None
-        call = a.call_of(message, request, version, access)
+        call = a.call_of(shape, request, version, access)
         if call is None:
             return None
         return await a.answer(call, request.headers.get(REQUEST_ID_HEADER))
