@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from mcp.server.mcpserver import MCPServer
 from mcp.types import ToolAnnotations
@@ -13,12 +13,15 @@ from gateway.runtime import RuntimeRef
 from gateway.tools.args import TaskIdArg
 from shared.rules import CURSOR_MAX, LIMIT_DEFAULT, LIMIT_MAX, LIMIT_MIN, PageLimit, Status
 from shared.schemas import TaskOut, TaskPage, UserStats
+from shared.settings import Settings
 
 READ_ONLY = ToolAnnotations(readOnlyHint=True, idempotentHint=True, openWorldHint=False)
 
 
-def register_read_tools(server: MCPServer, ref: RuntimeRef) -> None:
-    with_identity = identified(ref.settings)
+def register_read_tools(server: MCPServer, settings: Settings, ref: RuntimeRef) -> None:
+    # The reader answers JSON-ready dicts (what its cache holds). Validating them here is the
+    # validation the SDK would do on a dict; on a model it checks the type and dumps it.
+    with_identity = identified(settings)
 
     @server.tool(annotations=READ_ONLY, structured_output=True)
     @with_identity
@@ -46,8 +49,8 @@ def register_read_tools(server: MCPServer, ref: RuntimeRef) -> None:
         """
         rt = ref.get()
         caller = await rt.identity.caller()
-        page: Any = await rt.reader.list_tasks(caller.user_id, status, limit, cursor)
-        return page  # type: ignore[no-any-return]
+        page = await rt.reader.list_tasks(caller.user_id, status, limit, cursor)
+        return TaskPage.model_validate(page)
 
     @server.tool(annotations=READ_ONLY, structured_output=True)
     @with_identity
@@ -55,8 +58,7 @@ def register_read_tools(server: MCPServer, ref: RuntimeRef) -> None:
         """Get one of your tasks by id. Answers not_found for an id that is not one of yours."""
         rt = ref.get()
         caller = await rt.identity.caller()
-        task: Any = await rt.reader.get_task(caller.user_id, task_id)
-        return task  # type: ignore[no-any-return]
+        return TaskOut.model_validate(await rt.reader.get_task(caller.user_id, task_id))
 
     @server.tool(annotations=READ_ONLY, structured_output=True)
     @with_identity
@@ -64,5 +66,4 @@ def register_read_tools(server: MCPServer, ref: RuntimeRef) -> None:
         """Count your tasks: total, completed and pending."""
         rt = ref.get()
         caller = await rt.identity.caller()
-        stats: Any = await rt.reader.get_user_stats(caller.user_id)
-        return stats  # type: ignore[no-any-return]
+        return UserStats.model_validate(await rt.reader.get_user_stats(caller.user_id))
