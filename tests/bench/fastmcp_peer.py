@@ -44,6 +44,10 @@ async def forward_bearer(request: httpx2.Request) -> None:
         request.headers["Authorization"] = caller
 
 
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
 def build_peer(settings: Settings, backend_url: str, cache_ttl: int) -> FastMCP:
     spec = create_app(settings).openapi()  # only the routes' schema; calls go to backend_url
     names = {
@@ -82,10 +86,7 @@ def build_peer(settings: Settings, backend_url: str, cache_ttl: int) -> FastMCP:
         )
     )
 
-    @peer.custom_route("/healthz", methods=["GET"])
-    async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
-
+    peer.custom_route("/healthz", methods=["GET"])(healthz)
     return peer
 
 
