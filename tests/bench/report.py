@@ -166,9 +166,9 @@ def markdown(data: dict[str, Any]) -> str:
         "",
         "## All cells",
         "",
-        "| rows | sessions | scenario | calls/s | p50 ms | p95 ms | p99 ms | errors | "
+        "| rows | sessions | scenario | calls/s | p50 ms | p95 ms | p99 ms | max ms | errors | "
         "server CPU ms/call | peak RSS MB | tasks/page |",
-        "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: |",
+        "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: |",
     ]
     for c in cells:
         # Idle servers burn a little CPU too; show the ones doing this cell's work.
@@ -179,7 +179,8 @@ def markdown(data: dict[str, Any]) -> str:
         rss = c["rss_max_mb"].get(c["server"], 0.0)
         lines.append(
             f"| {c['rows']:,} | {c['concurrency']} | {c['label']} | {_fmt(c['throughput'], 0)} "
-            f"| {_fmt(c['p50_ms'])} | {_fmt(c['p95_ms'])} | {_fmt(c['p99_ms'])} | {c['errors']} "
+            f"| {_fmt(c['p50_ms'])} | {_fmt(c['p95_ms'])} | {_fmt(c['p99_ms'])} "
+            f"| {_fmt(c.get('max_ms', float('nan')))} | {c['errors']} "
             f"| {cpu} | {rss:.0f} | {'' if c['tasks_per_page'] is None else c['tasks_per_page']} |"
         )
     failed = [c for c in cells if c.get("first_error")]

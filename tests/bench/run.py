@@ -133,6 +133,7 @@ class Cell:
     cpu_ms_per_call: dict[str, float] = field(default_factory=dict)
     tasks_per_page: int | None = None
     first_error: str = ""
+    max_ms: float = float("nan")  # the slowest call: a rare stall that p99 does not show
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -280,6 +281,7 @@ class Bench:
             },
             tasks_per_page=tasks_per_page,
             first_error=first_error[0] if first_error else "",
+            max_ms=flat[-1] * 1000 if flat else float("nan"),
         )
         if scn.writes:
             await seed.delete_tasks_after(self.stack.pair, self.last_seeded_id)
