@@ -89,6 +89,15 @@ class TaskgateMCP(MCPServer[Runtime]):
         self._observer = observer  # taskgate_tool_calls, latency, one log line per call
         self._limits = limits  # RATE_LIMIT_PER_USER
 
+    # Read by any other entry in front of the SDK (an ASGI fast path), to count and limit alike.
+    @property
+    def observer(self) -> ToolCallObserver:
+        return self._observer
+
+    @property
+    def limits(self) -> CallLimits:
+        return self._limits
+
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
         bound = bind_request_id(_headers_of(context))
         try:
