@@ -12,8 +12,9 @@ sees this call) and answers. Anything else, and any doubt, goes to the SDK untou
 body replayed, so every error reply is the SDK's own, and a cache miss is the SDK path's to
 load and cache.
 
-The call is observed as the SDK path observes it (gateway.metrics.ToolCallObserver: request id,
-log line, count and latency), and counted in taskgate_fast_path_answers_total. The SDK's
+The call is observed as gateway.mcp_server.TaskgateMCP.call_tool observes it (the request id
+bound from X-Request-ID, its ToolCallObserver's log line, count and latency, its CallLimits),
+and counted in taskgate_fast_path_answers_total. The SDK's
 OpenTelemetry middleware sees none of these calls (the gateway configures no tracer).
 """
 
@@ -31,7 +32,6 @@ import pydantic_core
 from mcp.server.auth.middleware.auth_context import auth_context_var
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken, TokenVerifier
-from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.streamable_http import StreamableHTTPServerTransport, check_accept_headers
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
@@ -60,12 +60,13 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.encoded_results import Reply, ReplyEncoder, body_of
+from gateway.mcp_server import TaskgateMCP, error_result
 from gateway.metrics import ToolCallObserver
 from gateway.ratelimit import CallLimits
+from gateway.request_id import bind_request_id, reset_request_id
 from gateway.runtime import RuntimeRef
 from gateway.tools.read import CachedReadOf, cached_reads
 from shared.errors import TaskgateError
-from shared.logs import REQUEST_ID_HEADER, request_id_from, request_scope
 from shared.rules import READ_TOOLS
 from shared.settings import Settings
 
@@ -148,12 +149,9 @@ class CachedAnswers:
     def __init__(
         self,
         settings: Settings,
-        server: MCPServer[Any],
+        server: TaskgateMCP,
         ref: RuntimeRef,
         verifier: TokenVerifier | None,
-        observer: ToolCallObserver,
-        limits: CallLimits,
-        refusal: Callable[[TaskgateError], CallToolResult],
         security: TransportSecuritySettings,
     ) -> None:
         self.path = settings.mcp_path
@@ -162,15 +160,15 @@ class CachedAnswers:
         self.max_body = settings.max_body_bytes
         self.ref = ref
         self.verifier = verifier
-        self.observer = observer
-        self.limits = limits
-        self.refusal = refusal
+        # The SDK path's own observer and limits (TaskgateMCP.call_tool): counted and limited alike.
+        self.observer: ToolCallObserver = server.observer
+        self.limits: CallLimits = server.limits
         self.encoder = ReplyEncoder(server._lowlevel_server, settings.cache_max_bytes // MEMO_SHARE)
         self.answers = Counter(
             "taskgate_fast_path_answers",
             "Read tool calls answered from the cache in front of the MCP SDK, by tool.",
             ["tool"],
-            registry=observer.metrics.registry,
+            registry=self.observer.metrics.registry,
         )
         self.tools = _served_tools(server)
         self.security = TransportSecurityMiddleware(security)
@@ -286,9 +284,7 @@ class CachedAnswers:
 
     # -- the answer -----------------------------------------------------------------------
 
-    async def answer(
-        self, call: _Call, request_id_header: str | None
-    ) -> tuple[Reply, bytes] | None:
+    async def answer(self, call: _Call, headers: Headers) -> tuple[Reply, bytes] | None:
         """The reply and its body, the call observed; or None: the SDK answers it."""
         try:
             reader = self.ref.get().reader
@@ -306,15 +302,18 @@ class CachedAnswers:
             try:  # the SDK path's one admit for this call
                 await self.limits.admit(call.name, call.arguments)
             except TaskgateError as exc:
-                return self.refusal(exc)
+                return error_result(exc)  # as TaskgateMCP's failure_result answers it
             reader.cache.count_hit()
             return reply
 
         user = None if call.access is None else AuthenticatedUser(call.access)
         bound = auth_context_var.set(user)  # whom the rate limit counts, as the SDK's middleware
         try:
-            with request_scope(request_id_from(request_id_header)):
-                answered = await self.observer.observe(call.name, None, admitted)
+            request_id = bind_request_id(headers)  # X-Request-ID, as TaskgateMCP.call_tool binds it
+            try:
+                answered = await self.observer.observe(call.name, admitted)
+            finally:
+                reset_request_id(request_id)
         finally:
             auth_context_var.reset(bound)
         if isinstance(answered, CallToolResult):
@@ -382,17 +381,14 @@ class FastPath:
         call = a.call_of(shape, request, version, access)
         if call is None:
             return None
-        return await a.answer(call, request.headers.get(REQUEST_ID_HEADER))
+        return await a.answer(call, request.headers)
 
 
 def install_fast_path(
     app: Starlette,
     settings: Settings,
-    server: MCPServer[Any],
+    server: TaskgateMCP,
     ref: RuntimeRef,
-    observer: ToolCallObserver | None,
-    limits: CallLimits | None,
-    refusal: Callable[[TaskgateError], CallToolResult],
     security: TransportSecuritySettings,
 ) -> bool:
     """Put the fast path in front of the SDK's MCP endpoint, where it can answer as the SDK
@@ -414,16 +410,14 @@ def install_fast_path(
         and settings.mcp_stateless
         and settings.mcp_json_response
         and known_auth
-        and observer is not None
-        and limits is not None
     ):
         return False
-    answers = CachedAnswers(settings, server, ref, verifier, observer, limits, refusal, security)
+    answers = CachedAnswers(settings, server, ref, verifier, security)
     app.add_middleware(FastPath, answers=answers)
     return True
 
 
-def _served_tools(server: MCPServer[Any]) -> dict[str, ServedTool]:
+def _served_tools(server: TaskgateMCP) -> dict[str, ServedTool]:
     """The read tools the path answers: registered, with a cache look-up, and no Mcp-Param
     headers to check (no x-mcp-header in their input schemas)."""
     lookups = cached_reads()
