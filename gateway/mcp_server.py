@@ -26,6 +26,7 @@ from gateway.metrics import ToolCallObserver
 from gateway.ratelimit import CallLimits
 from gateway.request_id import bind_request_id, reset_request_id
 from gateway.runtime import Runtime
+from gateway.tool_results import size_for_agents
 from shared.errors import MAX_LISTED_ERRORS, ErrorCode, TaskgateError, validation_error
 
 log = logging.getLogger(__name__)
@@ -134,4 +135,10 @@ class TaskgateMCP(MCPServer[Runtime]):
         # A docstring is the tool's description for the model: drop its source indentation.
         if kwargs.get("description") is None and fn.__doc__:
             kwargs["description"] = inspect.cleandoc(fn.__doc__)
+        annotations = kwargs.get("annotations")
+        if kwargs.get("title") is None and annotations is not None:
+            kwargs["title"] = annotations.title  # the display name clients read first
         super().add_tool(fn, *args, **kwargs)
+        tool = self._tool_manager.get_tool(kwargs.get("name") or fn.__name__)
+        if tool is not None:
+            size_for_agents(tool)

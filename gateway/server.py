@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
 from mcp.server.auth.settings import AuthSettings
+from mcp.server.caching import CacheHint
 from mcp.server.transport_security import TransportSecuritySettings
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
@@ -39,6 +40,10 @@ from gateway.tools.bench import register_bench_tools
 from gateway.tools.read import register_read_tools
 from gateway.tools.write import register_write_tools
 from shared.settings import Settings
+
+# The tool list changes only when the gateway is redeployed; each client keeps its own copy
+# ("private": the list sits behind the caller's authorization).
+TOOLS_LIST_HINT = CacheHint(ttl_ms=300_000, scope="private")
 
 INSTRUCTIONS = (
     "Manage your own tasks. Write tools (create_task, update_task, complete_task, delete_task) "
@@ -93,6 +98,7 @@ def build_server(settings: Settings) -> tuple[TaskgateMCP, RuntimeRef]:
         token_verifier=verifier,
         auth=auth,
         lifespan=lifespan,
+        cache_hints={"tools/list": TOOLS_LIST_HINT},
     )
     register_read_tools(server, settings, ref)
     register_write_tools(server, settings, ref)

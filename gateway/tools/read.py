@@ -18,7 +18,11 @@ from shared.rules import CURSOR_MAX, LIMIT_DEFAULT, LIMIT_MAX, LIMIT_MIN, PageLi
 from shared.schemas import TaskOut, TaskPage, UserStats
 from shared.settings import Settings
 
-READ_ONLY = ToolAnnotations(readOnlyHint=True, idempotentHint=True, openWorldHint=False)
+
+def read_only(title: str) -> ToolAnnotations:
+    # Each tool reads only the caller's own tasks in the task service: a closed world.
+    return ToolAnnotations(title=title, readOnlyHint=True, idempotentHint=True, openWorldHint=False)
+
 
 # A read tool's value: the JSON form of its output model, as the read model's cache holds it.
 JsonObject = Mapping[str, Any]
@@ -41,7 +45,7 @@ def answers(model: type[BaseModel]) -> Callable[[F], F]:
 def register_read_tools(server: MCPServer, settings: Settings, ref: RuntimeRef) -> None:
     with_identity = identified(settings)
 
-    @server.tool(annotations=READ_ONLY, structured_output=True)
+    @server.tool(annotations=read_only("List your tasks"), structured_output=True)
     @answers(TaskPage)
     @with_identity
     async def list_tasks(
@@ -70,7 +74,7 @@ def register_read_tools(server: MCPServer, settings: Settings, ref: RuntimeRef) 
         caller = await rt.identity.caller()
         return await rt.reader.list_tasks(caller.user_id, status, limit, cursor)
 
-    @server.tool(annotations=READ_ONLY, structured_output=True)
+    @server.tool(annotations=read_only("Get a task"), structured_output=True)
     @answers(TaskOut)
     @with_identity
     async def get_task(task_id: TaskIdArg) -> JsonObject:
@@ -79,7 +83,7 @@ def register_read_tools(server: MCPServer, settings: Settings, ref: RuntimeRef) 
         caller = await rt.identity.caller()
         return await rt.reader.get_task(caller.user_id, task_id)
 
-    @server.tool(annotations=READ_ONLY, structured_output=True)
+    @server.tool(annotations=read_only("Count your tasks"), structured_output=True)
     @answers(UserStats)
     @with_identity
     async def get_user_stats() -> JsonObject:
