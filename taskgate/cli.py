@@ -72,12 +72,17 @@ def _gateway(args: argparse.Namespace) -> None:
         return
     import uvicorn
 
+    from taskgate.serving import GATEWAY_LOOP, freeze_startup_heap
+
+    app = build_http_app(settings)
+    freeze_startup_heap()
     uvicorn.run(
-        build_http_app(settings),
+        app,
         host=settings.mcp_host,
         port=settings.mcp_port,
         log_config=None,
         access_log=False,
+        loop=GATEWAY_LOOP,
         **_proxy_options(settings),  # type: ignore[arg-type]
     )
 
