@@ -8,7 +8,8 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.logs import REQUEST_ID_HEADER, request_id_from, request_scope
+from shared.api import REQUEST_ID_HEADER
+from shared.logs import request_id_from, request_scope
 
 log = logging.getLogger("backend.requests")
 _HEADER = REQUEST_ID_HEADER.lower().encode()

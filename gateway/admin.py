@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.runtime import Runtime, RuntimeRef
-from readmodel.ttl import TtlChange, TtlStore, changed, replace_policy
+from readmodel.ttl import TtlChange, changed, replace_policy
 from shared.api import ADMIN_ACTOR_HEADER, ADMIN_CACHE_PATH, ADMIN_FLUSH_PATH, ADMIN_TTL_PATH
 from shared.errors import ErrorCode, TaskgateError, validation_error
 from shared.rules import READ_TOOLS, ReadTool
@@ -57,11 +57,10 @@ def _actor(request: Request) -> str:
 
 
 class AdminApi:
-    def __init__(self, settings: Settings, ref: RuntimeRef, store: TtlStore | None = None) -> None:
+    def __init__(self, settings: Settings, ref: RuntimeRef) -> None:
         token = settings.admin_token.get_secret_value() if settings.admin_token else ""
         self._token = token.encode()
         self._ref = ref
-        self.store = store  # set by the lifespan when the cache is shared
         self._sync_seconds = settings.cache_ttl_sync_seconds
 
     def _authorize(self, request: Request) -> None:
@@ -83,20 +82,20 @@ class AdminApi:
         return {
             "ttl": cache.ttl.as_dict(),
             "effective_ttl": {tool: cache.ttl.ttl_for(tool) for tool in READ_TOOLS},
-            "shared": self.store is not None,
-            "sync_seconds": self._sync_seconds if self.store is not None else None,
+            "shared": rt.ttl_store is not None,
+            "sync_seconds": self._sync_seconds if rt.ttl_store is not None else None,
             "stats": {**stats, "hit_ratio": hit_ratio},
             "reads": dataclasses.asdict(rt.reader.stats),
         }
 
     async def set_ttl(self, rt: Runtime, update: TtlUpdate, actor: str) -> TtlChange:
-        policy = rt.reader.cache.ttl
-        if self.store is not None:
-            await self.store.refresh()  # start from what the other gateways hold
+        policy, store = rt.reader.cache.ttl, rt.ttl_store
+        if store is not None:
+            await store.refresh()  # start from what the other gateways hold
         old = policy.overrides.get(update.tool) if update.tool else policy.default
         snapshot = changed(policy, update.tool, update.ttl)
-        if self.store is not None:
-            await self.store.publish(snapshot)  # first, so a failure changes nothing
+        if store is not None:
+            await store.publish(snapshot)  # first, so a failure changes nothing
         replace_policy(policy, snapshot)
         change = TtlChange(update.tool, old, update.ttl)
         log.info(

@@ -15,7 +15,6 @@ import httpx
 import jwt
 from mcp.server.auth.provider import AccessToken
 
-from gateway.request_id import HEADER as REQUEST_ID_HEADER
 from shared.api import LOGIN_PATH
 from shared.settings import Settings
 from shared.tokens import (
@@ -107,9 +106,8 @@ class LoginAuth(httpx.Auth):
     def __repr__(self) -> str:  # the password never reaches a log through a repr
         return "LoginAuth(...)"
 
-    def login_request(self, request_id: str | None = None) -> httpx.Request:
-        headers = {REQUEST_ID_HEADER: request_id} if request_id else None
-        return httpx.Request("POST", self._login_url, data=self._form, headers=headers)
+    def login_request(self) -> httpx.Request:
+        return httpx.Request("POST", self._login_url, data=self._form)
 
     def accept_login(self, response: httpx.Response) -> str:
         """Keep the token from a login response, or raise LoginRefused."""
@@ -127,7 +125,7 @@ class LoginAuth(httpx.Auth):
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         sent_with = self.token
         if sent_with is None:
-            sent_with = yield from self._log_in(request)
+            sent_with = yield from self._log_in()
         request.headers["Authorization"] = f"Bearer {sent_with}"
         response = yield request
         if response.status_code != 401:
@@ -135,12 +133,12 @@ class LoginAuth(httpx.Auth):
         # Expired or revoked: log in again (unless a concurrent call already did) and resend once.
         token = self.token
         if token is None or token == sent_with:
-            token = yield from self._log_in(request)
+            token = yield from self._log_in()
         request.headers["Authorization"] = f"Bearer {token}"
         yield request
 
-    def _log_in(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, str]:
-        response = yield self.login_request(request.headers.get(REQUEST_ID_HEADER))
+    def _log_in(self) -> Generator[httpx.Request, httpx.Response, str]:
+        response = yield self.login_request()
         return self.accept_login(response)
 
 
@@ -183,7 +181,7 @@ class TokenExchanger:
     def forget(self, subject_token: str) -> None:
         self._cache.pop(subject_token, None)
 
-    def exchange_request(self, subject_token: str, request_id: str | None) -> httpx.Request:
+    def exchange_request(self, subject_token: str) -> httpx.Request:
         form = {
             "grant_type": TOKEN_EXCHANGE_GRANT,
             "client_id": GATEWAY_CLIENT_ID,
@@ -191,8 +189,7 @@ class TokenExchanger:
             "subject_token_type": ACCESS_TOKEN_TYPE,
             "audience": self._audience,
         }
-        headers = {REQUEST_ID_HEADER: request_id} if request_id else None
-        request = httpx.Request("POST", self._url, data=form, headers=headers)
+        request = httpx.Request("POST", self._url, data=form)
         return next(self._basic.auth_flow(request))
 
     def accept(self, subject_token: str, response: httpx.Response) -> str:
@@ -231,20 +228,17 @@ class ExchangeAuth(httpx.Auth):
         token = self._exchanger.cached(self._subject)
         fresh = token is None
         if token is None:
-            token = yield from self._exchange(request)
+            token = yield from self._exchange()
         request.headers["Authorization"] = f"Bearer {token}"
         response = yield request
         if response.status_code != 401 or fresh:
             return
         # The cached token stopped working (a restarted backend with a new secret): once more.
         self._exchanger.forget(self._subject)
-        token = yield from self._exchange(request)
+        token = yield from self._exchange()
         request.headers["Authorization"] = f"Bearer {token}"
         yield request
 
-    def _exchange(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, str]:
-        exchange = self._exchanger.exchange_request(
-            self._subject, request.headers.get(REQUEST_ID_HEADER)
-        )
-        response = yield exchange
+    def _exchange(self) -> Generator[httpx.Request, httpx.Response, str]:
+        response = yield self._exchanger.exchange_request(self._subject)
         return self._exchanger.accept(self._subject, response)

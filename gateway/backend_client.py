@@ -1,21 +1,23 @@
-"""The write path's HTTP client: one pooled httpx.AsyncClient to the backend, one error mapping."""
+"""The write path's HTTP client: one pooled httpx.AsyncClient to the backend, one error mapping,
+and one typed method per backend call the tools make. The backend's REST paths live here only."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from gateway.auth import ExchangeRefused, LoginAuth, LoginRefused
-from gateway.request_id import HEADER as REQUEST_ID_HEADER
-from gateway.request_id import current_request_id
+from gateway.request_id import send_request_id
 from readmodel.consistency import parse_lsn
 from shared.api import API_PREFIX, IDEMPOTENCY_HEADER, LSN_HEADER, WAL_POSITION_PATH
 from shared.errors import ErrorCode, ErrorEnvelope, TaskgateError, error_code_for_status
+from shared.schemas import TaskCreate, TaskOut, TaskUpdate
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -25,13 +27,25 @@ _MAYBE_SENT = (httpx.ReadTimeout, httpx.WriteTimeout, httpx.ReadError, httpx.Wri
                httpx.RemoteProtocolError, httpx.ConnectTimeout)  # fmt: skip
 
 
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+
+TASKS_PATH = f"{API_PREFIX}/tasks"
+
+ResponseHook = Callable[[httpx.Response], Awaitable[None]]
+
+
 @dataclass(frozen=True)
-class BackendReply:
-    body: Any
+class Written(Generic[T]):
+    """What a write answered, and the WAL position of its commit (X-Commit-LSN)."""
+
+    value: T
     commit_lsn: str | None
 
 
-def create_http_client(settings: Settings) -> httpx.AsyncClient:
+def create_http_client(
+    settings: Settings, on_response: Sequence[ResponseHook] = ()
+) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         base_url=settings.fastapi_base_url,
         timeout=httpx.Timeout(
@@ -48,6 +62,7 @@ def create_http_client(settings: Settings) -> httpx.AsyncClient:
         # One client serves every user: a cookie from one login must never ride on another's call.
         cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
         follow_redirects=False,
+        event_hooks={"request": [send_request_id], "response": list(on_response)},
     )
 
 
@@ -103,16 +118,25 @@ def _exchange_error(exc: ExchangeRefused) -> TaskgateError:
     )
 
 
-def _reply(response: httpx.Response) -> BackendReply:
+def _checked(response: httpx.Response) -> httpx.Response:
     if response.status_code >= 400:
         raise error_from_response(response)
+    return response
+
+
+def _written(response: httpx.Response, model: type[M]) -> Written[M]:
     try:
-        body = response.json() if response.content else None
-    except ValueError:
+        value = model.model_validate_json(response.content)
+    except ValidationError:
         raise TaskgateError(
-            ErrorCode.SERVER_ERROR, "the backend answered with a body that is not JSON"
+            ErrorCode.SERVER_ERROR,
+            f"the backend answered with a body that is not a {model.__name__}",
         ) from None
-    return BackendReply(body=body, commit_lsn=response.headers.get(LSN_HEADER))
+    return Written(value, response.headers.get(LSN_HEADER))
+
+
+def _task_path(task_id: int) -> str:
+    return f"{TASKS_PATH}/{task_id}"
 
 
 class BackendClient:
@@ -121,7 +145,30 @@ class BackendClient:
     def __init__(self, http: httpx.AsyncClient) -> None:
         self.http = http
 
-    async def request(
+    async def create_task(
+        self, auth: httpx.Auth, task: TaskCreate, idempotency_key: str
+    ) -> Written[TaskOut]:
+        body = task.model_dump(mode="json")
+        reply = await self.send(
+            "POST", TASKS_PATH, auth, json=body, idempotency_key=idempotency_key
+        )
+        return _written(reply, TaskOut)
+
+    async def update_task(
+        self, auth: httpx.Auth, task_id: int, changes: TaskUpdate
+    ) -> Written[TaskOut]:
+        body = changes.model_dump(mode="json")  # MISSING fields are left out
+        return _written(await self.send("PATCH", _task_path(task_id), auth, json=body), TaskOut)
+
+    async def complete_task(self, auth: httpx.Auth, task_id: int) -> Written[TaskOut]:
+        reply = await self.send("POST", f"{_task_path(task_id)}/complete", auth)
+        return _written(reply, TaskOut)
+
+    async def delete_task(self, auth: httpx.Auth, task_id: int) -> Written[None]:
+        reply = await self.send("DELETE", _task_path(task_id), auth)
+        return Written(None, reply.headers.get(LSN_HEADER))
+
+    async def send(
         self,
         method: str,
         path: str,
@@ -129,17 +176,16 @@ class BackendClient:
         *,
         json: Any = None,
         idempotency_key: str | None = None,
-    ) -> BackendReply:
-        """One call. With an idempotency key, a timeout or dropped connection is retried once
-        with the same key, so the backend applies the call at most once."""
-        headers = {REQUEST_ID_HEADER: current_request_id()}
-        if idempotency_key is not None:
-            headers[IDEMPOTENCY_HEADER] = idempotency_key
+    ) -> httpx.Response:
+        """One call, answered below 400 or raised as a TaskgateError. With an idempotency key, a
+        timeout or dropped connection is retried once with the same key, so the backend applies
+        the call at most once."""
+        headers = {IDEMPOTENCY_HEADER: idempotency_key} if idempotency_key is not None else None
         attempts = 2 if idempotency_key is not None else 1
         for attempt in range(1, attempts + 1):
             try:
                 response = await self.http.request(
-                    method, API_PREFIX + path, json=json, headers=headers, auth=auth
+                    method, path, json=json, headers=headers, auth=auth
                 )
             except LoginRefused as exc:
                 raise _login_error(exc) from None
@@ -157,20 +203,19 @@ class BackendClient:
             except httpx.TransportError as exc:
                 raise _unavailable(exc) from None
             else:
-                return _reply(response)
+                return _checked(response)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def wal_position(self) -> int:
         """The primary's current WAL position, as a byte position (raises on any failure)."""
-        headers = {REQUEST_ID_HEADER: current_request_id()}
-        response = await self.http.get(WAL_POSITION_PATH, headers=headers)
+        response = await self.http.get(WAL_POSITION_PATH)
         response.raise_for_status()
         return parse_lsn(str(response.json()["lsn"]))
 
     async def log_in(self, auth: LoginAuth) -> str:
         """Log in now through the pooled client (at start-up), keeping the token in `auth`."""
         try:
-            response = await self.http.send(auth.login_request(current_request_id()))
+            response = await self.http.send(auth.login_request())
             return auth.accept_login(response)
         except LoginRefused as exc:
             raise _login_error(exc) from None

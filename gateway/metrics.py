@@ -12,7 +12,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -21,10 +21,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from gateway.backend_client import ResponseHook
 from gateway.runtime import RuntimeRef
 from readmodel.cache import BoundedMemoryCache
 from shared.errors import ErrorCode
-from shared.logs import REQUEST_ID_HEADER, current_request_id, request_id_from, request_scope
 from shared.rules import READ_TOOLS
 
 log = logging.getLogger("gateway.calls")
@@ -97,62 +97,43 @@ def outcome_of(result: Any) -> str:
     return "error"
 
 
-def _incoming_request_id(context: Any) -> str | None:
-    """The X-Request-ID of the HTTP request that carried the call, when there is one."""
-    request = getattr(getattr(context, "request_context", None), "request", None)
-    headers = getattr(request, "headers", None)
-    value = headers.get(REQUEST_ID_HEADER) if headers is not None else None
-    return value if isinstance(value, str) else None
-
-
 class ToolCallObserver:
-    """Wraps each tool call: a request id in scope, one log line, a count and a latency."""
+    """Counts each tool call, times it, and logs one line for it (under its request id)."""
 
-    def __init__(self, metrics: GatewayMetrics, tools: Iterable[str]) -> None:
+    def __init__(self, metrics: GatewayMetrics) -> None:
         self.metrics = metrics
-        self.tools = set(tools)
 
-    async def observe(self, name: str, context: Any, call: Callable[[], Awaitable[Any]]) -> Any:
-        # Agents may call any name; only known tools become label values.
-        tool = name if name in self.tools else "unknown"
-        bound = current_request_id()
-        request_id = bound or request_id_from(_incoming_request_id(context))
-        with request_scope(request_id):
-            started = time.perf_counter()
-            outcome = "exception"
-            try:
-                result = await call()
-                outcome = outcome_of(result)
-                return result
-            finally:
-                elapsed = time.perf_counter() - started
-                self.metrics.tool_calls.labels(tool, outcome).inc()
-                self.metrics.tool_latency.labels(tool).observe(elapsed)
-                if outcome == ErrorCode.BACKEND_UNAVAILABLE:
-                    self.metrics.backend_errors.labels("unavailable").inc()
-                log.info(
-                    "tool %s: %s in %.1f ms",
-                    tool,
-                    outcome,
-                    elapsed * 1000,
-                    extra={"tool": tool, "outcome": outcome, "duration_ms": elapsed * 1000},
-                )
+    async def observe(self, tool: str, call: Callable[[], Awaitable[Any]]) -> Any:
+        """`tool` is a label value: the caller passes 'unknown' for a name it does not serve."""
+        started = time.perf_counter()
+        outcome = "exception"
+        try:
+            result = await call()
+            outcome = outcome_of(result)
+            return result
+        finally:
+            elapsed = time.perf_counter() - started
+            self.metrics.tool_calls.labels(tool, outcome).inc()
+            self.metrics.tool_latency.labels(tool).observe(elapsed)
+            if outcome == ErrorCode.BACKEND_UNAVAILABLE:
+                self.metrics.backend_errors.labels("unavailable").inc()
+            log.info(
+                "tool %s: %s in %.1f ms",
+                tool,
+                outcome,
+                elapsed * 1000,
+                extra={"tool": tool, "outcome": outcome, "duration_ms": elapsed * 1000},
+            )
 
 
-def instrument_backend_client(http: httpx.AsyncClient, metrics: GatewayMetrics) -> None:
-    """Send the call's request id to the backend, and count its 5xx answers."""
-
-    async def send_request_id(request: httpx.Request) -> None:
-        request_id = current_request_id()
-        if request_id is not None:
-            request.headers[REQUEST_ID_HEADER] = request_id
+def backend_error_counter(metrics: GatewayMetrics) -> ResponseHook:
+    """An httpx response hook for the backend client: counts the backend's 5xx answers."""
 
     async def count_server_errors(response: httpx.Response) -> None:
         if response.status_code >= 500:
             metrics.backend_errors.labels("status_5xx").inc()
 
-    http.event_hooks["request"].append(send_request_id)
-    http.event_hooks["response"].append(count_server_errors)
+    return count_server_errors
 
 
 def _counters(stats: Any) -> dict[str, int]:

@@ -1,17 +1,21 @@
-"""The request id of the current tool call, sent to the backend as X-Request-ID.
+"""The request id of a tool call: bound once as the call enters, sent to the backend as
+X-Request-ID by one hook on the pooled client.
 
-The variable itself is shared.logs.request_id_var, so log lines carry the same id.
+The variable itself is shared.logs.request_id_var, so log lines carry the same id; read it with
+shared.logs.current_request_id.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from contextvars import Token
 
-from shared.logs import REQUEST_ID_HEADER, request_id_from, request_id_var
+import httpx
 
-HEADER = REQUEST_ID_HEADER
+from shared.api import REQUEST_ID_HEADER
+from shared.logs import current_request_id, request_id_from, request_id_var
+
+_HEADER = REQUEST_ID_HEADER.lower()
 
 
 def bind_request_id(headers: Mapping[str, str] | None) -> Token[str | None]:
@@ -19,8 +23,7 @@ def bind_request_id(headers: Mapping[str, str] | None) -> Token[str | None]:
     a plain token, else a new one."""
     bound = request_id_var.get()
     if bound is None:
-        supplied = headers.get(HEADER.lower()) if headers is not None else None
-        bound = request_id_from(supplied)
+        bound = request_id_from(headers.get(_HEADER) if headers is not None else None)
     return request_id_var.set(bound)
 
 
@@ -28,6 +31,10 @@ def reset_request_id(token: Token[str | None]) -> None:
     request_id_var.reset(token)
 
 
-def current_request_id() -> str:
-    """The bound id, or a fresh one outside a tool call (start-up login, unit tests)."""
-    return request_id_var.get() or uuid.uuid4().hex
+async def send_request_id(request: httpx.Request) -> None:
+    """httpx request hook: every backend request of a call carries its id, the token exchange
+    and the stdio login that an auth flow sends on its behalf included. Outside a call (the
+    start-up login) none is sent and the backend makes one."""
+    request_id = current_request_id()
+    if request_id is not None:
+        request.headers[REQUEST_ID_HEADER] = request_id

@@ -1,12 +1,14 @@
-"""What a gateway process holds open: the backend client, the read model and the caller identity."""
+"""What a gateway process holds open: the backend client, the read model, the caller identity,
+the rate-limit buckets and the shared TTL policy; and the one holder its tools and routes read."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import logging
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
-from gateway.backend_client import BackendClient, create_http_client
+from gateway.backend_client import BackendClient, ResponseHook, create_http_client
 from gateway.identity import Identity
 from gateway.ratelimit import Buckets, build_buckets
 from readmodel.cache import ReadCache, TtlPolicy, build_cache, is_redis
@@ -14,7 +16,10 @@ from readmodel.engine import create_read_engine
 from readmodel.marks import Marks, RedisMarks
 from readmodel.reader import TaskReader
 from readmodel.replicas import ReplicaSet
+from readmodel.ttl import TtlStore
 from shared.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -24,11 +29,26 @@ class Runtime:
     reader: TaskReader
     identity: Identity
     buckets: Buckets | None  # tool calls per user; None when RATE_LIMIT_PER_USER is 0
+    ttl_store: TtlStore | None  # the fleet's TTL policy, with a shared (Redis) cache only
+
+
+async def _shared_ttl_store(settings: Settings, cache: ReadCache) -> TtlStore | None:
+    if not is_redis(settings.cache_url):
+        return None  # a memory cache is this process's alone: nothing to share
+    store = TtlStore(cache.cache, cache.ttl, settings.cache_ttl_sync_seconds)
+    try:
+        await store.refresh()  # join the fleet's policy, if an operator set one
+    except Exception as exc:
+        log.warning("cannot read the shared TTL policy at start (%s)", type(exc).__name__)
+    return store
 
 
 @asynccontextmanager
-async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
-    http = create_http_client(settings)
+async def open_runtime(
+    settings: Settings, on_response: Sequence[ResponseHook] = ()
+) -> AsyncIterator[Runtime]:
+    """`on_response`: httpx hooks for every backend answer (the metrics count 5xx)."""
+    http = create_http_client(settings, on_response)
     backend = BackendClient(http)
     replicas = ReplicaSet.of(
         settings.replica_urls,
@@ -64,7 +84,8 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         await identity.start()
         await marks.prepare()
         buckets = build_buckets(settings, cache.cache, cache.shared)
-        yield Runtime(settings, backend, reader, identity, buckets)
+        ttl_store = await _shared_ttl_store(settings, cache)
+        yield Runtime(settings, backend, reader, identity, buckets, ttl_store)
     finally:
         await http.aclose()
         for replica in replicas.replicas:
@@ -76,10 +97,11 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
 
 
 class RuntimeRef:
-    """The runtime of a server built before its lifespan opens it. Tools read it per call."""
+    """The running gateway's Runtime. The MCP SDK takes the server's lifespan at construction,
+    and tools and routes are registered before it runs, so they hold this and read it per call;
+    the composition root's lifespan fills it while the runtime is open."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self) -> None:
         self._runtime: Runtime | None = None
 
     def get(self) -> Runtime:
@@ -87,11 +109,10 @@ class RuntimeRef:
             raise RuntimeError("the gateway's lifespan has not started")
         return self._runtime
 
-    @asynccontextmanager
-    async def lifespan(self, _server: object) -> AsyncIterator[None]:
-        async with open_runtime(self.settings) as runtime:
-            self._runtime = runtime
-            try:
-                yield
-            finally:
-                self._runtime = None
+    @contextmanager
+    def holding(self, runtime: Runtime) -> Iterator[Runtime]:
+        self._runtime = runtime
+        try:
+            yield runtime
+        finally:
+            self._runtime = None

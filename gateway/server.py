@@ -1,38 +1,48 @@
-"""The gateway's composition root: the MCP server, its tools, and the HTTP app around it."""
+"""The gateway's composition root: settings in, the MCP server with its tools, routes and one
+lifespan out, and the HTTP app around it.
+
+A tool call enters at gateway.mcp_server.TaskgateMCP.call_tool (request id, count, rate limit,
+failure envelope); its caller is resolved in gateway.identity.Identity.caller; it reaches the
+backend through gateway.backend_client.BackendClient or the read model through readmodel.reader.
+"""
 
 from __future__ import annotations
 
-import inspect
-import logging
-from collections.abc import Callable, Mapping
-from typing import Any
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
 from mcp.server.auth.settings import AuthSettings
-from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.context import Context
-from mcp.server.mcpserver.exceptions import ToolError
-from mcp.server.mcpserver.tools import Tool
+from mcp.server.caching import CacheHint
 from mcp.server.transport_security import TransportSecuritySettings
-from mcp.shared.exceptions import MCPError
-from mcp.types import INVALID_PARAMS, CallToolResult, TextContent
-from pydantic import ValidationError
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
+from gateway.admin import AdminApi, add_admin_routes
 from gateway.auth import JwtVerifier
+from gateway.health import add_health_routes
 from gateway.http_headers import StripHeaderWhitespace
-from gateway.metrics import ToolCallObserver
-from gateway.ops import Operations
+from gateway.mcp_server import TaskgateMCP
+from gateway.metrics import (
+    GatewayMetrics,
+    ReadModelCollector,
+    ToolCallObserver,
+    backend_error_counter,
+)
+from gateway.metrics_endpoint import MetricsEndpoint
 from gateway.ratelimit import CallLimits
-from gateway.request_id import bind_request_id, reset_request_id
-from gateway.runtime import RuntimeRef
+from gateway.replica_lag import sample_replica_lag
+from gateway.runtime import Runtime, RuntimeRef, open_runtime
 from gateway.tools.bench import register_bench_tools
 from gateway.tools.read import register_read_tools
 from gateway.tools.write import register_write_tools
-from shared.errors import MAX_LISTED_ERRORS, ErrorCode, TaskgateError, validation_error
 from shared.settings import Settings
 
-log = logging.getLogger(__name__)
+# The tool list changes only when the gateway is redeployed; each client keeps its own copy
+# ("private": the list sits behind the caller's authorization).
+TOOLS_LIST_HINT = CacheHint(ttl_ms=300_000, scope="private")
 
 INSTRUCTIONS = (
     "Manage your own tasks. Write tools (create_task, update_task, complete_task, delete_task) "
@@ -42,101 +52,33 @@ INSTRUCTIONS = (
 )
 
 
-def error_result(error: TaskgateError) -> CallToolResult:
-    envelope = error.envelope().model_dump_json()
-    return CallToolResult(content=[TextContent(type="text", text=envelope)], is_error=True)
-
-
-def _headers_of(context: Context[Any, Any] | None) -> Mapping[str, str] | None:
-    """The HTTP request's headers, or None (stdio, in-process)."""
-    try:
-        return context.headers if context is not None else None
-    except ValueError:  # a context made outside a request
-        return None
-
-
-def _refuse_unknown_arguments(tool: Tool | None, arguments: dict[str, Any]) -> None:
-    # The SDK ignores unknown arguments; an agent that misspells `completed` would get a silent
-    # no-op, so name the unknown ones instead.
-    if tool is None:
-        return
-    unknown = sorted(set(arguments) - set(tool.parameters.get("properties", {})))
-    if unknown:
-        raise TaskgateError(
-            ErrorCode.VALIDATION_ERROR,
-            f"unknown arguments: {', '.join(unknown)[:200]}",
-            {
-                "errors": [
-                    {"field": f[:100], "type": "extra_forbidden"}
-                    for f in unknown[:MAX_LISTED_ERRORS]
-                ]
-            },
-        )
-
-
-class TaskgateMCP(MCPServer[Any]):
-    """MCPServer whose tool failures all leave as the shared error envelope."""
-
-    tool_observer: ToolCallObserver | None = None  # metrics and logs per call (gateway.ops)
-    call_limits: CallLimits | None = None  # tool calls per user (gateway.ratelimit)
-
-    async def get_prompt(
-        self, name: str, arguments: dict[str, Any] | None = None, context: Any = None
-    ) -> Any:
-        # The SDK raises ValueError for an unknown prompt, which its dispatcher logs with a
-        # traceback: any agent could fill the log with tracebacks and text of its choosing.
-        if self._prompt_manager.get_prompt(name) is None:
-            raise MCPError(INVALID_PARAMS, "unknown prompt")
-        return await super().get_prompt(name, arguments, context)
-
-    def add_tool(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        # A docstring is the tool's description for the model: drop its source indentation.
-        if kwargs.get("description") is None and fn.__doc__:
-            kwargs["description"] = inspect.cleandoc(fn.__doc__)
-        super().add_tool(fn, *args, **kwargs)
-
-    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
-        if self.tool_observer is None:
-            return await self._call_tool_enveloped(name, arguments, context)
-        return await self.tool_observer.observe(
-            name, context, lambda: self._call_tool_enveloped(name, arguments, context)
-        )
-
-    async def _call_tool_enveloped(
-        self, name: str, arguments: dict[str, Any], context: Any = None
-    ) -> Any:
-        bound = bind_request_id(_headers_of(context))
-        try:
-            tool = self._tool_manager.get_tool(name)
-            if self.call_limits is not None:  # every call counts, a bad one too
-                await self.call_limits.admit(name if tool is not None else "unknown", arguments)
-            _refuse_unknown_arguments(tool, arguments)
-            return await super().call_tool(name, arguments, context)
-        except TaskgateError as exc:
-            return error_result(exc)
-        except ToolError as exc:
-            cause = exc.__cause__
-            if isinstance(cause, TaskgateError):
-                return error_result(cause)
-            if isinstance(cause, ValidationError):
-                return error_result(
-                    validation_error(cause.errors(include_input=False), "arguments are not valid")
-                )
-            if cause is None and str(exc).startswith("Unknown tool"):
-                return error_result(
-                    TaskgateError(
-                        ErrorCode.NOT_FOUND, f"unknown tool: {name[:100]}", {"tool": name[:100]}
-                    )
-                )
-            log.exception("tool %s failed", name)
-            return error_result(TaskgateError(ErrorCode.SERVER_ERROR, "the tool failed"))
-        finally:
-            reset_request_id(bound)
-
-
 def build_server(settings: Settings) -> tuple[TaskgateMCP, RuntimeRef]:
-    ref = RuntimeRef(settings)
-    ops = Operations(settings, ref)
+    """The server, and the holder of its Runtime (filled while the server's lifespan runs)."""
+    ref = RuntimeRef()
+    registry = CollectorRegistry()
+    metrics = GatewayMetrics(registry)
+    registry.register(ReadModelCollector(ref))
+    metrics_endpoint = MetricsEndpoint(settings, registry)
+
+    @asynccontextmanager
+    async def lifespan(_server: object) -> AsyncIterator[Runtime]:
+        async with (
+            open_runtime(settings, on_response=[backend_error_counter(metrics)]) as rt,
+            contextlib.AsyncExitStack() as background,
+        ):
+            background.enter_context(ref.holding(rt))
+            background.enter_context(metrics_endpoint.own_port())
+            lag = sample_replica_lag(
+                rt.reader.replicas,
+                metrics,
+                settings.replica_lag_sample_seconds,
+                settings.replica_timeout,
+            )
+            jobs = [lag] if rt.ttl_store is None else [lag, rt.ttl_store.run()]
+            for job in jobs:
+                background.push_async_callback(_cancelled, asyncio.create_task(job))
+            yield rt
+
     auth = None
     verifier = None
     if settings.auth_mode == "token":
@@ -147,21 +89,30 @@ def build_server(settings: Settings) -> tuple[TaskgateMCP, RuntimeRef]:
             validate_token_resource=False,  # JwtVerifier checks the audience itself
         )
     server = TaskgateMCP(
+        observer=ToolCallObserver(metrics),
+        limits=CallLimits(settings, lambda: ref.get().buckets, metrics.rate_limited),
         name="taskgate",
         instructions=INSTRUCTIONS,
         version="0.1.0",
         token_verifier=verifier,
         auth=auth,
-        lifespan=ops.lifespan,
+        lifespan=lifespan,
+        cache_hints={"tools/list": TOOLS_LIST_HINT},
     )
-    register_read_tools(server, ref)
-    register_write_tools(server, ref)
+    register_read_tools(server, settings, ref)
+    register_write_tools(server, settings, ref)
     if settings.mcp_bench_tools:
         register_bench_tools(server)
-
-    ops.install(server)  # /healthz, /readyz, /metrics, /admin/*
-    server.call_limits = CallLimits(settings, lambda: ref.get().buckets, ops.metrics.rate_limited)
+    add_health_routes(server, ref)  # /healthz, /readyz
+    add_admin_routes(server, AdminApi(settings, ref))  # /admin/cache...
+    server.custom_route("/metrics", methods=["GET"])(metrics_endpoint.scrape)
     return server, ref
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def transport_security(settings: Settings) -> TransportSecuritySettings:

@@ -7,6 +7,8 @@ LOGIN_PATH = f"{API_PREFIX}/auth/token"
 # A write's commit position, which the gateway waits for on the replica before the caller reads.
 LSN_HEADER = "X-Commit-LSN"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+# One id per call, sent by the gateway to the backend, so both processes log it.
+REQUEST_ID_HEADER = "X-Request-ID"
 # `true` on a create that returned the task of an earlier call with the same Idempotency-Key.
 REPLAYED_HEADER = "Idempotent-Replayed"
 # Who changed the cache settings, named by `taskgate cache` to the gateway's admin API.

@@ -17,8 +17,6 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
-REQUEST_ID_HEADER = "X-Request-ID"
-
 # The one request-id variable of a process; gateway.request_id binds it for each tool call.
 request_id_var: ContextVar[str | None] = ContextVar("taskgate_request_id", default=None)
 # Ids come from clients: short and plain, so they cannot forge log lines or bloat them.

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal, TypeVar
 
 from mcp.server.mcpserver import MCPServer
 from mcp.types import ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import MISSING, BaseModel, Field
 
-from gateway.backend_client import BackendReply
+from gateway.backend_client import Written
 from gateway.identity import identified
-from gateway.runtime import RuntimeRef
+from gateway.runtime import Runtime, RuntimeRef
 from gateway.tools.args import TaskIdArg
 from shared.rules import DESCRIPTION_MAX, TITLE_MAX
-from shared.schemas import TaskOut
+from shared.schemas import TaskCreate, TaskOut, TaskUpdate
+from shared.settings import Settings
+
+T = TypeVar("T")
 
 Title = Annotated[
     str,
@@ -53,21 +56,16 @@ class TaskDeleted(BaseModel):
     deleted: Literal[True] = True
 
 
-def register_write_tools(server: MCPServer, ref: RuntimeRef) -> None:
-    with_identity = identified(ref.settings)
+async def _noted(rt: Runtime, user_id: int, written: Written[T]) -> T:
+    """The written value, once the caller's next reads are set to wait for the write."""
+    if written.commit_lsn:
+        await rt.reader.note_write(user_id, written.commit_lsn)
+    return written.value
 
-    async def forward(
-        method: str, path: str, *, json: Any = None, idempotency_key: str | None = None
-    ) -> BackendReply:
-        rt = ref.get()
-        caller = await rt.identity.caller()
-        reply = await rt.backend.request(
-            method, path, caller.auth, json=json, idempotency_key=idempotency_key
-        )
-        if reply.commit_lsn:
-            # The caller's next reads wait for this position on the replica.
-            await rt.reader.note_write(caller.user_id, reply.commit_lsn)
-        return reply
+
+def register_write_tools(server: MCPServer, settings: Settings, ref: RuntimeRef) -> None:
+    # The arguments go to the backend as given: it owns every rule and answers in the envelope.
+    with_identity = identified(settings)
 
     @server.tool(annotations=CREATE, structured_output=True)
     @with_identity
@@ -77,11 +75,13 @@ def register_write_tools(server: MCPServer, ref: RuntimeRef) -> None:
         Every call creates one more task, so call it once per task you want. If it fails with
         backend_unavailable, use list_tasks to check whether the task exists before calling again.
         """
-        body = {"title": title, "description": description}
+        rt = ref.get()
+        caller = await rt.identity.caller()
+        task = TaskCreate.model_construct(title=title, description=description)
         # One key per tool call: the gateway's own retry after a timeout reuses it, so the
         # backend creates the task at most once.
-        reply = await forward("POST", "/tasks", json=body, idempotency_key=uuid.uuid4().hex)
-        return reply.body  # type: ignore[no-any-return]
+        written = await rt.backend.create_task(caller.auth, task, uuid.uuid4().hex)
+        return await _noted(rt, caller.user_id, written)
 
     @server.tool(annotations=UPDATE, structured_output=True)
     @with_identity
@@ -103,17 +103,16 @@ def register_write_tools(server: MCPServer, ref: RuntimeRef) -> None:
         Pass task_id and at least one field to change; fields you omit stay as they are. Returns
         the task as it is now. Answers not_found for an id that is not one of your tasks.
         """
-        changes = {
-            field: value
-            for field, value in (
-                ("title", title),
-                ("description", description),
-                ("completed", completed),
-            )
-            if value is not None
-        }
-        reply = await forward("PATCH", f"/tasks/{task_id}", json=changes)
-        return reply.body  # type: ignore[no-any-return]
+        rt = ref.get()
+        caller = await rt.identity.caller()
+        # An omitted field (None) is MISSING: left out of the request, so it stays as it is.
+        changes = TaskUpdate.model_construct(
+            title=MISSING if title is None else title,
+            description=MISSING if description is None else description,
+            completed=MISSING if completed is None else completed,
+        )
+        written = await rt.backend.update_task(caller.auth, task_id, changes)
+        return await _noted(rt, caller.user_id, written)
 
     @server.tool(annotations=COMPLETE, structured_output=True)
     @with_identity
@@ -122,8 +121,10 @@ def register_write_tools(server: MCPServer, ref: RuntimeRef) -> None:
 
         Answers not_found for an id that is not one of your tasks.
         """
-        reply = await forward("POST", f"/tasks/{task_id}/complete")
-        return reply.body  # type: ignore[no-any-return]
+        rt = ref.get()
+        caller = await rt.identity.caller()
+        written = await rt.backend.complete_task(caller.auth, task_id)
+        return await _noted(rt, caller.user_id, written)
 
     @server.tool(annotations=DELETE, structured_output=True)
     @with_identity
@@ -132,5 +133,7 @@ def register_write_tools(server: MCPServer, ref: RuntimeRef) -> None:
 
         Answers not_found for an id that is not one of your tasks, or one already deleted.
         """
-        await forward("DELETE", f"/tasks/{task_id}")
+        rt = ref.get()
+        caller = await rt.identity.caller()
+        await _noted(rt, caller.user_id, await rt.backend.delete_task(caller.auth, task_id))
         return TaskDeleted(task_id=task_id)

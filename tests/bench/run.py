@@ -4,8 +4,10 @@
     uv run --group bench python -m tests.bench.run --quick    # a short run, to check the harness
 
 It starts the real stack (PostgreSQL primary and streaming replica, backend, gateway), a second
-gateway with CACHE_TTL=0, and fastapi-mcp 0.4.0 over the same backend in a virtualenv of its own,
-seeds 1,000 users and their tasks, then drives MCP tool calls from 1, 16 and 64 concurrent client
+gateway with CACHE_TTL=0, fastapi-mcp 0.4.0 over the same backend in a virtualenv of its own
+(forward-everything), FastMCP 4.2 over the same backend routes with its response cache (the cached
+peer), and the mcp SDK's own no-op server (the floor); seeds 1,000 users and their tasks (every
+reader has a full 50-task page), then drives MCP tool calls from 1, 16 and 64 concurrent client
 sessions. Every scenario runs at each concurrency before the next concurrency starts, so all of
 them share the machine's state of the moment. Results go to tests/bench/results/.
 """
@@ -50,6 +52,7 @@ REPO = HERE.parents[1]
 RESULTS = HERE / "results"
 USERS = 1_000
 READ_USERS = slice(0, 100)  # readers never write, so no read waits on a write mark
+PAGE = 50  # tasks each reader has at every table size: list_tasks answers full default pages
 GW_WRITE_USERS = slice(500, 600)
 DIRECT_WRITE_USERS = slice(600, 700)
 
@@ -104,7 +107,7 @@ def ensure_peer_venv(path: Path) -> Path:
 class Scenario:
     key: str
     label: str
-    server: str  # which process answers: gateway, gateway_uncached, peer, backend
+    server: str  # which process answers: a key of Bench.targets
     tool: str  # MCP tool name, or "POST /api/v1/tasks" for the direct backend call
     arguments: dict[str, Any]
     users: slice
@@ -130,6 +133,7 @@ class Cell:
     cpu_ms_per_call: dict[str, float] = field(default_factory=dict)
     tasks_per_page: int | None = None
     first_error: str = ""
+    max_ms: float = float("nan")  # the slowest call: a rare stall that p99 does not show
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -145,6 +149,8 @@ class Target:
     port: int
     path: str
     modern: bool
+    # The pass-through servers forward the caller's bearer to the backend: a backend token.
+    backend_token: bool = False
 
 
 class Bench:
@@ -154,6 +160,7 @@ class Bench:
         servers: dict[str, Component],
         targets: dict[str, Target],
         tokens: dict[int, str],
+        backend_tokens: dict[int, str],
         user_ids: list[int],
         peer_tools: dict[str, str],
     ) -> None:
@@ -161,18 +168,20 @@ class Bench:
         self.servers = servers
         self.targets = targets
         self.tokens = tokens
+        self.backend_tokens = backend_tokens
         self.user_ids = user_ids
         self.peer_tools = peer_tools
         self.last_seeded_id = 0
         self.rows = 0
 
-    def token(self, users: slice, i: int) -> str:
+    def token(self, users: slice, i: int, server: str = "gateway") -> str:
         pool = self.user_ids[users]
-        return self.tokens[pool[i % len(pool)]]
+        tokens = self.backend_tokens if self.targets[server].backend_token else self.tokens
+        return tokens[pool[i % len(pool)]]
 
     # One session's request factory: constant bytes, except the direct POST's idempotency key.
     async def open_session(self, scn: Scenario, i: int) -> tuple[Connection, Callable[[], bytes]]:
-        token = self.token(scn.users, i)
+        token = self.token(scn.users, i, scn.server)
         target = self.targets[scn.server]
         conn = Connection(target.host, target.port)
         await conn.open()
@@ -272,6 +281,7 @@ class Bench:
             },
             tasks_per_page=tasks_per_page,
             first_error=first_error[0] if first_error else "",
+            max_ms=flat[-1] * 1000 if flat else float("nan"),
         )
         if scn.writes:
             await seed.delete_tasks_after(self.stack.pair, self.last_seeded_id)
@@ -328,7 +338,16 @@ def scenarios_for_10k() -> list[Scenario]:
     title = {"title": "bench task", "description": "created by the benchmark"}
     return [
         Scenario("noop", "no-op tool (gateway `ping`)", "gateway", "ping", {}, READ_USERS),
+        Scenario("sdk_noop", "mcp SDK no-op server (`ping`)", "sdk_noop", "ping", {}, READ_USERS),
         Scenario("cached", "`list_tasks`, cached, warm", "gateway", "list_tasks", {}, READ_USERS),
+        Scenario(
+            "fastmcp_cached",
+            "`list_tasks`, FastMCP cached peer, warm",
+            "fastmcp",
+            "list_tasks",
+            {},
+            READ_USERS,
+        ),
         Scenario(
             "uncached",
             "`list_tasks`, CACHE_TTL=0",
@@ -400,7 +419,7 @@ def scenarios_for_ab() -> list[Scenario]:
 
 
 def scenarios_for_large() -> list[Scenario]:
-    keep = {"cached", "uncached", "uncached_l10", "peer"}
+    keep = {"cached", "fastmcp_cached", "uncached", "uncached_l10", "peer"}
     return [s for s in scenarios_for_10k() if s.key in keep]
 
 
@@ -411,8 +430,14 @@ async def validate_with_mcp_client(bench: Bench) -> list[str]:
     from mcp.client.streamable_http import streamable_http_client
 
     notes = []
-    token = bench.token(READ_USERS, 0)
-    for server, tool in (("gateway", "list_tasks"), ("gateway", "ping"), ("peer", "list_tasks")):
+    for server, tool in (
+        ("gateway", "list_tasks"),
+        ("gateway", "ping"),
+        ("peer", "list_tasks"),
+        ("fastmcp", "list_tasks"),
+        ("sdk_noop", "ping"),
+    ):
+        token = bench.token(READ_USERS, 0, server)
         target = bench.targets[server]
         name = bench.peer_tools.get(tool, tool) if server == "peer" else tool
         url = f"http://{target.host}:{target.port}{target.path}"
@@ -436,6 +461,40 @@ async def validate_with_mcp_client(bench: Bench) -> list[str]:
             raise BenchError(f"raw client and MCP Client disagree on {server} {name}")
         notes.append(f"{server} `{name}`: raw client == MCP Client (protocol {version})")
     return notes
+
+
+async def check_fastmcp_caches(bench: Bench) -> list[str]:
+    """The FastMCP peer answers a repeated `list_tasks` from its cache (a task created at the
+    backend in between does not show), and each user from their own partition."""
+
+    async def first_page(user: int) -> list[dict[str, Any]]:
+        scn = Scenario("check", "", "fastmcp", "list_tasks", {}, slice(user, user + 1))
+        conn, make = await bench.open_session(scn, 0)
+        result = check_rpc(await conn.send(make()))
+        await conn.close()
+        tasks: list[dict[str, Any]] = result["structuredContent"]["tasks"]
+        return tasks
+
+    user = DIRECT_WRITE_USERS.start
+    before = await first_page(user)
+    created = Scenario("check", "", "backend", "", {"title": "cache check"}, slice(user, user + 1))
+    conn, make = await bench.open_session(created, 0)
+    reply = await conn.send(make())
+    await conn.close()
+    if reply.status != 201:
+        raise BenchError(f"direct POST for the cache check answered {reply.status}")
+    after = await first_page(user)
+    await seed.delete_tasks_after(bench.stack.pair, bench.last_seeded_id)
+    if after != before:
+        raise BenchError("the FastMCP peer did not answer the repeated list_tasks from its cache")
+    other = await first_page(user + 1)
+    owners = {t["user_id"] for t in before}, {t["user_id"] for t in other}
+    if owners != ({bench.user_ids[user]}, {bench.user_ids[user + 1]}):
+        raise BenchError(f"the FastMCP peer's cache mixed users: owners {owners}")
+    return [
+        "fastmcp `list_tasks`: a repeat is served from its cache (a backend write in "
+        "between stays unseen), one partition per caller's token"
+    ]
 
 
 async def peer_tool_names(target: Target, token: str) -> dict[str, str]:
@@ -464,22 +523,30 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+async def grow(bench: Bench, size: int) -> None:
+    """The task table at `size` rows (readers' full pages first), replayed on the replica."""
+    started = time.monotonic()
+    if bench.rows == 0:
+        await seed.give_tasks(bench.stack.pair, bench.user_ids[READ_USERS], PAGE)
+    bench.last_seeded_id = await seed.grow_tasks(bench.stack.pair, bench.user_ids, size)
+    replay = await seed.wait_replayed(bench.stack.pair)
+    bench.rows = size
+    say(
+        f"{size:,} tasks seeded in {time.monotonic() - started:.1f}s "
+        f"(replica caught up in {replay:.1f}s)"
+    )
+
+
 async def measure(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     cells: list[Cell] = []
     notes: list[str] = []
     sizes = [int(s) for s in args.sizes.split(",")]
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     for n, size in enumerate(sizes):
-        started = time.monotonic()
-        bench.last_seeded_id = await seed.grow_tasks(bench.stack.pair, bench.user_ids, size)
-        replay = await seed.wait_replayed(bench.stack.pair)
-        bench.rows = size
-        say(
-            f"{size:,} tasks seeded in {time.monotonic() - started:.1f}s "
-            f"(replica caught up in {replay:.1f}s)"
-        )
+        await grow(bench, size)
         if n == 0 and not args.no_validate:
             notes += await validate_with_mcp_client(bench)
+            notes += await check_fastmcp_caches(bench)
             for line in notes:
                 say(line)
         scenarios = scenarios_for_10k() if n == 0 else scenarios_for_large()
@@ -610,37 +677,83 @@ def source_tree(snapshot: bool) -> Iterator[Path]:
         shutil.rmtree(snap, ignore_errors=True)
 
 
-async def run(args: argparse.Namespace, stack: Stack, peer_python: Path) -> dict[str, Any]:
+def spawn_module(name: str, module: str, stack: Stack, port: int, *args: str) -> Component:
+    """One of the benchmark's own servers (`python -m tests.bench.<module>`), on the stack's env."""
+    env = {
+        **os.environ,
+        **stack.env,
+        # FastMCP's: no banner, no update check over the network, no log line per call.
+        "FASTMCP_LOG_LEVEL": "WARNING",
+        "FASTMCP_SHOW_SERVER_BANNER": "false",
+        "FASTMCP_CHECK_FOR_UPDATES": "off",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", module, "--port", str(port), *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+    return Component(name, process, f"http://127.0.0.1:{port}/healthz")
+
+
+@contextlib.asynccontextmanager
+async def started_bench(
+    args: argparse.Namespace, stack: Stack, peer_python: Path
+) -> AsyncIterator[Bench]:
+    """Every other server beside the stack's gateway and backend, 1,000 users and their tokens."""
     servers: dict[str, Component] = {"gateway": stack.gateway, "backend": stack.backend}
-    uncached_port, peer_port = free_port(), free_port()
+    ports = {name: free_port() for name in ("uncached", "peer", "fastmcp", "sdk_noop", "plain")}
     uncached = spawn_component(
         "gateway_uncached",
-        ["gateway", "--transport", "http", "--port", str(uncached_port)],
+        ["gateway", "--transport", "http", "--port", str(ports["uncached"])],
         {**stack.env, "CACHE_TTL": "0", "MCP_BENCH_TOOLS": "1"},
-        f"http://127.0.0.1:{uncached_port}/healthz",
+        f"http://127.0.0.1:{ports['uncached']}/healthz",
     )
-    peer = spawn_peer(peer_python, stack, peer_port)
-    extra = [uncached, peer]
-    plain_port = free_port()
+    extra = [
+        uncached,
+        spawn_peer(peer_python, stack, ports["peer"]),
+        spawn_module(
+            "fastmcp",
+            "tests.bench.fastmcp_peer",
+            stack,
+            ports["fastmcp"],
+            "--backend-url",
+            stack.backend_url,
+            "--cache-ttl",
+            str(round(args.cache_ttl)),
+        ),
+        spawn_module("sdk_noop", "tests.bench.sdk_noop", stack, ports["sdk_noop"]),
+    ]
     if args.ab:
-        extra.append(spawn_plain_gateway(stack, plain_port, args.cache_ttl))
+        extra.append(spawn_plain_gateway(stack, ports["plain"], args.cache_ttl))
     try:
         for component in extra:
             wait_healthy(component, timeout=180)  # imports are slow while the box is busy
         servers |= {c.name: c for c in extra}
         gw_port = int(stack.mcp_url.rsplit(":", 1)[1].split("/")[0])
         be_port = int(stack.backend_url.rsplit(":", 1)[1])
+        host = "127.0.0.1"
         targets = {
-            "gateway": Target("127.0.0.1", gw_port, "/mcp", modern=True),
-            "gateway_uncached": Target("127.0.0.1", uncached_port, "/mcp", modern=True),
-            "peer": Target("127.0.0.1", peer_port, "/mcp", modern=False),
-            "gateway_plain": Target("127.0.0.1", plain_port, "/mcp", modern=True),
-            "backend": Target("127.0.0.1", be_port, "/api/v1/tasks", modern=False),
+            "gateway": Target(host, gw_port, "/mcp", modern=True),
+            "gateway_uncached": Target(host, ports["uncached"], "/mcp", modern=True),
+            "peer": Target(host, ports["peer"], "/mcp", modern=False, backend_token=True),
+            "fastmcp": Target(host, ports["fastmcp"], "/mcp", modern=True, backend_token=True),
+            "sdk_noop": Target(host, ports["sdk_noop"], "/mcp", modern=True),
+            "gateway_plain": Target(host, ports["plain"], "/mcp", modern=True),
+            "backend": Target(host, be_port, "/api/v1/tasks", modern=False, backend_token=True),
         }
         user_ids = await seed.seed_users(stack.pair, USERS)
-        tokens = seed.tokens_for(stack.env["JWT_SECRET"], user_ids, stack.env["MCP_PUBLIC_URL"])
-        peer_tools = await peer_tool_names(targets["peer"], tokens[user_ids[0]])
-        bench = Bench(stack, servers, targets, tokens, user_ids, peer_tools)
+        secret = stack.env["JWT_SECRET"]
+        tokens = seed.tokens_for(secret, user_ids, stack.env["MCP_PUBLIC_URL"])
+        backend_tokens = seed.backend_tokens_for(secret, user_ids)
+        peer_tools = await peer_tool_names(targets["peer"], backend_tokens[user_ids[0]])
+        yield Bench(stack, servers, targets, tokens, backend_tokens, user_ids, peer_tools)
+    finally:
+        for component in extra:
+            component.stop()
+
+
+async def run(args: argparse.Namespace, stack: Stack, peer_python: Path) -> dict[str, Any]:
+    async with started_bench(args, stack, peer_python) as bench:
         load_before = load_average()
         measured = await measure(bench, args)
         profile = {}
@@ -652,9 +765,6 @@ async def run(args: argparse.Namespace, stack: Stack, peer_python: Path) -> dict
             "load_before": load_before,
             "load_after": load_average(),
         }
-    finally:
-        for component in extra:
-            component.stop()
 
 
 def environment(args: argparse.Namespace, source: Path) -> dict[str, Any]:
@@ -688,6 +798,8 @@ def environment(args: argparse.Namespace, source: Path) -> dict[str, Any]:
         "uvloop": version("uvloop"),
         "httptools": version("httptools"),
         "peer": "fastapi-mcp 0.4.0 on mcp<2 (own virtualenv), over the same backend process",
+        "fastmcp": f"FastMCP {version('fastmcp')} on mcp {version('mcp')}, "
+        "ResponseCachingMiddleware, over the same backend process",
         "client": "raw asyncio HTTP/1.1 keep-alive JSON-RPC (tests/bench/rawclient.py), "
         "one connection per session, closed loop",
         "warmup_s": args.warmup,
@@ -751,33 +863,44 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    peer_python = ensure_peer_venv(args.peer_venv.resolve())
+@contextlib.contextmanager
+def bench_stack(args: argparse.Namespace) -> Iterator[Stack]:
+    """The real stack (pair, backend, cached gateway) in a temporary directory."""
+    root = Path(tempfile.mkdtemp(prefix="taskgate-bench-"))
+    try:
+        with running_stack(
+            root,
+            extra_env={
+                "MCP_BENCH_TOOLS": "1",
+                "CACHE_TTL": str(args.cache_ttl),
+                "LOG_LEVEL": "WARNING",
+                # One closed-loop session per user measures throughput: no per-user limit.
+                "RATE_LIMIT_PER_USER": "0",
+            },
+        ) as stack:
+            yield stack
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def install_uvloop() -> None:
     try:
         import uvloop  # type: ignore[import-not-found, unused-ignore]
 
         uvloop.install()  # the load generator's own loop: cheaper per call
     except ImportError:
         pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    peer_python = ensure_peer_venv(args.peer_venv.resolve())
+    install_uvloop()
     args.out.mkdir(parents=True, exist_ok=True)
     with source_tree(args.snapshot) as source:
         env = environment(args, source)
-        root = Path(tempfile.mkdtemp(prefix="taskgate-bench-"))
-        try:
-            with running_stack(
-                root,
-                extra_env={
-                    "MCP_BENCH_TOOLS": "1",
-                    "CACHE_TTL": str(args.cache_ttl),
-                    "LOG_LEVEL": "WARNING",
-                    # One closed-loop session per user measures throughput: no per-user limit.
-                    "RATE_LIMIT_PER_USER": "0",
-                },
-            ) as stack:
-                data = asyncio.run(run(args, stack, peer_python))
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
+        with bench_stack(args) as stack:
+            data = asyncio.run(run(args, stack, peer_python))
     data["environment"] = env
     if args.no_report:
         print(json.dumps(data, indent=2))

@@ -14,7 +14,7 @@ import asyncpg
 
 from backend.security import hash_password
 from shared.settings import Settings
-from shared.tokens import issue_gateway_token
+from shared.tokens import issue_gateway_token, issue_token
 from taskgate.pgpair import SUPERUSER, PgPair
 
 
@@ -65,6 +65,23 @@ async def grow_tasks(pair: PgPair, user_ids: list[int], total: int) -> int:
         await conn.close()
 
 
+async def give_tasks(pair: PgPair, user_ids: list[int], per_user: int) -> None:
+    """`per_user` tasks for each of these users, so that their first `list_tasks` page is full
+    (50 tasks, as the issue measured) whatever the table's size."""
+    conn = await _connect(pair)
+    try:
+        await conn.execute(
+            "INSERT INTO tasks (user_id, title, description, completed, created_at, updated_at) "
+            "SELECT u, 'reader task ' || g, 'seeded by the benchmark for a full page', "
+            "g % 3 = 0, now() - make_interval(secs => g), now() - make_interval(secs => g) "
+            "FROM unnest($1::bigint[]) u, generate_series(1, $2) g",
+            user_ids,
+            per_user,
+        )
+    finally:
+        await conn.close()
+
+
 async def delete_tasks_after(pair: PgPair, last_seeded_id: int) -> int:
     """Remove what write cells created, so every read cell sees the seeded table size."""
     conn = await _connect(pair)
@@ -100,3 +117,10 @@ def tokens_for(jwt_secret: str, user_ids: list[int], mcp_url: str) -> dict[int, 
     settings = Settings(_env_file=None, jwt_secret=jwt_secret, mcp_public_url=mcp_url)
     # Valid for the whole run: a long run must not see its tokens expire halfway.
     return {uid: issue_gateway_token(settings, uid, ttl_seconds=6 * 3600) for uid in user_ids}
+
+
+def backend_tokens_for(jwt_secret: str, user_ids: list[int]) -> dict[int, str]:
+    """Backend tokens (aud = JWT_AUDIENCE): what the pass-through peers forward, and what a
+    direct `POST` carries. The backend refuses gateway tokens."""
+    settings = Settings(_env_file=None, jwt_secret=jwt_secret)
+    return {uid: issue_token(settings, uid, ttl_seconds=6 * 3600) for uid in user_ids}

@@ -24,7 +24,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.logs import REQUEST_ID_HEADER
+from shared.api import REQUEST_ID_HEADER
 from shared.migrate import upgrade_to_head
 from taskgate.devstack import Component, Stack, stack_env, wait_healthy
 from taskgate.pgpair import PgPair, free_port

@@ -7,7 +7,7 @@ import time
 import jwt
 
 from gateway.auth import LoginAuth
-from gateway.backend_client import BackendClient, create_http_client
+from gateway.backend_client import TASKS_PATH, BackendClient, create_http_client
 from shared.settings import Settings
 from shared.tokens import verify_token
 from tests.support.agents import sign_up
@@ -35,8 +35,8 @@ async def test_an_expired_token_is_replaced_by_a_new_login(
     auth.token = expired
     configured = gateway_settings(settings, backend_url)
     async with create_http_client(configured) as http:
-        reply = await BackendClient(http).request("GET", "/tasks", auth)
+        reply = await BackendClient(http).send("GET", TASKS_PATH, auth)
 
-    assert reply.body == {"tasks": [], "next_cursor": None}
+    assert reply.json() == {"tasks": [], "next_cursor": None}
     assert auth.token is not None and auth.token != expired
     assert verify_token(configured, auth.token).user_id == agent.id

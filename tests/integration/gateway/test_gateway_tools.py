@@ -25,8 +25,11 @@ async def test_every_tool_declares_its_schemas_and_annotations(
 ) -> None:
     agent = sign_up(backend_url)
     async with gateway_as(settings, backend_url, agent) as client:
-        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+        listed = await client.list_tools()
+        tools = {tool.name: tool for tool in listed.tools}
 
+    # MCP 2026-07-28 cache hints: the list is each client's own to keep for a while.
+    assert (listed.ttl_ms, listed.cache_scope) == (300_000, "private")
     assert set(tools) >= WRITE_TOOLS | READ_TOOLS
     for name in WRITE_TOOLS | READ_TOOLS:
         tool = tools[name]
@@ -35,6 +38,9 @@ async def test_every_tool_declares_its_schemas_and_annotations(
         assert tool.description and len(tool.description) > 30, name
         assert "user_id" not in tool.input_schema.get("properties", {}), name
         assert tool.annotations.read_only_hint is (name in READ_TOOLS), name
+        assert tool.annotations.title and tool.title == tool.annotations.title, name
+        # The edge refuses unknown arguments, and the schema says so.
+        assert tool.input_schema["additionalProperties"] is False, name
         assert bool(tool.annotations.destructive_hint) is (name == "delete_task"), name
     assert tools["create_task"].annotations.idempotent_hint is False  # type: ignore[union-attr]
     for name in ("update_task", "complete_task", "delete_task", *READ_TOOLS):
@@ -102,6 +108,31 @@ async def test_an_agent_manages_a_task_through_every_tool(
         twice = envelope(await client.call_tool("delete_task", {"task_id": created["id"]}))
         assert twice["error_code"] == "not_found"
         assert ok(await client.call_tool("get_user_stats", {}))["total"] == 1
+
+
+async def test_a_results_text_is_its_structured_content_as_compact_json(
+    settings: Settings, backend_url: str
+) -> None:
+    agent = sign_up(backend_url)
+    async with gateway_as(settings, backend_url, agent) as client:
+        created = await client.call_tool("create_task", {"title": "t", "description": "d"})
+        task_id = created.structured_content["id"]  # type: ignore[index]
+        results = [
+            created,
+            await client.call_tool("get_task", {"task_id": task_id}),
+            await client.call_tool("list_tasks", {}),
+            await client.call_tool("list_tasks", {}),  # a cache hit reads the same
+            await client.call_tool("get_user_stats", {}),
+        ]
+    for result in results:
+        assert not result.is_error
+        [block] = result.content
+        text = block.text  # type: ignore[union-attr]
+        assert json.loads(text) == result.structured_content
+        # One spelling of each timestamp, no indentation.
+        assert text == json.dumps(result.structured_content, separators=(",", ":"))
+    assert results[2].content == results[3].content
+    assert results[2].structured_content["tasks"][0]["created_at"].endswith("Z")  # type: ignore[index]
 
 
 BAD_CALLS: list[tuple[str, dict[str, Any], str]] = [

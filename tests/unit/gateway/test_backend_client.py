@@ -8,14 +8,24 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 import respx
+from pydantic import MISSING
 
-from gateway.auth import BearerAuth
-from gateway.backend_client import BackendClient, create_http_client, error_from_response
+from gateway.auth import BearerAuth, ExchangeAuth, TokenExchanger
+from gateway.backend_client import (
+    TASKS_PATH,
+    BackendClient,
+    Written,
+    create_http_client,
+    error_from_response,
+)
 from gateway.request_id import bind_request_id, reset_request_id
 from shared.errors import ErrorCode, TaskgateError
+from shared.logs import current_request_id
+from shared.schemas import TaskCreate, TaskOut, TaskUpdate
 from shared.settings import Settings
 
 BASE = "http://backend.test"
+TASKS_PATH_URL = f"{BASE}{TASKS_PATH}"
 TASK = {
     "id": 7,
     "user_id": 3,
@@ -37,7 +47,7 @@ async def backend() -> AsyncIterator[BackendClient]:
 
 async def failure(backend: BackendClient, method: str = "POST") -> TaskgateError:
     with pytest.raises(TaskgateError) as caught:
-        await backend.request(method, "/tasks", AUTH, json={"title": "t"})
+        await backend.send(method, TASKS_PATH, AUTH, json={"title": "t"})
     return caught.value
 
 
@@ -63,7 +73,7 @@ async def failure(backend: BackendClient, method: str = "POST") -> TaskgateError
 async def test_a_status_without_an_envelope_maps_to_its_error_code(
     backend: BackendClient, status: int, code: ErrorCode
 ) -> None:
-    respx.post(f"{BASE}/api/v1/tasks").respond(status, text="<html>proxy says no</html>")
+    respx.post(TASKS_PATH_URL).respond(status, text="<html>proxy says no</html>")
     error = await failure(backend)
     assert error.code is code
     assert "proxy says no" not in error.message  # a foreign body never reaches the agent
@@ -80,14 +90,14 @@ async def test_the_backends_envelope_passes_through_unchanged(
         "message": "the backend's own words",
         "details": {"field": "title", "n": 3},
     }
-    respx.post(f"{BASE}/api/v1/tasks").respond(status, json=envelope)
+    respx.post(TASKS_PATH_URL).respond(status, json=envelope)
     error = await failure(backend)
     assert error.envelope().model_dump(mode="json") == envelope
 
 
 @respx.mock
 async def test_a_malformed_envelope_is_mapped_by_status(backend: BackendClient) -> None:
-    respx.post(f"{BASE}/api/v1/tasks").respond(
+    respx.post(TASKS_PATH_URL).respond(
         404, json={"status": "error", "error_code": "no_such_code", "message": "x"}
     )
     assert (await failure(backend)).code is ErrorCode.NOT_FOUND
@@ -95,7 +105,7 @@ async def test_a_malformed_envelope_is_mapped_by_status(backend: BackendClient) 
 
 @respx.mock
 async def test_connection_refused_is_backend_unavailable(backend: BackendClient) -> None:
-    route = respx.post(f"{BASE}/api/v1/tasks").mock(side_effect=httpx.ConnectError("refused"))
+    route = respx.post(TASKS_PATH_URL).mock(side_effect=httpx.ConnectError("refused"))
     error = await failure(backend)
     assert error.code is ErrorCode.BACKEND_UNAVAILABLE
     assert error.details == {"reason": "ConnectError"}
@@ -107,7 +117,7 @@ async def test_connection_refused_is_backend_unavailable(backend: BackendClient)
 async def test_a_timeout_is_backend_unavailable_and_a_call_without_a_key_is_not_retried(
     backend: BackendClient, method: str
 ) -> None:
-    route = respx.route(method=method, url=f"{BASE}/api/v1/tasks").mock(
+    route = respx.route(method=method, url=TASKS_PATH_URL).mock(
         side_effect=httpx.ReadTimeout("slow")
     )
     error = await failure(backend, method)
@@ -124,13 +134,11 @@ async def test_a_timeout_is_backend_unavailable_and_a_call_without_a_key_is_not_
 async def test_a_keyed_call_is_retried_once_with_the_same_key(
     backend: BackendClient, first_failure: Exception
 ) -> None:
-    route = respx.post(f"{BASE}/api/v1/tasks").mock(
+    route = respx.post(TASKS_PATH_URL).mock(
         side_effect=[first_failure, httpx.Response(200, json=TASK)]
     )
-    reply = await backend.request(
-        "POST", "/tasks", AUTH, json={"title": "t"}, idempotency_key="key-1"
-    )
-    assert reply.body == TASK
+    written = await backend.create_task(AUTH, TaskCreate(title="t"), "key-1")
+    assert written == Written(TaskOut.model_validate(TASK), None)
     assert route.call_count == 2
     keys = [call.request.headers["Idempotency-Key"] for call in route.calls]
     assert keys == ["key-1", "key-1"]
@@ -140,9 +148,9 @@ async def test_a_keyed_call_is_retried_once_with_the_same_key(
 async def test_a_keyed_call_that_times_out_twice_is_backend_unavailable(
     backend: BackendClient,
 ) -> None:
-    route = respx.post(f"{BASE}/api/v1/tasks").mock(side_effect=httpx.ReadTimeout("slow"))
+    route = respx.post(TASKS_PATH_URL).mock(side_effect=httpx.ReadTimeout("slow"))
     with pytest.raises(TaskgateError) as caught:
-        await backend.request("POST", "/tasks", AUTH, json={}, idempotency_key="key-2")
+        await backend.create_task(AUTH, TaskCreate(title="t"), "key-2")
     assert caught.value.code is ErrorCode.BACKEND_UNAVAILABLE
     assert route.call_count == 2
 
@@ -151,9 +159,9 @@ async def test_a_keyed_call_that_times_out_twice_is_backend_unavailable(
 async def test_a_keyed_call_is_not_retried_when_the_connection_was_refused(
     backend: BackendClient,
 ) -> None:
-    route = respx.post(f"{BASE}/api/v1/tasks").mock(side_effect=httpx.ConnectError("refused"))
+    route = respx.post(TASKS_PATH_URL).mock(side_effect=httpx.ConnectError("refused"))
     with pytest.raises(TaskgateError):
-        await backend.request("POST", "/tasks", AUTH, json={}, idempotency_key="key-3")
+        await backend.create_task(AUTH, TaskCreate(title="t"), "key-3")
     assert route.call_count == 1
 
 
@@ -161,36 +169,89 @@ async def test_a_keyed_call_is_not_retried_when_the_connection_was_refused(
 async def test_a_call_carries_the_bound_request_id_and_the_callers_token(
     backend: BackendClient,
 ) -> None:
-    route = respx.post(f"{BASE}/api/v1/tasks").respond(
+    route = respx.post(TASKS_PATH_URL).respond(
         201, json=TASK, headers={"X-Commit-LSN": "0/16B3748"}
     )
     bound = bind_request_id({"x-request-id": "call-42"})
     try:
-        reply = await backend.request("POST", "/tasks", AUTH, json={"title": "t"})
+        written = await backend.create_task(AUTH, TaskCreate(title="t"), "key-4")
     finally:
         reset_request_id(bound)
     sent = route.calls.last.request
     assert sent.headers["X-Request-ID"] == "call-42"
     assert sent.headers["Authorization"] == "Bearer agent-token"
-    assert json.loads(sent.content) == {"title": "t"}
-    assert reply.commit_lsn == "0/16B3748"
+    assert sent.headers["Idempotency-Key"] == "key-4"
+    assert json.loads(sent.content) == {"title": "t", "description": None}
+    assert written.commit_lsn == "0/16B3748"
+    assert written.value.id == TASK["id"]
+
+
+@respx.mock
+async def test_the_token_exchange_of_a_call_carries_its_request_id_too(
+    backend: BackendClient,
+) -> None:
+    settings = Settings(_env_file=None, fastapi_base_url=BASE, jwt_secret="s" * 40)
+    exchange = respx.post(f"{BASE}/token").respond(
+        200, json={"access_token": "b", "token_type": "Bearer", "expires_in": 300}
+    )
+    respx.post(f"{TASKS_PATH_URL}/7/complete").respond(200, json=TASK)
+    bound = bind_request_id({"x-request-id": "call-43"})
+    try:
+        await backend.complete_task(ExchangeAuth(TokenExchanger(settings), "agent"), 7)
+    finally:
+        reset_request_id(bound)
+    assert exchange.calls.last.request.headers["X-Request-ID"] == "call-43"
+
+
+@respx.mock
+async def test_outside_a_call_no_request_id_is_sent(backend: BackendClient) -> None:
+    route = respx.get(f"{BASE}/wal-position").respond(200, json={"lsn": "0/10"})
+    assert await backend.wal_position() == 16
+    assert "X-Request-ID" not in route.calls.last.request.headers
+
+
+@respx.mock
+async def test_an_update_sends_only_the_fields_given(backend: BackendClient) -> None:
+    route = respx.patch(f"{TASKS_PATH_URL}/7").respond(200, json=TASK)
+    changes = TaskUpdate.model_construct(title=MISSING, description="", completed=MISSING)
+    written = await backend.update_task(AUTH, 7, changes)
+    assert json.loads(route.calls.last.request.content) == {"description": ""}
+    assert written.value == TaskOut.model_validate(TASK)
+
+
+@respx.mock
+async def test_a_delete_answers_its_commit_position(backend: BackendClient) -> None:
+    respx.delete(f"{TASKS_PATH_URL}/7").respond(204, headers={"X-Commit-LSN": "0/20"})
+    assert await backend.delete_task(AUTH, 7) == Written(None, "0/20")
+
+
+@respx.mock
+async def test_a_success_whose_body_is_not_a_task_is_a_server_error(
+    backend: BackendClient,
+) -> None:
+    respx.post(f"{TASKS_PATH_URL}/7/complete").respond(200, json={"id": 7})
+    with pytest.raises(TaskgateError) as caught:
+        await backend.complete_task(AUTH, 7)
+    assert caught.value.code is ErrorCode.SERVER_ERROR
 
 
 def test_an_unsafe_client_request_id_is_replaced() -> None:
     bound = bind_request_id({"x-request-id": "evil\nInjected: header"})
     try:
-        from gateway.request_id import current_request_id
-
-        assert "\n" not in current_request_id()
-        assert current_request_id() != "evil\nInjected: header"
+        request_id = current_request_id()
+        assert request_id is not None
+        assert "\n" not in request_id
+        assert request_id != "evil\nInjected: header"
     finally:
         reset_request_id(bound)
 
 
 @respx.mock
 async def test_a_success_whose_body_is_not_json_is_a_server_error(backend: BackendClient) -> None:
-    respx.post(f"{BASE}/api/v1/tasks").respond(201, text="not json")
-    assert (await failure(backend)).code is ErrorCode.SERVER_ERROR
+    respx.post(TASKS_PATH_URL).respond(201, text="not json")
+    with pytest.raises(TaskgateError) as caught:
+        await backend.create_task(AUTH, TaskCreate(title="t"), "key-5")
+    assert caught.value.code is ErrorCode.SERVER_ERROR
 
 
 def test_error_from_response_keeps_no_foreign_detail() -> None:
@@ -220,7 +281,7 @@ async def test_the_pooled_client_keeps_no_cookies_between_users(backend: Backend
     respx.post(f"{BASE}/api/v1/auth/token").respond(
         200, json={"access_token": "a"}, headers={"Set-Cookie": "taskgate_session=a; Path=/"}
     )
-    route = respx.get(f"{BASE}/api/v1/tasks").respond(200, json={"tasks": []})
+    route = respx.get(TASKS_PATH_URL).respond(200, json={"tasks": []})
     await backend.http.post("/api/v1/auth/token", data={"username": "u", "password": "p"})
-    await backend.request("GET", "/tasks", AUTH)
+    await backend.send("GET", TASKS_PATH, AUTH)
     assert "cookie" not in route.calls.last.request.headers

@@ -9,7 +9,7 @@ import pytest
 import respx
 
 from gateway.auth import LoginAuth
-from gateway.backend_client import BackendClient, create_http_client
+from gateway.backend_client import TASKS_PATH, BackendClient, create_http_client
 from shared.errors import ErrorCode, TaskgateError
 from shared.settings import Settings
 
@@ -39,8 +39,8 @@ async def test_the_first_call_logs_in_with_the_configured_form(backend: BackendC
     tasks = respx.get(TASKS).respond(200, json={"tasks": []})
     auth = LoginAuth(BASE, "me@example.com", "s3cret-pass")
 
-    await backend.request("GET", "/tasks", auth)
-    await backend.request("GET", "/tasks", auth)
+    await backend.send("GET", TASKS_PATH, auth)
+    await backend.send("GET", TASKS_PATH, auth)
 
     assert login.call_count == 1  # the token is kept for later calls
     assert login.calls.last.request.content == b"username=me%40example.com&password=s3cret-pass"
@@ -56,9 +56,9 @@ async def test_a_401_logs_in_again_and_resends_the_call_once(backend: BackendCli
     auth = LoginAuth(BASE, "me@example.com", "pw-123456")
     await backend.log_in(auth)
 
-    reply = await backend.request("POST", "/tasks", auth, json={"title": "t"})
+    reply = await backend.send("POST", TASKS_PATH, auth, json={"title": "t"})
 
-    assert reply.body == {"id": 1}
+    assert reply.json() == {"id": 1}
     assert login.call_count == 2
     assert sent_tokens(tasks) == ["Bearer old", "Bearer new"]
     assert [c.request.content for c in tasks.calls] == [b'{"title":"t"}'] * 2
@@ -69,7 +69,7 @@ async def test_a_second_401_is_unauthorized_without_looping(backend: BackendClie
     login = respx.post(LOGIN).mock(side_effect=tokens("a", "b", "c"))
     tasks = respx.get(TASKS).respond(401)
     with pytest.raises(TaskgateError) as caught:
-        await backend.request("GET", "/tasks", LoginAuth(BASE, "me@example.com", "pw-123456"))
+        await backend.send("GET", TASKS_PATH, LoginAuth(BASE, "me@example.com", "pw-123456"))
     assert caught.value.code is ErrorCode.UNAUTHORIZED
     assert login.call_count == 2
     assert tasks.call_count == 2
@@ -86,7 +86,7 @@ async def test_refused_credentials_are_unauthorized_and_the_password_stays_secre
     tasks = respx.get(TASKS).respond(200, json={})
     auth = LoginAuth(BASE, "me@example.com", "pw-never-shown")
     with pytest.raises(TaskgateError) as caught:
-        await backend.request("GET", "/tasks", auth)
+        await backend.send("GET", TASKS_PATH, auth)
     assert caught.value.code is ErrorCode.UNAUTHORIZED
     assert "GATEWAY_EMAIL" in caught.value.message
     assert "pw-never-shown" not in repr(auth) + str(caught.value.envelope())

@@ -14,7 +14,7 @@ import respx
 
 from gateway import auth
 from gateway.auth import ExchangeAuth, TokenExchanger
-from gateway.backend_client import BackendClient, create_http_client
+from gateway.backend_client import TASKS_PATH, BackendClient, create_http_client
 from shared.errors import ErrorCode, TaskgateError
 from shared.settings import Settings
 from shared.tokens import GATEWAY_CLIENT_ID, TOKEN_EXCHANGE_GRANT, gateway_client_secret
@@ -53,7 +53,7 @@ async def test_one_exchange_serves_every_call_while_the_backend_token_is_fresh(
     exchanger = TokenExchanger(settings)
 
     for _ in range(3):
-        await backend.request("GET", "/tasks", ExchangeAuth(exchanger, "agent-token"))
+        await backend.send("GET", TASKS_PATH, ExchangeAuth(exchanger, "agent-token"))
 
     assert exchange.call_count == 1
     sent = exchange.calls.last.request
@@ -75,9 +75,9 @@ async def test_a_token_near_its_expiry_is_exchanged_again(
     clock = [1000.0]
     monkeypatch.setattr(time, "monotonic", lambda: clock[0])
 
-    await backend.request("GET", "/tasks", ExchangeAuth(exchanger, "agent"))
+    await backend.send("GET", TASKS_PATH, ExchangeAuth(exchanger, "agent"))
     clock[0] += 46  # 60 s token, refreshed 15 s (a quarter) before it expires
-    await backend.request("GET", "/tasks", ExchangeAuth(exchanger, "agent"))
+    await backend.send("GET", TASKS_PATH, ExchangeAuth(exchanger, "agent"))
 
     assert exchange.call_count == 2
     assert [c.request.headers["Authorization"] for c in tasks.calls] == ["Bearer b1", "Bearer b2"]
@@ -91,7 +91,7 @@ async def test_a_refused_exchange_is_unauthorized_and_the_call_is_not_sent(
     tasks = respx.get(TASKS).respond(200, json={"tasks": []})
 
     with pytest.raises(TaskgateError) as refused:
-        await backend.request("GET", "/tasks", ExchangeAuth(TokenExchanger(settings), "agent"))
+        await backend.send("GET", TASKS_PATH, ExchangeAuth(TokenExchanger(settings), "agent"))
 
     assert refused.value.code is ErrorCode.UNAUTHORIZED
     assert tasks.call_count == 0
@@ -103,7 +103,7 @@ async def test_a_gateway_the_backend_does_not_know_is_a_server_error(
 ) -> None:
     respx.post(TOKEN).respond(401, json={"error": "invalid_client"})
     with pytest.raises(TaskgateError) as refused:
-        await backend.request("GET", "/tasks", ExchangeAuth(TokenExchanger(settings), "agent"))
+        await backend.send("GET", TASKS_PATH, ExchangeAuth(TokenExchanger(settings), "agent"))
     assert refused.value.code is ErrorCode.SERVER_ERROR
     assert "secret" not in refused.value.message.lower()
 
