@@ -1,6 +1,8 @@
-"""How `taskgate gateway` serves HTTP: on which event loop, and with its start-up heap frozen.
+"""How `taskgate gateway` and `taskgate backend` serve HTTP: on which event loop, and with their
+start-up heap frozen.
 
-Both remove the gateway's tail latency under many connections (tests/bench/TAIL.md).
+Both remove the tail latency under many connections (tests/bench/TAIL.md); the backend meets
+the same burst of new connections when a gateway's pool opens.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import gc
 # request: when N agents connect at once, the k-th is accepted after k-1 rounds of the others'
 # calls (about 2 s for the 64th). asyncio's loop accepts every queued connection in one tick, and
 # with httptools it serves as many calls a second here.
-GATEWAY_LOOP = "asyncio"
+SERVING_LOOP = "asyncio"
 
 
 def freeze_startup_heap() -> None:

@@ -15,14 +15,17 @@ import uvicorn
 from uvicorn.config import Config
 
 from taskgate.cli import main
-from taskgate.serving import GATEWAY_LOOP
+from taskgate.serving import SERVING_LOOP
 
 CONNECTIONS = 32
 TICKS = 8  # asyncio needs three (accept, transport, connection_made); libuv accepts one a tick
 
 
-def test_the_gateway_freezes_its_startup_heap_and_serves_on_the_accepting_loop(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(
+    "command", [["gateway", "--transport", "http", "--port", "1"], ["backend", "--port", "1"]]
+)
+def test_each_server_freezes_its_startup_heap_and_serves_on_the_accepting_loop(
+    monkeypatch: pytest.MonkeyPatch, command: list[str]
 ) -> None:
     monkeypatch.setenv("JWT_SECRET", token_urlsafe(32))
     seen: dict[str, Any] = {}
@@ -33,13 +36,13 @@ def test_the_gateway_freezes_its_startup_heap_and_serves_on_the_accepting_loop(
     monkeypatch.setattr(uvicorn, "run", fake_run)
     gc.unfreeze()
     try:
-        main(["gateway", "--transport", "http", "--port", "1"])
+        main(command)
         # Every object the app holds was built before uvicorn ran, so all are frozen.
         assert seen["frozen"] > 0
         assert gc.is_tracked(seen["app"]) and not any(seen["app"] is o for o in gc.get_objects())
     finally:
         gc.unfreeze()
-    assert seen["loop"] == GATEWAY_LOOP
+    assert seen["loop"] == SERVING_LOOP
 
 
 class _Counting(asyncio.Protocol):
@@ -72,7 +75,7 @@ async def _accepted_within(ticks: int) -> int:
 
 
 def test_the_gateway_loop_accepts_every_queued_connection_in_a_few_iterations() -> None:
-    factory = Config(app="gateway.server:build_http_app", loop=GATEWAY_LOOP).get_loop_factory()
+    factory = Config(app="gateway.server:build_http_app", loop=SERVING_LOOP).get_loop_factory()
     assert factory is not None
     with asyncio.Runner(loop_factory=factory) as runner:
         assert runner.run(_accepted_within(TICKS)) == CONNECTIONS
