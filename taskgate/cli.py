@@ -44,16 +44,20 @@ def _backend(args: argparse.Namespace) -> None:
     import uvicorn
 
     from backend.app import create_app
+    from taskgate.serving import SERVING_LOOP, freeze_startup_heap
 
     settings = _production_settings()
     configure_logging(settings.log_level, settings.log_json)
     port = args.port if args.port is not None else settings.backend_port
+    app = create_app(settings)
+    freeze_startup_heap()
     uvicorn.run(
-        create_app(settings),
+        app,
         host=args.host or settings.backend_host,
         port=port,
         log_config=None,
         access_log=False,
+        loop=SERVING_LOOP,
         **_proxy_options(settings),  # type: ignore[arg-type]
     )
 
@@ -72,12 +76,17 @@ def _gateway(args: argparse.Namespace) -> None:
         return
     import uvicorn
 
+    from taskgate.serving import SERVING_LOOP, freeze_startup_heap
+
+    app = build_http_app(settings)
+    freeze_startup_heap()
     uvicorn.run(
-        build_http_app(settings),
+        app,
         host=settings.mcp_host,
         port=settings.mcp_port,
         log_config=None,
         access_log=False,
+        loop=SERVING_LOOP,
         **_proxy_options(settings),  # type: ignore[arg-type]
     )
 

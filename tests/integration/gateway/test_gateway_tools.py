@@ -116,7 +116,7 @@ async def test_a_results_text_is_its_structured_content_as_compact_json(
     agent = sign_up(backend_url)
     async with gateway_as(settings, backend_url, agent) as client:
         created = await client.call_tool("create_task", {"title": "t", "description": "d"})
-        task_id = created.structured_content["id"]  # type: ignore[index]
+        task_id = created.structured_content["id"]
         results = [
             created,
             await client.call_tool("get_task", {"task_id": task_id}),
@@ -132,7 +132,7 @@ async def test_a_results_text_is_its_structured_content_as_compact_json(
         # One spelling of each timestamp, no indentation.
         assert text == json.dumps(result.structured_content, separators=(",", ":"))
     assert results[2].content == results[3].content
-    assert results[2].structured_content["tasks"][0]["created_at"].endswith("Z")  # type: ignore[index]
+    assert results[2].structured_content["tasks"][0]["created_at"].endswith("Z")
 
 
 BAD_CALLS: list[tuple[str, dict[str, Any], str]] = [
