@@ -32,7 +32,9 @@ cookie_scheme = APIKeyCookie(
 )
 
 
-def get_settings(request: Request) -> Settings:
+# async: FastAPI runs a plain `def` dependency in its thread pool, a worker-thread round trip
+# per request for a dictionary look-up.
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -42,12 +44,12 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def get_hashing(request: Request) -> PasswordHashing:
+async def get_hashing(request: Request) -> PasswordHashing:
     hashing: PasswordHashing = request.app.state.hashing
     return hashing
 
 
-def get_login_limits(request: Request) -> LoginLimits:
+async def get_login_limits(request: Request) -> LoginLimits:
     limits: LoginLimits = request.app.state.login_limits
     return limits
 
