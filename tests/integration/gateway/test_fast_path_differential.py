@@ -19,6 +19,7 @@ from tests.support.config import TEST_MCP_URL
 from tests.support.processes import running_gateway
 from tests.support.raw_http import RawReply, send_raw
 from tests.support.readmodel import insert_tasks, wait_replayed
+from tests.support.redis import RedisServer
 
 MODERN = "2026-07-28"
 HANDSHAKE = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
@@ -528,3 +529,25 @@ async def test_trusted_mode_answers_as_the_sdk_does(
             two = await send_raw(sdk, "POST", case.headers, case.body)
             assert comparable(one, fast) == comparable(two, sdk), case.name
             assert (answered(await scrape(fast)) > answers) == case.fast, case.name
+
+
+async def test_replies_from_a_shared_redis_cache_are_the_sdks(
+    settings: Settings, backend_url: str, pg_pair: PgPair, redis_server: RedisServer
+) -> None:
+    agent = sign_up(backend_url)
+    wait_replayed(pg_pair, insert_tasks(pg_pair, agent.id, 3, spacing=1))
+    c = Corpus(agent.token)
+    for version in (None, MODERN):
+        c.call(f"page at {version}", "list_tasks", {"limit": 2}, version=version, fast=True)
+        c.call(f"stats at {version}", "get_user_stats", {}, version=version, fast=True)
+    env = {"CACHE_URL": redis_server.url, "CACHE_TTL": "600", **NO_LIMIT}
+    with (
+        running_gateway(settings, backend_url, {**env, "MCP_FAST_PATH": "true"}) as fast,
+        running_gateway(settings, backend_url, {**env, "MCP_FAST_PATH": "false"}) as sdk,
+    ):
+        for case in c.cases:  # the SDK's gateway fills the shared cache, the other reads it
+            first = await send_raw(sdk, "POST", case.headers, case.body)
+            answers = answered(await scrape(fast))
+            again = await send_raw(fast, "POST", case.headers, case.body)
+            assert comparable(again, fast) == comparable(first, sdk), case.name
+            assert answered(await scrape(fast)) == answers + 1, case.name
