@@ -8,6 +8,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -17,7 +18,7 @@ from taskgate.pgpair import PgPair
 from tests.support.agents import Agent, sign_up
 from tests.support.config import TEST_MCP_URL
 from tests.support.processes import running_gateway
-from tests.support.raw_http import RawReply, send_raw
+from tests.support.raw_http import RawReply, send_bytes, send_raw
 from tests.support.readmodel import insert_tasks, wait_replayed
 from tests.support.redis import RedisServer
 
@@ -374,7 +375,127 @@ def build_corpus(agent: Agent, cursor: str, task_id: int, settings: Settings) ->
     c.cases.append(
         Case("_meta at a handshake version", json.dumps(legacy_meta).encode(), c.headers(None))
     )
+    add_hostile_cases(c, agent, settings)
     return c
+
+
+def add_hostile_cases(c: Corpus, agent: Agent, settings: Settings) -> None:
+    """What a hostile client sends: bodies and headers each parser or check might read
+    differently from the SDK's. Either path may answer; the replies must be equal."""
+    for version in (None, MODERN):
+        base = c.headers(version, "list_tasks")
+        meta = f',"_meta":{json.dumps(META)}' if version == MODERN else ""
+
+        def raw(label: str, text: str, at: str | None = version) -> None:
+            c.cases.append(
+                Case(f"{label} at {at}", text.encode(), c.headers(at, "list_tasks"), fast=None)
+            )
+
+        call = '{"jsonrpc":"2.0","id":%s,"method":%s,"params":{"name":"list_tasks",%s%s}}'
+        raw("duplicate ids", call % ('1,"id":2', '"tools/call"', '"arguments":{}', meta))
+        raw("duplicate methods", call % ("1", '"tools/list","method":"tools/call"', "", meta))
+        raw(
+            "duplicate names",
+            call % ("1", '"tools/call"', '"name":"get_user_stats","arguments":{}', meta),
+        )
+        raw(
+            "duplicate arguments",
+            call % ("1", '"tools/call"', '"arguments":{"limit":2},"arguments":{}', meta),
+        )
+        raw(
+            "duplicate limit",
+            call % ("1", '"tools/call"', '"arguments":{"limit":2,"limit":3}', meta),
+        )
+        for rid in ("1.0", "-0", "1e2", "123456789012345678901234567890", '"\\ud800"', '"\\u0000"'):
+            raw(f"id {rid}", call % (rid, '"tools/call"', '"arguments":{}', meta))
+        raw("escaped method", call % ("1", '"tools\\u002fcall"', '"arguments":{}', meta))
+        raw("arguments null", call % ("1", '"tools/call"', '"arguments":null', meta))
+        raw("limit -0", call % ("1", '"tools/call"', '"arguments":{"limit":-0}', meta))
+        raw("limit 2.0", call % ("1", '"tools/call"', '"arguments":{"limit":2.0}', meta))
+        raw("limit 1e1", call % ("1", '"tools/call"', '"arguments":{"limit":1e1}', meta))
+        raw(
+            "surrogate cursor",
+            call % ("1", '"tools/call"', '"arguments":{"cursor":"\\udc00"}', meta),
+        )
+        raw("nul status", call % ("1", '"tools/call"', '"arguments":{"status":"all\\u0000"}', meta))
+        valid = call % ("1", '"tools/call"', '"arguments":{"limit":2}', meta)
+        raw("BOM", "\ufeff" + valid)
+        raw("leading whitespace", " \r\n\t" + valid + "\n")
+        c.cases.append(Case(f"UTF-16 body at {version}", valid.encode("utf-16"), base, fast=None))
+        latin = valid.replace('"limit":2', '"cursor":"\xff"').encode("latin-1")
+        c.cases.append(Case(f"non-UTF-8 bytes at {version}", latin, base, fast=None))
+        # MAX_BODY_BYTES exactly (the SDK allows it) and one byte more (the SDK's 413).
+        for extra, label in [(0, "at"), (1, "over")]:
+            padded = valid + " " * (settings.max_body_bytes - len(valid) + extra)
+            c.cases.append(
+                Case(
+                    f"body just {label} the limit at {version}",
+                    padded.encode(),
+                    base,
+                    fast=not extra,
+                )
+            )
+        without_auth = [h for h in base if h[0] != "Authorization"]
+        good, bad = f"Bearer {agent.token}", "Bearer not-a-token"
+        for label, values in [
+            ("two tokens, good first", [good, bad]),
+            ("two tokens, bad first", [bad, good]),
+            ("bearer with two spaces", [f"Bearer  {agent.token}"]),
+            ("BEARER", [f"BEARER {agent.token}"]),
+            ("bearer with a tab", [f"Bearer\t{agent.token}"]),
+        ]:
+            headers = without_auth + [("Authorization", v) for v in values]
+            c.cases.append(Case(f"{label} at {version}", valid.encode(), headers, fast=None))
+        c.cases.append(
+            Case(
+                f"second Host evil at {version}",
+                valid.encode(),
+                [*base, ("Host", "evil.example")],
+                fast=None,
+            )
+        )
+        c.cases.append(
+            Case(
+                f"first Host evil at {version}",
+                valid.encode(),
+                [*base, ("Host", "127.0.0.1:1")],
+                host="evil.example",
+                fast=None,
+            )
+        )
+        for label, extra in [
+            ("two content types", [("Content-Type", "text/plain")]),
+            ("two accepts", [("Accept", "text/html")]),
+            ("two origins", [("Origin", "http://localhost:1"), ("Origin", "http://evil.example")]),
+            ("origin null", [("Origin", "null")]),
+        ]:
+            c.cases.append(
+                Case(f"{label} at {version}", valid.encode(), [*base, *extra], fast=None)
+            )
+        c.cases.append(Case(f"HEAD at {version}", b"", base, method="HEAD"))
+        c.cases.append(
+            Case(f"query string at {version}", valid.encode(), base, path="/mcp?x=1", fast=None)
+        )
+        c.cases.append(Case(f"double slash at {version}", valid.encode(), base, path="//mcp"))
+        c.cases.append(
+            Case(f"escaped path at {version}", valid.encode(), base, path="/m%63p", fast=None)
+        )
+    modern = [h for h in c.headers(MODERN) if h[0] != "Mcp-Method"]
+    for label, method, name in [
+        ("Mcp-Name upper case", "tools/call", "LIST_TASKS"),
+        ("Mcp-Name with nbsp", "tools/call", "\xa0list_tasks"),
+        ("Mcp-Name with vertical tab", "tools/call", "list_tasks\x0b"),
+        ("Mcp-Method upper case", "TOOLS/CALL", "list_tasks"),
+        ("Mcp-Name empty", "tools/call", ""),
+        ("Mcp-Name base64 of another", "tools/call", "=?base64?Z2V0X3Rhc2s=?="),
+    ]:
+        c.call(
+            label,
+            "list_tasks",
+            {"limit": 2},
+            headers=[*modern, ("Mcp-Method", method), ("Mcp-Name", name)],
+            fast=None,
+        )
 
 
 def comparable(reply: RawReply, url: str) -> dict[str, Any]:
@@ -551,3 +672,55 @@ async def test_replies_from_a_shared_redis_cache_are_the_sdks(
             again = await send_raw(fast, "POST", case.headers, case.body)
             assert comparable(again, fast) == comparable(first, sdk), case.name
             assert answered(await scrape(fast)) == answers + 1, case.name
+
+
+def wire_request(corpus: Corpus, url: str, body: bytes, framing: str) -> bytes:
+    """One POST to `url`'s MCP path as bytes, framed by Content-Length or chunks."""
+    parts = urlsplit(url)
+    head = [f"POST {parts.path} HTTP/1.1", f"Host: {parts.netloc}"]
+    head += [f"{k}: {v}" for k, v in corpus.headers(None, "list_tasks")]
+    if framing == "chunked":
+        head.append("Transfer-Encoding: chunked")
+        chunks = [body[i : i + 7] for i in range(0, len(body), 7)]
+        data = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for chunk in chunks) + b"0\r\n\r\n"
+    else:
+        head.append(f"Content-Length: {framing}")
+        data = body
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + data
+
+
+async def test_framing_and_pipelining_are_answered_as_the_sdk_does(
+    gateways: tuple[str, str], backend_url: str
+) -> None:
+    """Chunked bodies, pipelined requests and a Content-Length shorter than the body: the fast
+    path reads the body uvicorn framed, as the SDK does, and answers each request in turn."""
+    fast, sdk = gateways
+    agent = sign_up(backend_url)
+    c = Corpus(agent.token)
+    c.call("page", "list_tasks", {"limit": 2}, version=None)
+    c.call("stats", "get_user_stats", {}, version=None, rid=2)
+    page, stats = (case.body for case in c.cases)
+    for url in (fast, sdk):  # warm both caches
+        for body in (page, stats):
+            await send_raw(url, "POST", c.headers(None), body)
+    exchanges = {
+        "chunked": lambda url: wire_request(c, url, page, "chunked"),
+        "pipelined": lambda url: (
+            wire_request(c, url, page, str(len(page)))
+            + wire_request(c, url, stats, "chunked")
+            + wire_request(c, url, page, str(len(page)))
+        ),
+        "length shorter than the body": lambda url: wire_request(
+            c, url, page + page, str(len(page))
+        ),
+        "length zero": lambda url: wire_request(c, url, page, "0"),
+        "length with a plus": lambda url: wire_request(c, url, page, f"+{len(page)}"),
+    }
+    for label, build in exchanges.items():
+        answers = answered(await scrape(fast))
+        one = await send_bytes(fast, build(fast), replies=3)
+        two = await send_bytes(sdk, build(sdk), replies=3)
+        assert [comparable(r, fast) for r in one] == [comparable(r, sdk) for r in two], label
+        assert one, label
+        if label in ("chunked", "pipelined"):
+            assert answered(await scrape(fast)) > answers, label
