@@ -468,6 +468,12 @@ def add_hostile_cases(c: Corpus, agent: Agent, settings: Settings) -> None:
             ("two accepts", [("Accept", "text/html")]),
             ("two origins", [("Origin", "http://localhost:1"), ("Origin", "http://evil.example")]),
             ("origin null", [("Origin", "null")]),
+            ("a session id", [("Mcp-Session-Id", "not-a-session")]),
+            ("Last-Event-ID", [("Last-Event-ID", "1")]),
+            ("gzip declared", [("Content-Encoding", "gzip")]),
+            ("long request id", [("X-Request-ID", "r" * 5000)]),
+            ("request id with controls", [("X-Request-ID", "a\x01b\x7f")]),
+            ("two request ids", [("X-Request-ID", "one"), ("X-Request-ID", "two")]),
         ]:
             c.cases.append(
                 Case(f"{label} at {version}", valid.encode(), [*base, *extra], fast=None)
@@ -686,7 +692,7 @@ def wire_request(corpus: Corpus, url: str, body: bytes, framing: str) -> bytes:
     else:
         head.append(f"Content-Length: {framing}")
         data = body
-    return ("\r\n".join(head) + "\r\n\r\n").encode() + data
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + data
 
 
 async def test_framing_and_pipelining_are_answered_as_the_sdk_does(
@@ -715,6 +721,7 @@ async def test_framing_and_pipelining_are_answered_as_the_sdk_does(
         ),
         "length zero": lambda url: wire_request(c, url, page, "0"),
         "length with a plus": lambda url: wire_request(c, url, page, f"+{len(page)}"),
+        "length not ASCII digits": lambda url: wire_request(c, url, page, "\xb2"),
     }
     for label, build in exchanges.items():
         answers = answered(await scrape(fast))
