@@ -20,6 +20,7 @@ from tests.integration.gateway.test_fast_path_differential import (
     NO_LIMIT,
     Corpus,
     answered,
+    comparable,
     metric,
     scrape,
 )
@@ -28,7 +29,7 @@ from tests.support.config import TEST_MCP_URL
 from tests.support.processes import running_gateway
 from tests.support.raw_http import RawReply, send_raw
 from tests.support.readmodel import insert_tasks, wait_replayed
-from tests.support.redis import RedisServer
+from tests.support.redis import RedisServer, running_redis
 
 ADMIN_TOKEN = "admin-" + "h" * 40
 
@@ -218,3 +219,33 @@ async def test_writes_through_one_gateway_show_in_the_others_fast_path(
             page, stats, _ = await read_all()
             assert stats["total"] == count and len(page) == count
     store.close()
+
+
+async def test_with_redis_gone_the_fast_path_answers_as_the_sdk_does(
+    settings: Settings, backend_url: str
+) -> None:
+    """Redis (cache, marks and rate limits) stops while both gateways run: no 500, and the
+    replies are the SDK path's (the fast path passes every call on)."""
+    agent = sign_up(backend_url)
+    c = Corpus(agent.token)
+    for version in (None, MODERN):
+        c.call(f"page at {version}", "list_tasks", {"limit": 2}, version=version)
+        c.call(f"stats at {version}", "get_user_stats", {}, version=version)
+    with running_redis() as private:
+        env = {"CACHE_URL": private.url, "CACHE_TTL": "600", **NO_LIMIT}
+        with (
+            running_gateway(settings, backend_url, {**env, "MCP_FAST_PATH": "true"}) as fast,
+            running_gateway(settings, backend_url, {**env, "MCP_FAST_PATH": "false"}) as sdk,
+        ):
+            for case in c.cases * 2:  # warm, then hit
+                for url in (fast, sdk):
+                    await send_raw(url, "POST", case.headers, case.body)
+            warm = answered(await scrape(fast))
+            assert warm > 0
+            private.stop()
+            for case in c.cases * 2:
+                one = await send_raw(fast, "POST", case.headers, case.body)
+                two = await send_raw(sdk, "POST", case.headers, case.body)
+                assert one.status == 200, one
+                assert comparable(one, fast) == comparable(two, sdk), case.name
+            assert answered(await scrape(fast)) == warm
