@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jwt
@@ -210,7 +211,11 @@ async def test_writes_through_one_gateway_show_in_the_others_fast_path(
         assert (await call(reading, agent, "get_user_stats", {}))["structuredContent"]["total"] == 1
         deleted = await call(reading, agent, "get_task", {"task_id": task_id})
         assert json.loads(deleted["content"][0]["text"])["error_code"] == "not_found"
-        for lose in (lambda: store.delete("taskgate-ryw:marks"), store.flushall):
+        losses: list[Callable[[], object]] = [
+            lambda: store.delete("taskgate-ryw:marks"),
+            store.flushall,
+        ]
+        for lose in losses:
             await read_all()  # warm
             lose()
             # Written behind both gateways' backs: only the floor, from the primary, shows it.
