@@ -5,15 +5,17 @@ to two gateways over one backend and replica, with the fast path on and off, get
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import jwt
 import pytest
 
 from shared.settings import Settings
-from shared.tokens import issue_token
+from shared.tokens import ALGORITHM, issue_token
 from taskgate.pgpair import PgPair
 from tests.support.agents import Agent, sign_up
 from tests.support.config import TEST_MCP_URL
@@ -154,6 +156,16 @@ def build_corpus(agent: Agent, cursor: str, task_id: int, settings: Settings) ->
         ]:
             headers = without_auth + ([("Authorization", auth)] if auth else [])
             c.call(f"{label} at {version}", "list_tasks", {}, version=version, headers=headers)
+        for label, token in crafted_tokens(settings, agent.id).items():
+            headers = [*without_auth, ("Authorization", f"Bearer {token}")]
+            c.call(
+                f"{label} at {version}",
+                "list_tasks",
+                {},
+                version=version,
+                headers=headers,
+                fast=None,
+            )
         c.call(
             f"lower-case bearer at {version}",
             "list_tasks",
@@ -377,6 +389,39 @@ def build_corpus(agent: Agent, cursor: str, task_id: int, settings: Settings) ->
     )
     add_hostile_cases(c, agent, settings)
     return c
+
+
+def crafted_tokens(settings: Settings, user_id: int) -> dict[str, str]:
+    """Tokens signed with the gateway's secret whose claims a careless check would misread."""
+    now = int(time.time())
+    base = {
+        "sub": str(user_id),
+        "iat": now,
+        "exp": now + 600,
+        "iss": settings.jwt_issuer,
+        "aud": TEST_MCP_URL,
+    }
+    variants: dict[str, dict[str, Any]] = {
+        "OAuth-issued shape (client_id, scope)": {"client_id": "c1", "scope": "tasks:read"},
+        "audience with a trailing slash": {"aud": TEST_MCP_URL + "/"},
+        "another gateway's audience": {"aud": "http://other-gateway.example/mcp"},
+        "audience list with ours": {"aud": ["http://other.example/mcp", TEST_MCP_URL]},
+        "not valid before later": {"nbf": now + 600},
+        "subject with zeros": {"sub": f"00{user_id}"},
+        "subject with a plus": {"sub": f"+{user_id}"},
+        "subject in Arabic-Indic digits": {
+            "sub": "".join(chr(0x660 + int(d)) for d in str(user_id))
+        },
+        "subject over bigint": {"sub": "9" * 19},
+        "subject a number": {"sub": user_id},
+        "expired a second ago": {"exp": now - 1},
+        "another issuer": {"iss": "http://evil.example"},
+    }
+    secret = settings.jwt_secret.get_secret_value()
+    return {
+        label: jwt.encode({**base, **changes}, secret, algorithm=ALGORITHM)
+        for label, changes in variants.items()
+    }
 
 
 def add_hostile_cases(c: Corpus, agent: Agent, settings: Settings) -> None:
