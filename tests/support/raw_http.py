@@ -49,7 +49,10 @@ async def _exchange(
 ) -> RawReply:
     parts = urlsplit(url)
     assert parts.hostname is not None and parts.port is not None
-    lines = [f"{method} {path or parts.path} HTTP/1.1", f"Host: {host or parts.netloc}"]
+    lines = [
+        f"{method} {path or parts.path} HTTP/1.1",
+        f"Host: {parts.netloc if host is None else host}",
+    ]
     lines += [f"{name}: {value}" for name, value in headers]
     if body or method == "POST":
         lines.append(f"Content-Length: {len(body)}")

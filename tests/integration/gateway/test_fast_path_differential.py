@@ -513,6 +513,9 @@ def add_hostile_cases(c: Corpus, agent: Agent, settings: Settings) -> None:
             ("two accepts", [("Accept", "text/html")]),
             ("two origins", [("Origin", "http://localhost:1"), ("Origin", "http://evil.example")]),
             ("origin null", [("Origin", "null")]),
+            ("origin empty", [("Origin", "")]),
+            ("origin evil, padded", [("Origin", " http://evil.example ")]),
+            ("origin with a path", [("Origin", "http://localhost:1/x")]),
             ("a session id", [("Mcp-Session-Id", "not-a-session")]),
             ("Last-Event-ID", [("Last-Event-ID", "1")]),
             ("gzip declared", [("Content-Encoding", "gzip")]),
@@ -524,6 +527,10 @@ def add_hostile_cases(c: Corpus, agent: Agent, settings: Settings) -> None:
                 Case(f"{label} at {version}", valid.encode(), [*base, *added], fast=None)
             )
         c.cases.append(Case(f"HEAD at {version}", b"", base, method="HEAD"))
+        for host in ("", " ", "127.0.0.1:1 ", "LOCALHOST:1", "127.0.0.1:1@evil.example"):
+            c.cases.append(
+                Case(f"host {host!r} at {version}", valid.encode(), base, host=host, fast=None)
+            )
         c.cases.append(
             Case(f"query string at {version}", valid.encode(), base, path="/mcp?x=1", fast=None)
         )
