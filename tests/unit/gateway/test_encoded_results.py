@@ -86,7 +86,7 @@ async def test_the_memo_charges_at_least_the_memory_its_entries_hold() -> None:
     for version in ("2025-06-18", "2026-07-28"):
         encoder, tool = _encoder(2**30)
         convert = tool.fn_metadata.convert_result
-        page = {"tasks": [], "next_cursor": None}
+        page: dict[str, Any] = {"tasks": [], "next_cursor": None}
         await encoder.cached(CachedRead("warm", encode_entry(page)), version, convert)
         entries = 3000
         tracemalloc.start()
