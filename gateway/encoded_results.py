@@ -35,29 +35,39 @@ from readmodel.cache import decode_entry
 from readmodel.reader import CachedRead
 
 _SENTINEL_ID = "taskgate-fast-path-request-id"
-# What a memo entry costs beyond its bytes: the key tuple, the entry object, the LRU's slots.
-MEMO_ENTRY_OVERHEAD_BYTES = 400
+# What a memo entry costs beyond its key's, cached and encoded bytes: the bytes and str objects'
+# headers, the key tuple, the entry and reply objects, the LRU's slots and size record.
+# tracemalloc shows ~560 on CPython 3.11 (tests/unit/gateway/test_encoded_results.py); the
+# 400 charged before left small entries holding ~1.8x their charge.
+MEMO_ENTRY_OVERHEAD_BYTES = 640
+# Distinct header lists kept for replies to share: one per era and status, in practice.
+_SHARED_HEADER_SETS = 16
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Reply:
     """One encoded reply, cut at its id: head + id + tail is the body."""
 
     status: int
-    headers: list[tuple[bytes, bytes]]  # without content-length, which depends on the id
+    # Without content-length, which depends on the id. A tuple that replies share: a list per
+    # reply was ~230 bytes that no charge counted.
+    headers: tuple[tuple[bytes, bytes], ...]
     head: bytes
     tail: bytes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Memo:
     stored: bytes
     reply: Reply
+    charge: int
 
-    @property
-    def charge(self) -> int:
-        size = len(self.stored) + len(self.reply.head) + len(self.reply.tail)
-        return size + MEMO_ENTRY_OVERHEAD_BYTES
+
+def _charge(key: str, stored: bytes, reply: Reply) -> int:
+    """What a memo entry holds: its key (the memo's own copy), the cached bytes it was built
+    from (its own copy too, when the cache is Redis), the reply's bytes, and the overhead."""
+    size = len(key) + len(stored) + len(reply.head) + len(reply.tail)
+    return size + MEMO_ENTRY_OVERHEAD_BYTES
 
 
 def encode_id(version: str, request_id: RequestId) -> bytes:
@@ -87,6 +97,8 @@ class ReplyEncoder:
         self._memo: LRUCache[tuple[str, str], _Memo] = LRUCache(
             maxsize=max_bytes, getsizeof=lambda memo: memo.charge
         )
+        self._header_sets: dict[tuple[tuple[bytes, bytes], ...], tuple[tuple[bytes, bytes], ...]]
+        self._header_sets = {}
 
     @property
     def used_bytes(self) -> int:
@@ -107,7 +119,7 @@ class ReplyEncoder:
         if not isinstance(result, CallToolResult):  # a multi-round result: not for this path
             raise TypeError(f"a read tool converted to {type(result).__name__}")
         reply = await self.encode(result, version)
-        memo = _Memo(hit.stored, reply)
+        memo = _Memo(hit.stored, reply, _charge(hit.key, hit.stored, reply))
         if memo.charge <= self.max_bytes:
             self._memo[memo_key] = memo
         return reply
@@ -122,8 +134,11 @@ class ReplyEncoder:
         at = body.find(sentinel)
         if at < 0 or not body[:at].endswith(b'"id":'):
             raise ValueError("the SDK's reply does not carry the id where expected")
-        kept = [(name, value) for name, value in headers if name != b"content-length"]
-        return Reply(status, kept, body[:at], body[at + len(sentinel) :])
+        kept = tuple((name, value) for name, value in headers if name != b"content-length")
+        shared = self._header_sets.get(kept)
+        if shared is None and len(self._header_sets) < _SHARED_HEADER_SETS:
+            shared = self._header_sets[kept] = kept
+        return Reply(status, shared or kept, body[:at], body[at + len(sentinel) :])
 
     async def _write(
         self, message: JSONRPCResponse, version: str

@@ -343,8 +343,11 @@ class FastPath:
         headers = request.headers
         version = a.version_of(headers)
         declared = headers.get("content-length")
+        # ASCII digits only: str.isdigit() also takes '²' (a Latin-1 header byte), which int()
+        # refuses; the SDK ignores a length it cannot read, and answers the request itself.
         if version is None or (
-            declared is not None and (not declared.isdigit() or int(declared) > a.max_body)
+            declared is not None
+            and (not (declared.isascii() and declared.isdigit()) or int(declared) > a.max_body)
         ):
             await self.app(scope, receive, send)
             return

@@ -49,7 +49,10 @@ async def _exchange(
 ) -> RawReply:
     parts = urlsplit(url)
     assert parts.hostname is not None and parts.port is not None
-    lines = [f"{method} {path or parts.path} HTTP/1.1", f"Host: {host or parts.netloc}"]
+    lines = [
+        f"{method} {path or parts.path} HTTP/1.1",
+        f"Host: {parts.netloc if host is None else host}",
+    ]
     lines += [f"{name}: {value}" for name, value in headers]
     if body or method == "POST":
         lines.append(f"Content-Length: {len(body)}")
@@ -65,8 +68,43 @@ async def _exchange(
             name, _, value = line.partition(":")
             reply_headers.append((name.strip().lower(), value.strip()))
         length = next((int(v) for k, v in reply_headers if k == "content-length"), None)
-        data = await reader.readexactly(length) if length is not None else await reader.read()
+        if method == "HEAD":  # the headers of a GET, with no body
+            data = b""
+        elif length is not None:
+            data = await reader.readexactly(length)
+        else:
+            data = await reader.read()
         return RawReply(int(status_line.split()[1]), reply_headers, data)
     finally:
         writer.close()
         await writer.wait_closed()
+
+
+async def send_bytes(url: str, data: bytes, replies: int = 1) -> list[RawReply]:
+    """Write `data` as is (pipelined requests, chunked bodies, a wrong Content-Length) on one
+    connection, and read `replies` replies, or as many as come before the server closes."""
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    async with asyncio.timeout(REPLY_SECONDS):
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        try:
+            writer.write(data)
+            await writer.drain()
+            got = []
+            for _ in range(replies):
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except asyncio.IncompleteReadError:
+                    break
+                status_line, *header_lines = head[:-4].decode("latin-1").split("\r\n")
+                reply_headers = []
+                for line in header_lines:
+                    name, _, value = line.partition(":")
+                    reply_headers.append((name.strip().lower(), value.strip()))
+                length = next((int(v) for k, v in reply_headers if k == "content-length"), None)
+                body = await reader.readexactly(length) if length is not None else b""
+                got.append(RawReply(int(status_line.split()[1]), reply_headers, body))
+            return got
+        finally:
+            writer.close()
+            await writer.wait_closed()

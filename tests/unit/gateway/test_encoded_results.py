@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 from typing import Any
 
 from mcp.server.mcpserver.tools import Tool
@@ -76,3 +77,26 @@ async def test_one_hostile_caller_cannot_grow_the_memo_past_its_bound() -> None:
         await encoder.cached(hit, "2026-07-28", tool.fn_metadata.convert_result)
         assert encoder.used_bytes <= bound
     assert 0 < len(encoder) < 500
+
+
+async def test_the_memo_charges_at_least_the_memory_its_entries_hold() -> None:
+    """Honest bytes: what the memo's entries keep alive (measured by tracemalloc: keys, cached
+    and encoded bytes, objects, the LRU's slots) is no more than the bytes it charges, for the
+    smallest pages, where the fixed overhead weighs most."""
+    for version in ("2025-06-18", "2026-07-28"):
+        encoder, tool = _encoder(2**30)
+        convert = tool.fn_metadata.convert_result
+        page: dict[str, Any] = {"tasks": [], "next_cursor": None}
+        await encoder.cached(CachedRead("warm", encode_entry(page)), version, convert)
+        entries = 3000
+        tracemalloc.start()
+        try:
+            held, charged = tracemalloc.get_traced_memory()[0], encoder.used_bytes
+            for i in range(entries):  # each hit's own key and bytes, as a Redis cache gives them
+                key = f"list_tasks:{i}:0:" + json.dumps(["all", 20, None])
+                await encoder.cached(CachedRead(key, encode_entry(page)), version, convert)
+            held = tracemalloc.get_traced_memory()[0] - held
+        finally:
+            tracemalloc.stop()
+        assert len(encoder) == entries + 1
+        assert held <= encoder.used_bytes - charged, (version, held / entries)
