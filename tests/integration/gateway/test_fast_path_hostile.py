@@ -16,7 +16,9 @@ import redis
 from shared.settings import Settings
 from shared.tokens import ALGORITHM
 from taskgate.pgpair import PgPair
-from tests.integration.gateway.test_fast_path_differential import (
+from tests.support.agents import Agent, sign_up
+from tests.support.config import TEST_MCP_URL
+from tests.support.fast_path import (
     MODERN,
     NO_LIMIT,
     Corpus,
@@ -25,8 +27,6 @@ from tests.integration.gateway.test_fast_path_differential import (
     metric,
     scrape,
 )
-from tests.support.agents import Agent, sign_up
-from tests.support.config import TEST_MCP_URL
 from tests.support.processes import running_gateway
 from tests.support.raw_http import RawReply, send_raw
 from tests.support.readmodel import insert_tasks, wait_replayed
