@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.support.oauth import ACCESS_TTL_SECONDS, OAuthStack
@@ -25,10 +26,21 @@ def node() -> str:
     return node
 
 
+def fast_path_answers(metrics_url: str) -> float:
+    text = httpx.get(metrics_url, timeout=10).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("taskgate_fast_path_answers_total{")
+    )
+
+
 def test_the_typescript_sdk_client_logs_in_calls_tools_and_refreshes(
     oauth_stack: OAuthStack, node: str
 ) -> None:
     agent = oauth_stack.agent()
+    metrics_url = oauth_stack.mcp_url.removesuffix("/mcp") + "/metrics"
+    before = fast_path_answers(metrics_url)
     run = subprocess.run(
         [node, "client.mjs", oauth_stack.mcp_url, agent.email, agent.password],
         cwd=HERE,
@@ -41,6 +53,10 @@ def test_the_typescript_sdk_client_logs_in_calls_tools_and_refreshes(
     outcome = json.loads(run.stdout.strip().splitlines()[-1])
     assert outcome["created"]["user_id"] == agent.id
     assert outcome["titles"] == ["from the TS SDK"]
+    # The repeat was a cache hit, answered in front of the Python SDK, and read the same.
+    assert outcome["listedAgainSame"]
+    assert fast_path_answers(metrics_url) > before
+    assert json.loads(outcome["listedText"])["tasks"][0]["title"] == "from the TS SDK"
     assert outcome["stats"] == {"total": 1, "completed": 0, "pending": 1}
     assert outcome["hadRefresh"] and outcome["refreshed"]
     assert outcome["logins"] == 1  # the second session refreshed; the person did not log in again

@@ -90,6 +90,8 @@ const provider = new TestProvider();
 const { client } = await connected(provider);
 const created = await client.callTool({ name: "create_task", arguments: { title: "from the TS SDK" } });
 const listed = await client.callTool({ name: "list_tasks", arguments: {} });
+// Now cached: the gateway's fast path answers it, and the SDK must read the same result.
+const listedAgain = await client.callTool({ name: "list_tasks", arguments: {} });
 await client.close();
 const firstAccess = provider.saved.access_token;
 const hadRefresh = Boolean(provider.saved.refresh_token);
@@ -104,6 +106,8 @@ await second.client.close();
 console.log(JSON.stringify({
   created: created.structuredContent,
   titles: listed.structuredContent.tasks.map((t) => t.title),
+  listedAgainSame: JSON.stringify(listedAgain) === JSON.stringify(listed),
+  listedText: listed.content[0].text,
   stats: after.structuredContent,
   hadRefresh,
   refreshed: provider.saved.access_token !== firstAccess,
