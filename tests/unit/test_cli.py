@@ -115,10 +115,24 @@ def test_dev_env_refuses_values_a_shell_would_misread(tmp_path: Path, value: str
         write_dev_env(tmp_path / "dev.env", {"KEY": value})
 
 
-def test_a_busy_gateway_port_is_named_with_its_flag() -> None:
-    with socket.socket() as taken:
+def _listening_after_a_free_port() -> socket.socket:
+    """A listening socket on a port whose predecessor is free (another process may hold any)."""
+    for _ in range(50):
+        taken = socket.socket()
         taken.bind(("127.0.0.1", 0))
         taken.listen()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", taken.getsockname()[1] - 1))
+            except OSError:
+                taken.close()
+                continue
+        return taken
+    raise AssertionError("no free port below a free port in 50 tries")
+
+
+def test_a_busy_gateway_port_is_named_with_its_flag() -> None:
+    with _listening_after_a_free_port() as taken:
         port = taken.getsockname()[1]
         # The second gateway's port is the busy one.
         with pytest.raises(PortBusy, match=rf"port {port} \(for a gateway\).*--mcp-port"):
