@@ -39,6 +39,20 @@ async def send_raw(
         return await _exchange(url, method, headers, body, path, host)
 
 
+def _head(head: bytes) -> tuple[int, list[tuple[str, str]]]:
+    """The status and the (lower-cased) headers of a reply's head, up to its blank line."""
+    status_line, *header_lines = head[:-4].decode("latin-1").split("\r\n")
+    headers = []
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        headers.append((name.strip().lower(), value.strip()))
+    return int(status_line.split()[1]), headers
+
+
+def _length(headers: list[tuple[str, str]]) -> int | None:
+    return next((int(v) for k, v in headers if k == "content-length"), None)
+
+
 async def _exchange(
     url: str,
     method: str,
@@ -61,20 +75,15 @@ async def _exchange(
     try:
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
         await writer.drain()
-        head = await reader.readuntil(b"\r\n\r\n")
-        status_line, *header_lines = head[:-4].decode("latin-1").split("\r\n")
-        reply_headers = []
-        for line in header_lines:
-            name, _, value = line.partition(":")
-            reply_headers.append((name.strip().lower(), value.strip()))
-        length = next((int(v) for k, v in reply_headers if k == "content-length"), None)
+        status, reply_headers = _head(await reader.readuntil(b"\r\n\r\n"))
+        length = _length(reply_headers)
         if method == "HEAD":  # the headers of a GET, with no body
             data = b""
         elif length is not None:
             data = await reader.readexactly(length)
         else:
             data = await reader.read()
-        return RawReply(int(status_line.split()[1]), reply_headers, data)
+        return RawReply(status, reply_headers, data)
     finally:
         writer.close()
         await writer.wait_closed()
@@ -96,14 +105,10 @@ async def send_bytes(url: str, data: bytes, replies: int = 1) -> list[RawReply]:
                     head = await reader.readuntil(b"\r\n\r\n")
                 except asyncio.IncompleteReadError:
                     break
-                status_line, *header_lines = head[:-4].decode("latin-1").split("\r\n")
-                reply_headers = []
-                for line in header_lines:
-                    name, _, value = line.partition(":")
-                    reply_headers.append((name.strip().lower(), value.strip()))
-                length = next((int(v) for k, v in reply_headers if k == "content-length"), None)
+                status, reply_headers = _head(head)
+                length = _length(reply_headers)
                 body = await reader.readexactly(length) if length is not None else b""
-                got.append(RawReply(int(status_line.split()[1]), reply_headers, body))
+                got.append(RawReply(status, reply_headers, body))
             return got
         finally:
             writer.close()
