@@ -48,10 +48,26 @@ def insert_tasks(
     return pair.psql("SELECT pg_current_wal_lsn()")
 
 
-def wait_replayed(pair: PgPair, lsn: str, timeout: float = 30.0) -> None:
+def insert_largest_tasks(pair: PgPair, user_id: int, count: int = 200) -> str:
+    """`count` tasks at the backend's size limits, in 4-byte emoji (200-character titles,
+    1,000-character descriptions): the largest pages one user can make. Returns the primary's
+    WAL position after."""
+    pair.psql(
+        "INSERT INTO tasks (user_id, title, description, completed, created_at, updated_at) "
+        f"SELECT {user_id}, left(g || ' ' || repeat(chr(128512), 200), 200), "
+        "repeat(chr(128640), 1000), g % 2 = 0, now() - make_interval(secs => g), now() "
+        f"FROM generate_series(1, {count}) AS g"
+    )
+    return pair.psql("SELECT pg_current_wal_lsn()")
+
+
+def wait_replayed(
+    pair: PgPair, lsn: str, timeout: float = 30.0, replica: bool | int = True
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if pair.psql(f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn", replica=True) == "t":
+        replayed = f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn"
+        if pair.psql(replayed, replica=replica) == "t":
             return
         time.sleep(0.02)
     raise AssertionError(f"replica did not replay {lsn} within {timeout}s")

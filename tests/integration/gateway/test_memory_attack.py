@@ -8,7 +8,6 @@ pages must still be served from the cache.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import httpx
@@ -18,6 +17,7 @@ from taskgate.pgpair import PgPair
 from tests.support.agents import Agent, sign_up
 from tests.support.processes import gateway_process
 from tests.support.raw_agents import call_tool, new_http
+from tests.support.readmodel import insert_largest_tasks, wait_replayed
 
 RSS_BOUND_MB = 300  # README, "Memory": the bound with default settings
 TASKS = 200
@@ -31,21 +31,6 @@ def memory_mb(pid: int) -> dict[str, float]:
         if name in ("VmRSS", "VmHWM"):
             fields[name] = int(value.split()[0]) / 1024
     return fields
-
-
-def seed_emoji_tasks(pair: PgPair, user_id: int) -> None:
-    """200 tasks at the size limits: 200-character titles, 1000-character descriptions."""
-    pair.psql(
-        "INSERT INTO tasks (user_id, title, description, completed, created_at, updated_at) "
-        f"SELECT {user_id}, left(g || ' ' || repeat(chr(128512), 200), 200), "
-        "repeat(chr(128640), 1000), g % 2 = 0, now() - make_interval(secs => g), now() "
-        f"FROM generate_series(1, {TASKS}) AS g"
-    )
-    lsn = pair.psql("SELECT pg_current_wal_lsn()")
-    deadline = time.monotonic() + 30
-    while pair.psql(f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'", replica=True) != "t":
-        assert time.monotonic() < deadline, "the replica did not replay the seed"
-        time.sleep(0.05)
 
 
 async def cache_hits(http: httpx.AsyncClient, url: str) -> float:
@@ -83,7 +68,7 @@ async def test_a_user_asking_for_every_page_cannot_grow_the_gateway_past_its_bou
     pg_pair: PgPair, settings: Settings, backend_url: str
 ) -> None:
     agent = sign_up(backend_url)
-    seed_emoji_tasks(pg_pair, agent.id)
+    wait_replayed(pg_pair, insert_largest_tasks(pg_pair, agent.id, TASKS))
     # Default settings, but no rate limit: the byte bounds alone must hold the memory.
     with gateway_process(settings, backend_url, {"RATE_LIMIT_PER_USER": "0"}) as (gateway, url):
         async with new_http(4) as http:

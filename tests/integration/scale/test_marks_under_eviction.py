@@ -14,6 +14,7 @@ from taskgate.pgpair import READER_ROLE, PgPair
 from tests.support.agents import Agent, sign_up
 from tests.support.faults import replay_paused
 from tests.support.mcp_results import error_code
+from tests.support.readmodel import insert_largest_tasks, wait_replayed
 from tests.support.redis import RedisServer, running_redis
 from tests.support.scale import mcp_session, running_gateways
 
@@ -34,29 +35,11 @@ def small_redis() -> Any:
         yield server
 
 
-def _seed_big_tasks(pair: PgPair, user_id: int) -> None:
-    """200 tasks of the longest titles and descriptions the backend allows, in emoji."""
-    pair.psql(
-        "INSERT INTO tasks (user_id, title, description, created_at, updated_at) "
-        f"SELECT {user_id}, repeat(U&'\\+01F600', 200), repeat(U&'\\+01F389', 1000), "
-        "now() - make_interval(secs => g), now() FROM generate_series(1, 200) AS g"
-    )
-
-
-def _replayed(pair: PgPair, replica: int) -> None:
-    lsn = pair.psql("SELECT pg_current_wal_lsn()")
-    for _ in range(3000):
-        if pair.psql(f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'", replica=replica) == "t":
-            return
-    raise AssertionError("replica did not catch up")
-
-
 async def test_a_write_mark_survives_eviction_by_another_users_big_reads(
     pair2: PgPair, backend_url: str, small_redis: RedisServer
 ) -> None:
     writer, flooder = sign_up(backend_url), sign_up(backend_url)
-    _seed_big_tasks(pair2, flooder.id)
-    _replayed(pair2, 0)
+    wait_replayed(pair2, insert_largest_tasks(pair2, flooder.id), replica=0)
     env = {
         "READ_DATABASE_URLS": pair2.url(READER_ROLE, replica=0),
         "CACHE_URL": small_redis.url,
