@@ -7,41 +7,30 @@ from collections.abc import Iterator
 
 import pytest
 
-from taskgate.devstack import spawn_component, wait_healthy
-from taskgate.pgpair import PgPair, free_port
-from tests.support.config import TEST_JWT_SECRET
+from shared.settings import Settings
+from taskgate.pgpair import free_port
 from tests.support.oauth import ACCESS_TTL_SECONDS, OAuthStack
+from tests.support.processes import gateway_process, running_backend
 
 
 @pytest.fixture(scope="session")
-def oauth_stack(pg_pair: PgPair) -> Iterator[OAuthStack]:
+def oauth_stack(settings: Settings) -> Iterator[OAuthStack]:
     backend_port, mcp_port = free_port(), free_port()
-    backend_url = f"http://127.0.0.1:{backend_port}"
     mcp_url = f"http://127.0.0.1:{mcp_port}/mcp"
+    # Each names the other's real URL: the backend is the gateway's authorization server.
     env = {
-        "DATABASE_URL": pg_pair.database_url,
-        "READ_DATABASE_URL": pg_pair.read_database_url,
-        "FASTAPI_BASE_URL": backend_url,
+        "FASTAPI_BASE_URL": f"http://127.0.0.1:{backend_port}",
         "MCP_PUBLIC_URL": mcp_url,
-        "JWT_SECRET": TEST_JWT_SECRET,
         "JWT_TTL_SECONDS": str(ACCESS_TTL_SECONDS),
-        "MCP_TRANSPORT": "http",
-        "MCP_HOST": "127.0.0.1",
-        "LOG_LEVEL": "WARNING",
     }
-    backend = spawn_component(
-        "backend", ["backend", "--port", str(backend_port)], env, f"{backend_url}/healthz"
-    )
-    gateway = spawn_component(
-        "gateway",
-        ["gateway", "--transport", "http", "--port", str(mcp_port)],
-        env,
-        f"http://127.0.0.1:{mcp_port}/healthz",
-    )
-    try:
-        wait_healthy(backend, timeout=120)
-        wait_healthy(gateway, timeout=120)
+    backend_env = {
+        "DATABASE_URL": settings.database_url,
+        "READ_DATABASE_URL": settings.read_database_url,
+        **env,
+    }
+    with (
+        running_backend(backend_env, timeout=120, port=backend_port) as backend_url,
+        gateway_process(settings, backend_url, env, port=mcp_port) as (_, url),
+    ):
+        assert url == mcp_url
         yield OAuthStack(backend_url, mcp_url)
-    finally:
-        gateway.stop()
-        backend.stop()

@@ -12,9 +12,12 @@ from tests.support.config import TEST_JWT_SECRET, TEST_MCP_URL
 
 
 @contextmanager
-def running_backend(env: dict[str, str], timeout: float = 90.0) -> Iterator[str]:
-    """A backend process with `env` (plus the test JWT secret); yields its base URL."""
-    port = free_port()
+def running_backend(
+    env: dict[str, str], timeout: float = 90.0, port: int | None = None
+) -> Iterator[str]:
+    """A backend process with `env` (plus the test JWT secret); yields its base URL. `port`: one
+    chosen beforehand (its URL already in `env`, as the OAuth issuer)."""
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     env = {"JWT_SECRET": TEST_JWT_SECRET, "LOG_LEVEL": "WARNING", **env}
     backend = spawn_component("backend", ["backend", "--port", str(port)], env, f"{url}/healthz")
@@ -27,11 +30,14 @@ def running_backend(env: dict[str, str], timeout: float = 90.0) -> Iterator[str]
 
 @contextmanager
 def gateway_process(
-    settings: Settings, backend_url: str, extra_env: dict[str, str] | None = None
+    settings: Settings,
+    backend_url: str,
+    extra_env: dict[str, str] | None = None,
+    port: int | None = None,
 ) -> Iterator[tuple[Component, str]]:
     """A gateway process on streamable HTTP over the test pair and a backend: the process and
-    its MCP URL."""
-    port = free_port()
+    its MCP URL. `port`: one chosen beforehand (its URL already given to the backend)."""
+    port = port or free_port()
     env = {
         "DATABASE_URL": settings.database_url,
         "READ_DATABASE_URL": settings.read_database_url,
