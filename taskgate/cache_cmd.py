@@ -1,8 +1,9 @@
 """`taskgate cache show | set-ttl | flush`: the gateway's admin API from the command line.
 
-The token comes from ADMIN_TOKEN (environment or .env), never from an argument, because
-arguments show up in process lists and shell history. With neither set, the token and the
-gateway's URL come from `.taskgate/dev.env`, which `taskgate dev` writes.
+The token comes from ADMIN_TOKEN (environment or .env) or `.taskgate/dev.env`, never from an
+argument, because arguments show up in process lists and shell history. When the token in use
+is dev.env's, so is the gateway's URL: a shell that sourced dev.env may still export
+MCP_HOST:MCP_PORT of another gateway, which must never receive this token.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import httpx
 from shared.api import ADMIN_ACTOR_HEADER, ADMIN_CACHE_PATH, ADMIN_FLUSH_PATH, ADMIN_TTL_PATH
 from shared.rules import READ_TOOLS
 from shared.settings import Settings
-from taskgate.devenv import dev_env_path, read_dev_env
+from taskgate.devenv import dev_admin_url, dev_env_path, read_dev_env
 
 
 def admin_url(settings: Settings) -> str:
@@ -36,16 +37,17 @@ class AdminTarget:
 
 
 def admin_target(url: str | None) -> AdminTarget | None:
-    """The gateway and token: the environment and .env first, then .taskgate/dev.env."""
+    """The gateway and token: `--url`, else dev.env's URL with dev.env's token, else ADMIN_TOKEN
+    (environment or .env) with TASKGATE_ADMIN_URL or MCP_HOST:MCP_PORT."""
     settings = Settings()
-    if settings.admin_token is not None:
-        return AdminTarget(url or admin_url(settings), settings.admin_token.get_secret_value())
+    exported = settings.admin_token.get_secret_value() if settings.admin_token else None
     dev = read_dev_env()
-    if "ADMIN_TOKEN" not in dev:
-        return None
-    gateway = dev.get("MCP_URL", "").removesuffix(settings.mcp_path)
-    default = os.environ.get("TASKGATE_ADMIN_URL") or gateway or admin_url(settings)
-    return AdminTarget(url or default, dev["ADMIN_TOKEN"], from_dev_env=True)
+    dev_url = dev_admin_url(dev, settings.mcp_path)
+    if "ADMIN_TOKEN" in dev and dev_url and exported in (None, dev["ADMIN_TOKEN"]):
+        return AdminTarget(url or dev_url, dev["ADMIN_TOKEN"], from_dev_env=True)
+    if exported is not None:
+        return AdminTarget(url or admin_url(settings), exported)
+    return None
 
 
 def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
@@ -96,9 +98,9 @@ EXAMPLES = """examples:
   taskgate cache flush
   taskgate cache show --url http://10.0.0.5:8001
 
-The gateway and its admin token: ADMIN_TOKEN (environment or .env) with --url,
-TASKGATE_ADMIN_URL or MCP_HOST:MCP_PORT; with no ADMIN_TOKEN set, .taskgate/dev.env
-(written by `taskgate dev` in this folder).
+Reads: .taskgate/dev.env (written by `taskgate dev` in this folder): its gateway URL and
+ADMIN_TOKEN together, whatever the shell exports. Else ADMIN_TOKEN (environment or .env) with
+--url, TASKGATE_ADMIN_URL or MCP_HOST:MCP_PORT.
 """
 
 

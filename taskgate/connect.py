@@ -25,7 +25,6 @@ from typing import Any
 import anyio
 import httpx2
 import uvicorn
-from dotenv import dotenv_values
 from mcp.client._transport import ReadStream, WriteStream
 from mcp.client.auth import OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
@@ -39,11 +38,11 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from shared.settings import Settings
+from taskgate.devenv import dev_env_path, read_dev_env
 from taskgate.tokens_file import FileTokenStorage, default_tokens_path
 
 log = logging.getLogger("taskgate.connect")
 
-DEV_ENV = Path(".taskgate") / "dev.env"
 CALLBACK_PATH = "/callback"
 LOGIN_TIMEOUT_SECONDS = 300.0
 
@@ -63,13 +62,13 @@ def resolve_target(url: str | None, settings: Settings, cwd: Path) -> Target:
     token = settings.mcp_token.get_secret_value() if settings.mcp_token else None
     if url:
         return Target(url, token)
-    dev_env = cwd / DEV_ENV
+    dev_env = dev_env_path(cwd)
     if not dev_env.is_file():
         raise ConnectError(
-            f"no URL given and no {DEV_ENV} here: run `taskgate connect <gateway URL>`, or start "
-            "`taskgate dev` in this directory first"
+            f"no URL given and no {dev_env} here: run `taskgate connect <gateway URL>`, or "
+            "start `taskgate dev` in this directory first"
         )
-    values = dotenv_values(dev_env)
+    values = read_dev_env(dev_env)
     dev_url = values.get("MCP_URL")
     if not dev_url:
         raise ConnectError(f"{dev_env} has no MCP_URL")

@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from taskgate.devenv import dev_dir, dev_env_path, write_dev_env
+from taskgate.devenv import (
+    ADMIN_URL_KEY,
+    DevFolderLock,
+    StackRunning,
+    dev_dir,
+    dev_env_path,
+    write_dev_env,
+)
 from taskgate.devstack import DEMO_EMAIL, Stack, demo_token, running_stack, say
 from taskgate.pgpair import SUPERUSER, PgPairError
 from taskgate.redis_server import RedisServerError, redis_server_binary
@@ -36,6 +43,10 @@ class DevOptions:
     @property
     def mcp_ports(self) -> list[int]:
         return [self.mcp_port + i for i in range(self.gateways)]
+
+    @property
+    def mcp_url(self) -> str:
+        return f"http://127.0.0.1:{self.mcp_port}/mcp"
 
 
 class PortBusy(Exception):
@@ -82,6 +93,7 @@ def dev_settings(stack: Stack, token: str, password: str) -> dict[str, str]:
     values: dict[str, str] = {}
     for index, url in enumerate(stack.mcp_urls, start=1):
         values["MCP_URL" if index == 1 else f"MCP_URL_{index}"] = url
+    values[ADMIN_URL_KEY] = stack.mcp_url.removesuffix("/mcp")
     values.update(
         MCP_TOKEN=token,
         DEMO_EMAIL=DEMO_EMAIL,
@@ -129,11 +141,23 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def run_dev(options: DevOptions) -> int:
+    lock = DevFolderLock(dev_dir())
     try:
+        return _run_dev_locked(options, lock)
+    finally:
+        lock.release()
+
+
+def _run_dev_locked(options: DevOptions, lock: DevFolderLock) -> int:
+    try:
+        # A folder with no .taskgate/ runs no stack: the ports are checked before it is made.
+        if lock.folder.exists():
+            lock.acquire(options.mcp_url)
         check_ports(options)
         if options.gateways > 1:
             redis_server_binary()  # found before anything starts, like the ports
-    except (PortBusy, RedisServerError) as exc:
+        lock.acquire(options.mcp_url)
+    except (StackRunning, PortBusy, RedisServerError) as exc:
         print(f"taskgate dev: {exc}", file=sys.stderr)
         return EXIT_USAGE
     started = time.monotonic()
@@ -144,8 +168,10 @@ def run_dev(options: DevOptions) -> int:
     dev_dir().mkdir(mode=0o700, exist_ok=True)
     logs = dev_dir() / "logs"
     logs.mkdir(mode=0o700, exist_ok=True)
-    # A file from an earlier run names servers that are gone: never leave it for a client to use.
-    dev_env_path().unlink(missing_ok=True)
+    # Ours to write and remove while we hold the lock. One left by a killed run names servers
+    # that are gone: never leave it for a client to use.
+    settings_file = dev_env_path()
+    settings_file.unlink(missing_ok=True)
     root = Path(tempfile.mkdtemp(prefix="taskgate-dev-"))
     admin_token = secrets.token_urlsafe(32)
     try:
@@ -160,7 +186,6 @@ def run_dev(options: DevOptions) -> int:
         ) as stack:
             password = secrets.token_urlsafe(16)
             token = demo_token(stack.backend_url, password, resource=stack.mcp_url)
-            settings_file = dev_env_path()
             write_dev_env(settings_file, dev_settings(stack, token, password))
             print(banner(stack, token, settings_file, time.monotonic() - started), flush=True)
             return _watch(stack)
@@ -171,6 +196,7 @@ def run_dev(options: DevOptions) -> int:
         say(f"error: {exc}")
         return 1
     finally:
+        settings_file.unlink(missing_ok=True)
         shutil.rmtree(root, ignore_errors=True)
         say("stopped")
 

@@ -37,6 +37,7 @@ READY_TIMEOUT = 240.0  # a primary and two replicas on a busy 2-core machine
 SETTINGS_KEYS = {
     "MCP_URL",
     "MCP_URL_2",
+    "TASKGATE_ADMIN_URL",
     "MCP_TOKEN",
     "DEMO_EMAIL",
     "DEMO_PASSWORD",
@@ -171,6 +172,7 @@ def dev() -> Iterator[Dev]:
     while _alive(process.pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(process.pid), "Ctrl-C left a process of taskgate dev running"
+    assert not running.settings_file.exists(), "the stack that wrote dev.env must remove it"
     # PostgreSQL daemonizes out of the process group: its ports tell whether it stopped.
     listening = [port for port in ports if _listening(port)]
     assert not listening, f"still listening after Ctrl-C: {listening}"
@@ -380,3 +382,18 @@ def test_a_busy_backend_port_is_refused_before_anything_starts(tmp_path: Path) -
     ]
     assert not _alive(process.pid), "a process of the refused dev is still running"
     assert not (tmp_path / ".taskgate").exists()
+
+
+def test_a_second_dev_in_the_same_folder_names_the_first_and_leaves_its_file(dev: Dev) -> None:
+    before = dev.settings_file.read_bytes()
+    process, out, err = _refused_dev(
+        dev.cwd, "--mcp-port", str(free_port()), "--backend-port", str(free_port())
+    )
+    assert process.returncode == 2
+    assert out == ""
+    assert err.splitlines() == [
+        f"taskgate dev: a stack already runs from this folder (http://127.0.0.1:{dev.mcp_port}"
+        "/mcp); stop it first, or start in another folder"
+    ]
+    assert dev.settings_file.read_bytes() == before
+    assert not _alive(process.pid), "a process of the refused dev is still running"
