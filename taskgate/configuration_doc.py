@@ -28,7 +28,8 @@ to `.env`.
 `taskgate dev` sets what it needs itself (ports, URLs, secrets) and writes them to
 `.taskgate/dev.env`; see [Getting started](getting-started.md). A bad value stops a command with
 one line naming the setting (exit code 2), e.g.
-`taskgate: CACHE_TTL: Input should be a valid number, unable to parse string as a number`.
+`taskgate migrate: CACHE_TTL: Input should be a valid number, unable to parse string as a
+number`.
 
 Lists (`MCP_ALLOWED_HOSTS`, ...) and `CACHE_TTL_OVERRIDES` are JSON (`'["a", "b"]'`,
 `'{"list_tasks": 2}'`); `READ_DATABASE_URLS` also takes comma-separated URLs.
