@@ -15,6 +15,7 @@ from taskgate.command_errors import (
     EXIT_SETTINGS,
     SettingError,
     check_database_urls,
+    check_http_url,
     database_failure,
     load_settings,
 )
@@ -132,11 +133,17 @@ def _cache(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 def _connect(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from taskgate.connect import run_connect
+    from taskgate.connect import run_connect, run_login
 
     settings = load_settings()
+    if args.url is not None:
+        check_http_url("URL", args.url)
     # Logs go to stderr only: stdout carries the MCP messages.
     configure_logging("WARNING", settings.log_json)
+    if args.login:
+        sys.exit(run_login(args.url, settings, Path.cwd(), args.callback_port or 0))
+    if args.callback_port is not None:
+        raise SettingError("--callback-port: only with --login, which is when a browser calls it")
     sys.exit(run_connect(args.url, settings, Path.cwd()))
 
 
@@ -231,8 +238,11 @@ CONNECT = CommandHelp(
     "  MCP_TOKEN (a bearer token; else the tokens stored by --login), CONNECT_TOKENS_FILE\n"
     "  (default ~/.config/taskgate/tokens.json); with no URL, MCP_URL and MCP_TOKEN from\n"
     "  .taskgate/dev.env in this folder",
-    "  taskgate connect                               # against taskgate dev in this folder\n"
-    "  taskgate connect http://127.0.0.1:8001/mcp",
+    "  taskgate connect --login http://127.0.0.1:8001/mcp    # once: stores the tokens\n"
+    "  taskgate connect http://127.0.0.1:8001/mcp            # the relay, for a client\n"
+    "  taskgate connect                                      # against dev in this folder\n"
+    "  # headless, over SSH: ssh -L 8765:127.0.0.1:8765 server, then on the server\n"
+    "  taskgate connect --login --callback-port 8765 https://gateway.example.com/mcp",
 )
 
 
@@ -303,6 +313,18 @@ def parser() -> argparse.ArgumentParser:
     connect = _command(sub, "connect", CONNECT)
     connect.add_argument(
         "url", nargs="?", help="the gateway's MCP URL (default: MCP_URL in .taskgate/dev.env)"
+    )
+    connect.add_argument(
+        "--login",
+        action="store_true",
+        help="log in now: print the login URL, wait for the browser, store the tokens, exit",
+    )
+    connect.add_argument(
+        "--callback-port",
+        type=_port,
+        metavar="PORT",
+        help="with --login: the loopback port the browser is sent back to, for an SSH "
+        "forward (default: any free port)",
     )
     connect.set_defaults(func=_connect)
 
