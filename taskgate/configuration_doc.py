@@ -45,8 +45,8 @@ FOOTER_ROWS = [
     ),
     (
         "XDG_CONFIG_HOME",
-        "`taskgate connect`: the folder of `taskgate/tokens.json` when `CONNECT_TOKENS_FILE` "
-        "is unset (default `~/.config`)",
+        "`taskgate connect`: its tokens go to `$XDG_CONFIG_HOME/taskgate/tokens.json` when "
+        "`CONNECT_TOKENS_FILE` is unset (default `~/.config`)",
     ),
 ]
 

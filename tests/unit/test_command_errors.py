@@ -3,6 +3,7 @@ every command, run as a person runs it (a process, with the setting in its envir
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,26 @@ def test_cache_with_a_malformed_url_names_it(tmp_path: Path, url: str) -> None:
     exported = taskgate(tmp_path, {"ADMIN_TOKEN": "a" * 40, "TASKGATE_ADMIN_URL": url}, "cache",
                         "show")  # fmt: skip
     assert_one_line(exported, "taskgate cache: TASKGATE_ADMIN_URL: ")
+
+
+def test_connect_with_a_url_that_is_not_http_names_it(tmp_path: Path) -> None:
+    result = taskgate(tmp_path, {}, "connect", "127.0.0.1:8001/mcp")
+    assert_one_line(result, "taskgate connect: URL: ", "not an http(s) URL")
+
+
+def test_a_callback_port_without_login_is_refused(tmp_path: Path) -> None:
+    result = taskgate(tmp_path, {}, "connect", "--callback-port", "8765", "http://127.0.0.1:1/mcp")
+    assert_one_line(result, "taskgate connect: --callback-port: only with --login")
+
+
+def test_a_callback_port_in_use_is_named_before_any_login(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = taskgate(
+            tmp_path, {"CONNECT_TOKENS_FILE": str(tmp_path / "tokens.json")}, "connect",
+            "--login", "--callback-port", str(port), "http://127.0.0.1:1/mcp",
+        )  # fmt: skip
+    assert_one_line(result, f"taskgate connect: --callback-port {port}: cannot listen on")
+    assert not (tmp_path / "tokens.json").exists()

@@ -13,6 +13,8 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 FENCE = re.compile(r"^(```|~~~).*?^\1", re.MULTILINE | re.DOTALL)
 INLINE_CODE = re.compile(r"`[^`\n]*`")
+# A repository file named in code style, e.g. `gateway/fast_path.py`.
+REPO_PATH = re.compile(r"`([\w.\-]+/[\w.\-/]*\.(?:py|md|yaml|yml|json|sh|toml|mjs|txt|png))`")
 TRACKER = re.compile(r"\b(issue|ticket|PR)[ -]?#?\d+\b", re.IGNORECASE)
 
 
@@ -55,6 +57,12 @@ def test_every_relative_link_resolves(page: Path) -> None:
         elif anchor and resolved.suffix == ".md" and anchor not in anchors(resolved):
             broken.append(f"{target}: no heading with that anchor")
     assert broken == [], f"{page.relative_to(ROOT)}: {broken}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
+def test_every_repository_file_named_exists(page: Path) -> None:
+    missing = [path for path in REPO_PATH.findall(page.read_text()) if not (ROOT / path).exists()]
+    assert missing == [], f"{page.relative_to(ROOT)} names files that are gone: {missing}"
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
