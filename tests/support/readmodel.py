@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from readmodel.consistency import parse_lsn
 from readmodel.reader import TaskReader
 from taskgate.pgpair import PgPair
+from tests.support.waiting import WAIT_SECONDS, wait_until
 
 MakeReader = Callable[..., Awaitable[TaskReader]]
 
@@ -62,15 +62,10 @@ def insert_largest_tasks(pair: PgPair, user_id: int, count: int = 200) -> str:
 
 
 def wait_replayed(
-    pair: PgPair, lsn: str, timeout: float = 30.0, replica: bool | int = True
+    pair: PgPair, lsn: str, timeout: float = WAIT_SECONDS, replica: bool | int = True
 ) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        replayed = f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn"
-        if pair.psql(replayed, replica=replica) == "t":
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"replica did not replay {lsn} within {timeout}s")
+    replayed = f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn"
+    wait_until(lambda: pair.psql(replayed, replica=replica) == "t", f"replay of {lsn}", timeout)
 
 
 @contextmanager

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
+from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 
 from readmodel.cache import NAMESPACE
+from readmodel.reader import TaskReader
 from taskgate.pgpair import PgPair
 from tests.support.readmodel import (
     MakeReader,
@@ -17,15 +21,34 @@ from tests.support.readmodel import (
     wait_replayed,
 )
 from tests.support.redis import RedisServer, running_redis
+from tests.support.waiting import eventually
+
+
+def hold_loads_until_misses(
+    reader: TaskReader, misses: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Holds each load until `misses` callers have missed, so all of them overlap it however a
+    busy machine orders them (a Redis get that times out comes back after a quick load lands)."""
+    get_or_load = reader.cache.get_or_load
+
+    async def held_get_or_load(tool: str, key: str, load: Callable[[], Awaitable[Any]]) -> Any:
+        async def held() -> Any:
+            await eventually(lambda: reader.cache.stats.misses >= misses, f"{misses} misses")
+            return await load()
+
+        return await get_or_load(tool, key, held)
+
+    monkeypatch.setattr(reader.cache, "get_or_load", held_get_or_load)
 
 
 async def test_hundred_concurrent_misses_on_one_key_cause_one_query(
-    pg_pair: PgPair, make_reader: MakeReader, cache_url: str
+    pg_pair: PgPair, make_reader: MakeReader, cache_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     user = new_user(pg_pair)
     wait_replayed(pg_pair, insert_tasks(pg_pair, user, 3))
     reader = await make_reader(cache_url=cache_url)
     counter = QueryCounter(reader.replica)
+    hold_loads_until_misses(reader, 100, monkeypatch)
 
     pages = await asyncio.gather(*(reader.list_tasks(user, "all", 50, None) for _ in range(100)))
 
