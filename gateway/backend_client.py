@@ -15,7 +15,13 @@ from pydantic import BaseModel, ValidationError
 from gateway.auth import ExchangeRefused, LoginAuth, LoginRefused
 from gateway.request_id import send_request_id
 from readmodel.consistency import parse_lsn
-from shared.api import API_PREFIX, IDEMPOTENCY_HEADER, LSN_HEADER, WAL_POSITION_PATH
+from shared.api import (
+    API_PREFIX,
+    IDEMPOTENCY_HEADER,
+    LIVENESS_PATH,
+    LSN_HEADER,
+    WAL_POSITION_PATH,
+)
 from shared.errors import ErrorCode, ErrorEnvelope, TaskgateError, error_code_for_status
 from shared.schemas import TaskCreate, TaskOut, TaskUpdate
 from shared.settings import Settings
@@ -205,6 +211,11 @@ class BackendClient:
             else:
                 return _checked(response)
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def check_alive(self) -> None:
+        """Raises unless the backend process answers its liveness probe."""
+        response = await self.http.get(LIVENESS_PATH)
+        response.raise_for_status()
 
     async def wal_position(self) -> int:
         """The primary's current WAL position, as a byte position (raises on any failure)."""

@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
+from shared.api import OAUTH_METADATA_PATH
 from tests.support.agents import Agent, sign_up
 
 ACCEPT = {"Accept": "application/json, text/event-stream"}
@@ -60,7 +61,7 @@ def discover(http: httpx.Client, mcp_url: str) -> Discovery:
     prm = http.get(match.group(1))
     assert prm.status_code == 200
     issuer = str(prm.json()["authorization_servers"][0]).rstrip("/")
-    metadata = http.get(f"{issuer}/.well-known/oauth-authorization-server")
+    metadata = http.get(f"{issuer}{OAUTH_METADATA_PATH}")
     assert metadata.status_code == 200
     return Discovery(str(prm.json()["resource"]), issuer, metadata.json())
 
