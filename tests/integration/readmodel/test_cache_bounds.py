@@ -7,9 +7,10 @@ import asyncio
 import redis.asyncio as aioredis
 from sqlalchemy import text
 
-from readmodel.cache import NAMESPACE, ReadCache, TtlPolicy, build_cache
+from readmodel.cache import ReadCache, TtlPolicy, build_cache
 from readmodel.engine import create_read_engine
 from readmodel.reader import TaskReader
+from readmodel.redis_keys import CACHE_NAMESPACE
 from shared.errors import ErrorCode, TaskgateError
 from shared.settings import Settings
 from taskgate.pgpair import PgPair
@@ -60,7 +61,7 @@ async def test_a_page_over_the_entry_cap_is_not_stored_in_redis(
     assert reader.cache.stats.oversize == 2
     client = aioredis.Redis(host="127.0.0.1", port=redis_server.port)
     try:
-        keys = await client.keys(f"{NAMESPACE}:list_tasks:{user}:*")
+        keys = await client.keys(f"{CACHE_NAMESPACE}:list_tasks:{user}:*")
     finally:
         await client.aclose()
     assert len(keys) == 1, keys  # only the small page

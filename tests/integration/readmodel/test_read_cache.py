@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from readmodel.cache import NAMESPACE
 from readmodel.reader import TaskReader
+from readmodel.redis_keys import CACHE_NAMESPACE
 from taskgate.pgpair import PgPair
 from tests.support.readmodel import (
     MakeReader,
@@ -163,11 +163,11 @@ async def test_redis_holds_plain_json_never_pickle(
 
     client = aioredis.Redis(host="127.0.0.1", port=redis_server.port)
     try:
-        keys = [_text(k) for k in await client.keys(f"{NAMESPACE}:*:{user}*")]
+        keys = [_text(k) for k in await client.keys(f"{CACHE_NAMESPACE}:*:{user}*")]
         values = {k: _raw(await client.get(k)) for k in keys}
     finally:
         await client.aclose()
-    assert any(k.startswith(f"{NAMESPACE}:list_tasks:{user}:") for k in keys), keys
+    assert any(k.startswith(f"{CACHE_NAMESPACE}:list_tasks:{user}:") for k in keys), keys
     for raw in values.values():
         assert not raw.startswith(b"\x80")  # pickle's opcode
         json.loads(raw)
