@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from readmodel import queries
 from readmodel.cache import ReadCache
-from readmodel.consistency import format_lsn, parse_lsn
+from readmodel.lsn import format_lsn, parse_lsn
 from readmodel.marks import Marks, MarksUnknown, ReadMark
 from readmodel.replicas import Replica, ReplicaBehind, ReplicaSet, checked_read
 from shared.cursor import Keyset, decode_cursor, encode_cursor

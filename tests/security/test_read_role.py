@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from readmodel.consistency import parse_lsn
 from readmodel.engine import create_read_engine
 from readmodel.lag import replica_lag
+from readmodel.lsn import parse_lsn
 from readmodel.queries import get_task_for, list_tasks_for, replayed_lsn, user_stats_for
 from shared.settings import Settings
 from taskgate.pgpair import READER_ROLE, PgPair

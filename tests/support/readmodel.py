@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from readmodel.consistency import parse_lsn
+from readmodel.lsn import parse_lsn
 from readmodel.reader import TaskReader
 from taskgate.pgpair import PgPair
 from tests.support.waiting import WAIT_SECONDS, wait_until

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from readmodel.cache import ReadCache, TtlPolicy, build_cache, is_redis
-from readmodel.consistency import format_lsn
 from readmodel.engine import create_read_engine
+from readmodel.lsn import format_lsn
 from readmodel.marks import Marks, RedisMarks
 from readmodel.reader import TaskReader
 from shared.settings import Settings
