@@ -78,7 +78,7 @@ def check_ports(options: DevOptions) -> None:
 
 
 def dev_settings(stack: Stack, token: str, password: str) -> dict[str, str]:
-    """What .taskgate/dev.env holds: the contract in DESIGN.md, in a stable order."""
+    """What .taskgate/dev.env holds: every value a person or a client needs, in a stable order."""
     values: dict[str, str] = {}
     for index, url in enumerate(stack.mcp_urls, start=1):
         values["MCP_URL" if index == 1 else f"MCP_URL_{index}"] = url

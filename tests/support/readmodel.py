@@ -17,10 +17,19 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from readmodel.lsn import parse_lsn
 from readmodel.reader import TaskReader
+from readmodel.replicas import Replica, ReplicaSet
 from taskgate.pgpair import PgPair
 from tests.support.waiting import WAIT_SECONDS, wait_until
 
 MakeReader = Callable[..., Awaitable[TaskReader]]
+
+
+def one_replica(engine: AsyncEngine) -> ReplicaSet:
+    """A set of one engine, read as one URL that may be a pooler: positions are checked on each
+    read's connection, and lag alone never sets it aside."""
+    return ReplicaSet(
+        [Replica("0", engine)], servers=False, max_lag_seconds=float("inf"), retry_max_seconds=30.0
+    )
 
 
 def new_user(pair: PgPair) -> int:

@@ -19,6 +19,7 @@ from tests.support.readmodel import (
     QueryCounter,
     insert_tasks,
     new_user,
+    one_replica,
     wait_replayed,
 )
 from tests.support.redis import RedisServer
@@ -77,23 +78,28 @@ async def test_a_read_that_waits_past_the_pool_bound_is_rate_limited_not_unavail
     )
     replica = create_read_engine(tiny, tiny.read_database_url)
     reader = TaskReader(
-        replica,
+        one_replica(replica),
         ReadCache(build_cache("memory://"), TtlPolicy(0)),
         cursor_secret=b"secret",
         ryw_wait_timeout=1.0,
         replica_timeout=1.5,
     )
 
-    async def slow_read() -> None:  # holds the only connection for 1 s
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def hold_the_only_connection() -> None:  # until every read has given up
         async with replica.connect() as conn:
-            await conn.execute(text("SELECT pg_sleep(1)"))
+            await conn.execute(text("SELECT 1"))
+            held.set()
+            await release.wait()
 
     try:
-        holder = asyncio.create_task(slow_read())
-        await asyncio.sleep(0.2)
+        holder = asyncio.create_task(hold_the_only_connection())
+        await held.wait()
         results = await asyncio.gather(
             *(reader.get_user_stats(user) for _ in range(5)), return_exceptions=True
         )
+        release.set()
         await holder
         after = await reader.get_user_stats(user)  # the slot is free again: served
     finally:
