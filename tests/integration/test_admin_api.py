@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx
@@ -13,33 +13,21 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
-from starlette.applications import Starlette
 
 from gateway.server import build_http_app
 from readmodel.replicas import replica_labels
 from readmodel.ttl import POLICY_REDIS_KEY
 from shared.settings import Settings
 from taskgate.pgpair import free_port
+from tests.support.backend_api import app_running
 from tests.support.redis import RedisServer, running_redis
 
 ADMIN_TOKEN = "admin-" + "k" * 40
 
 
-@asynccontextmanager
-async def running_gateway(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The gateway's HTTP app with its lifespan running, and a client on it.
-
-    Entered inside each test, not in a fixture: the app's lifespan holds an anyio cancel scope,
-    which must be left in the task that entered it.
-    """
-    app: Starlette = build_http_app(settings)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
-        ) as client,
-    ):
-        yield client
+def running_gateway(settings: Settings) -> AbstractAsyncContextManager[httpx.AsyncClient]:
+    """The gateway's HTTP app with its lifespan running, and a client on it."""
+    return app_running(build_http_app(settings))
 
 
 def gateway_settings(settings: Settings, **changes: Any) -> Settings:

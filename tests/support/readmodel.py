@@ -41,6 +41,13 @@ def new_user(pair: PgPair) -> int:
     )
 
 
+def user_with_tasks(pair: PgPair, count: int) -> int:
+    """A new user with `count` tasks (see insert_tasks) that the replica has replayed."""
+    user = new_user(pair)
+    wait_replayed(pair, insert_tasks(pair, user, count))
+    return user
+
+
 def insert_tasks(
     pair: PgPair, user_id: int, count: int, completed_every: int = 3, spacing: int = 1
 ) -> str:

@@ -17,10 +17,8 @@ from taskgate.pgpair import PgPair
 from tests.support.readmodel import (
     MakeReader,
     QueryCounter,
-    insert_tasks,
-    new_user,
     one_replica,
-    wait_replayed,
+    user_with_tasks,
 )
 from tests.support.redis import RedisServer
 
@@ -28,8 +26,7 @@ from tests.support.redis import RedisServer
 async def test_spellings_of_one_cursor_share_one_cache_entry(
     pg_pair: PgPair, make_reader: MakeReader, cache_url: str
 ) -> None:
-    user = new_user(pg_pair)
-    wait_replayed(pg_pair, insert_tasks(pg_pair, user, 6))
+    user = user_with_tasks(pg_pair, 6)
     reader = await make_reader(cache_url=cache_url)
     cursor = (await reader.list_tasks(user, "all", 2, None))["next_cursor"]
     assert cursor is not None
@@ -47,8 +44,7 @@ async def test_spellings_of_one_cursor_share_one_cache_entry(
 async def test_a_page_over_the_entry_cap_is_not_stored_in_redis(
     pg_pair: PgPair, make_reader: MakeReader, redis_server: RedisServer
 ) -> None:
-    user = new_user(pg_pair)
-    wait_replayed(pg_pair, insert_tasks(pg_pair, user, 40))
+    user = user_with_tasks(pg_pair, 40)
     reader = await make_reader(cache_url=redis_server.url)
     reader.cache.max_entry_bytes = 2_000
     counter = QueryCounter(reader.replica)
@@ -71,8 +67,7 @@ async def test_a_page_over_the_entry_cap_is_not_stored_in_redis(
 async def test_a_read_that_waits_past_the_pool_bound_is_rate_limited_not_unavailable(
     pg_pair: PgPair, settings: Settings
 ) -> None:
-    user = new_user(pg_pair)
-    wait_replayed(pg_pair, insert_tasks(pg_pair, user, 1))
+    user = user_with_tasks(pg_pair, 1)
     tiny = settings.model_copy(
         update={"db_pool_size": 1, "db_max_overflow": 0, "read_pool_timeout": 0.2}
     )

@@ -18,6 +18,7 @@ from tests.support.readmodel import (
     QueryCounter,
     insert_tasks,
     new_user,
+    user_with_tasks,
     wait_replayed,
 )
 from tests.support.redis import RedisServer, running_redis
@@ -44,8 +45,7 @@ def hold_loads_until_misses(
 async def test_hundred_concurrent_misses_on_one_key_cause_one_query(
     pg_pair: PgPair, make_reader: MakeReader, cache_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    user = new_user(pg_pair)
-    wait_replayed(pg_pair, insert_tasks(pg_pair, user, 3))
+    user = user_with_tasks(pg_pair, 3)
     reader = await make_reader(cache_url=cache_url)
     counter = QueryCounter(reader.replica)
     hold_loads_until_misses(reader, 100, monkeypatch)
@@ -61,8 +61,7 @@ async def test_hundred_concurrent_misses_on_one_key_cause_one_query(
 async def test_concurrent_misses_share_one_query_even_when_redis_is_down(
     pg_pair: PgPair, make_reader: MakeReader
 ) -> None:
-    user = new_user(pg_pair)
-    wait_replayed(pg_pair, insert_tasks(pg_pair, user, 2))
+    user = user_with_tasks(pg_pair, 2)
     with running_redis() as server:
         url = server.url
     reader = await make_reader(cache_url=url)  # nothing listens there any more
@@ -80,8 +79,7 @@ async def test_concurrent_misses_share_one_query_even_when_redis_is_down(
 async def test_cached_reads_skip_the_replica_until_the_ttl(
     pg_pair: PgPair, make_reader: MakeReader, cache_url: str
 ) -> None:
-    user = new_user(pg_pair)
-    wait_replayed(pg_pair, insert_tasks(pg_pair, user, 2))
+    user = user_with_tasks(pg_pair, 2)
     reader = await make_reader(cache_url=cache_url, cache_ttl=60)
     counter = QueryCounter(reader.replica)
     first = await reader.get_user_stats(user)
@@ -107,8 +105,7 @@ async def test_cache_ttl_zero_turns_caching_off(pg_pair: PgPair, make_reader: Ma
 async def test_a_per_tool_ttl_override_applies_to_that_tool_only(
     pg_pair: PgPair, make_reader: MakeReader
 ) -> None:
-    user = new_user(pg_pair)
-    wait_replayed(pg_pair, insert_tasks(pg_pair, user, 1))
+    user = user_with_tasks(pg_pair, 1)
     reader = await make_reader(cache_ttl=60, overrides={"list_tasks": 0})
     counter = QueryCounter(reader.replica)
     for _ in range(3):
@@ -155,8 +152,7 @@ async def test_a_write_through_one_gateway_is_seen_through_another_sharing_redis
 async def test_redis_holds_plain_json_never_pickle(
     pg_pair: PgPair, make_reader: MakeReader, redis_server: RedisServer
 ) -> None:
-    user = new_user(pg_pair)
-    wait_replayed(pg_pair, insert_tasks(pg_pair, user, 2))
+    user = user_with_tasks(pg_pair, 2)
     reader = await make_reader(cache_url=redis_server.url)
     page = await reader.list_tasks(user, "all", 10, None)
     await reader.note_write(user, pg_pair.psql("SELECT pg_current_wal_lsn()"))

@@ -15,6 +15,7 @@ from tests.support.readmodel import (
     insert_tasks,
     new_user,
     replica_frozen,
+    user_with_tasks,
     wait_replayed,
 )
 
@@ -82,8 +83,7 @@ async def test_other_users_do_not_wait_for_someone_elses_write(
 async def test_a_replica_that_restarted_is_read_again_at_once_despite_stale_pooled_connections(
     pg_pair: PgPair, make_reader: MakeReader
 ) -> None:
-    user = new_user(pg_pair)
-    wait_replayed(pg_pair, insert_tasks(pg_pair, user, 1))
+    user = user_with_tasks(pg_pair, 1)
     reader = await make_reader(cache_ttl=0)
     # Fill the pool with several connections, all of which the restart will kill.
     await asyncio.gather(*(reader.get_user_stats(user) for _ in range(5)))
@@ -102,8 +102,7 @@ async def test_a_replica_that_restarted_is_read_again_at_once_despite_stale_pool
 async def test_a_down_replica_is_read_from_the_fallback(
     pg_pair: PgPair, make_reader: MakeReader
 ) -> None:
-    user = new_user(pg_pair)
-    wait_replayed(pg_pair, insert_tasks(pg_pair, user, 1))
+    user = user_with_tasks(pg_pair, 1)
     reader = await make_reader(cache_ttl=0, fallback=True)
     await reader.get_user_stats(user)
     try:
@@ -120,8 +119,7 @@ async def test_a_down_replica_is_read_from_the_fallback(
 async def test_a_hung_replica_answers_within_two_seconds(
     pg_pair: PgPair, make_reader: MakeReader, settings: Settings, fallback: bool
 ) -> None:
-    user = new_user(pg_pair)
-    wait_replayed(pg_pair, insert_tasks(pg_pair, user, 1))
+    user = user_with_tasks(pg_pair, 1)
     reader = await make_reader(cache_ttl=0, fallback=fallback)
     # Pooled connections that will hang rather than fail, and a default REPLICA_TIMEOUT.
     await asyncio.gather(*(reader.get_user_stats(user) for _ in range(3)))
