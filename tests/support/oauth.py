@@ -188,3 +188,19 @@ class OAuthStack:
     def client(self) -> httpx.Client:
         """What a browser does: keeps cookies, does not follow redirects by itself."""
         return httpx.Client(timeout=30, follow_redirects=False)
+
+
+# A redirect URI that a test registers but never follows: the code is read from the Location.
+UNFOLLOWED_REDIRECT = "http://127.0.0.1:1/callback"
+
+
+def code_for_a_new_agent(stack: OAuthStack, http: httpx.Client) -> tuple[Discovery, str, str, str]:
+    """A fresh agent logs in through a newly registered client, for the gateway:
+    (discovery, client_id, code, PKCE verifier)."""
+    agent = stack.agent()
+    found = discover(http, stack.mcp_url)
+    client_id = register(http, found, UNFOLLOWED_REDIRECT)
+    code, verifier = log_in_for_code(
+        http, found, client_id, UNFOLLOWED_REDIRECT, agent.email, agent.password, found.resource
+    )
+    return found, client_id, code, verifier
