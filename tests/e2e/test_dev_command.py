@@ -28,9 +28,9 @@ from mcp import Client, StdioServerParameters
 from prometheus_client.parser import text_string_to_metric_families
 
 from taskgate.devenv import mcp_urls, read_dev_env
-from taskgate.pgpair import free_port
 from tests.support.dashboard import dashboard_expressions, metrics_read_by
 from tests.support.mcp_client import mcp_session
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT = 240.0  # a primary and two replicas on a busy 2-core machine

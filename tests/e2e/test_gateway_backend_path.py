@@ -13,11 +13,11 @@ import jwt
 import pytest
 
 from taskgate.devstack import Component, Stack, spawn_component, wait_healthy
-from taskgate.pgpair import free_port
 from tests.e2e.gateway_proxy import RecordingProxy
 from tests.support.agents import sign_up_for_mcp
 from tests.support.mcp_client import mcp_session
 from tests.support.mcp_results import error_code, ok
+from tests.support.ports import free_port
 
 
 @dataclass

@@ -26,10 +26,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from shared.api import REQUEST_ID_HEADER
 from shared.migrate import upgrade_to_head
 from taskgate.devstack import Component, Stack, stack_env, wait_healthy
-from taskgate.pgpair import PgPair, free_port
+from taskgate.pgpair import PgPair
 from tests.support.agents import sign_up_for_mcp
 from tests.support.faults import replay_paused
 from tests.support.mcp_client import mcp_session
+from tests.support.ports import free_port
 from tests.support.readmodel import wait_replayed
 from tests.support.redis import running_redis
 from tests.support.waiting import wait_until

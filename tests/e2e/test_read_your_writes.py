@@ -11,12 +11,13 @@ from dataclasses import dataclass
 import pytest
 
 from taskgate.devstack import Stack, spawn_component, wait_healthy
-from taskgate.pgpair import READER_ROLE, free_port
+from taskgate.pgpair import READER_ROLE
 from tests.support.agents import sign_up_for_mcp
 from tests.support.faults import replay_paused, start_replica, stop_replica
 from tests.support.mcp_client import mcp_session
 from tests.support.mcp_results import envelope as error_envelope
 from tests.support.mcp_results import ok
+from tests.support.ports import free_port
 from tests.support.redis import running_redis
 
 

@@ -18,8 +18,8 @@ from gateway.server import build_http_app
 from readmodel.replicas import replica_labels
 from readmodel.ttl import POLICY_REDIS_KEY
 from shared.settings import Settings
-from taskgate.pgpair import free_port
 from tests.support.backend_api import app_running
+from tests.support.ports import free_port
 from tests.support.redis import RedisServer, running_redis
 
 ADMIN_TOKEN = "admin-" + "k" * 40

@@ -17,7 +17,6 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
-from taskgate.pgpair import free_port
 from tests.support.oauth import (
     ACCEPT,
     LIST_TOOLS,
@@ -28,6 +27,7 @@ from tests.support.oauth import (
     redeem,
     register,
 )
+from tests.support.ports import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"

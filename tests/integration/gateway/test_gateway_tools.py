@@ -11,10 +11,10 @@ from pydantic import SecretStr
 from gateway.server import build_server
 from shared.settings import Settings
 from shared.tokens import issue_token
-from taskgate.pgpair import free_port
 from tests.support.agents import sign_up
 from tests.support.gateways import gateway_as, gateway_settings
 from tests.support.mcp_results import envelope, ok
+from tests.support.ports import free_port
 
 WRITE_TOOLS = {"create_task", "update_task", "complete_task", "delete_task"}
 READ_TOOLS = {"list_tasks", "get_task", "get_user_stats"}
