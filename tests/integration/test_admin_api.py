@@ -21,6 +21,7 @@ from shared.settings import Settings
 from tests.support.backend_api import app_running
 from tests.support.ports import free_port
 from tests.support.redis import RedisServer, running_redis
+from tests.support.waiting import eventually
 
 ADMIN_TOKEN = "admin-" + "k" * 40
 
@@ -225,15 +226,15 @@ async def test_ttl_change_through_one_gateway_reaches_another_on_the_same_redis(
 
 
 async def wait_for_ttl(client: httpx.AsyncClient, tool: str, ttl: float) -> dict[str, Any]:
-    """Poll the admin API until the TTL shows, for at most 200 sync intervals."""
-    import asyncio
+    """Poll the admin API until the TTL shows; returns what it showed then."""
+    shown: dict[str, Any] = {}
 
-    for _ in range(200):
-        shown: dict[str, Any] = (await client.get("/admin/cache", headers=admin())).json()
-        if shown["effective_ttl"][tool] == ttl:
-            return shown
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{tool} never showed TTL {ttl}: {shown}")
+    async def showing() -> bool:
+        shown.update((await client.get("/admin/cache", headers=admin())).json())
+        return bool(shown["effective_ttl"][tool] == ttl)
+
+    await eventually(showing, f"{tool} at TTL {ttl}")
+    return shown
 
 
 @pytest.mark.parametrize(

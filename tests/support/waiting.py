@@ -11,6 +11,9 @@ from collections.abc import Awaitable, Callable
 # Only a failing test waits this long; a passing one returns as soon as its condition holds.
 WAIT_SECONDS = 60.0
 _POLL_SECONDS = 0.02
+# A read that must answer rather than hang: REPLICA_TIMEOUT (1.5 s) ends it, and the bound
+# leaves room for a busy machine, where a fixed second or two is not enough.
+ANSWER_BOUND_SECONDS = 15.0
 
 
 def wait_until(check: Callable[[], object], what: str, within: float = WAIT_SECONDS) -> None:

@@ -18,6 +18,7 @@ from tests.support.readmodel import (
     user_with_tasks,
     wait_replayed,
 )
+from tests.support.waiting import ANSWER_BOUND_SECONDS, eventually
 
 
 async def test_reader_waits_for_replay_of_its_users_write(
@@ -90,7 +91,7 @@ async def test_a_replica_that_restarted_is_read_again_at_once_despite_stale_pool
     try:
         stop_replica(pg_pair)
         with pytest.raises(TaskgateError) as raised:
-            async with asyncio.timeout(2.0):
+            async with asyncio.timeout(ANSWER_BOUND_SECONDS):
                 await reader.get_user_stats(user)
         assert raised.value.code is ErrorCode.REPLICA_UNAVAILABLE
     finally:
@@ -116,7 +117,7 @@ async def test_a_down_replica_is_read_from_the_fallback(
 
 
 @pytest.mark.parametrize("fallback", [False, True], ids=["no-fallback", "fallback"])
-async def test_a_hung_replica_answers_within_two_seconds(
+async def test_a_hung_replica_answers_instead_of_hanging(
     pg_pair: PgPair, make_reader: MakeReader, settings: Settings, fallback: bool
 ) -> None:
     user = user_with_tasks(pg_pair, 1)
@@ -125,18 +126,20 @@ async def test_a_hung_replica_answers_within_two_seconds(
     await asyncio.gather(*(reader.get_user_stats(user) for _ in range(3)))
     assert reader._replica_timeout == settings.replica_timeout
     with replica_frozen(pg_pair):
-        async with asyncio.timeout(2.0):
+        # The freeze lasts until the block ends, so only REPLICA_TIMEOUT can end the read.
+        async with asyncio.timeout(ANSWER_BOUND_SECONDS):
             if fallback:
                 assert (await reader.get_user_stats(user))["total"] == 1
             else:
                 with pytest.raises(TaskgateError) as raised:
                     await reader.get_user_stats(user)
                 assert raised.value.code is ErrorCode.REPLICA_UNAVAILABLE
-    for _ in range(50):  # the frozen connections are discarded; the replica serves again
+
+    async def serves() -> bool:
         try:
-            assert (await reader.get_user_stats(user))["total"] == 1
-            break
+            return (await reader.get_user_stats(user))["total"] == 1
         except TaskgateError:
-            await asyncio.sleep(0.1)
-    else:
-        raise AssertionError("the reader did not recover after the replica thawed")
+            return False
+
+    # The frozen connections are discarded; the replica serves again.
+    await eventually(serves, "the reader's recovery after the replica thawed")
