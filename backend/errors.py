@@ -87,10 +87,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(TaskgateError)
     async def _taskgate(_: Request, exc: TaskgateError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.code is ErrorCode.UNAUTHORIZED else None
-        if exc.code is ErrorCode.RATE_LIMITED and "retry_after_seconds" in exc.details:
-            headers = {"Retry-After": str(exc.details["retry_after_seconds"])}
-        return envelope_response(exc.http_status, exc.code, exc.message, exc.details, headers)
+        return envelope_response(
+            exc.http_status, exc.code, exc.message, exc.details, exc.http_headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

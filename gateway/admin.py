@@ -9,7 +9,6 @@ made it (X-Admin-Actor, and the client address) and the old and new values.
 from __future__ import annotations
 
 import dataclasses
-import hmac
 import logging
 import re
 from typing import Any
@@ -25,6 +24,7 @@ from shared.api import ADMIN_ACTOR_HEADER, ADMIN_CACHE_PATH, ADMIN_FLUSH_PATH, A
 from shared.errors import ErrorCode, TaskgateError, validation_error
 from shared.rules import READ_TOOLS, ReadTool
 from shared.settings import Settings
+from shared.tokens import require_static_bearer
 
 log = logging.getLogger("gateway.admin")
 
@@ -43,9 +43,11 @@ class TtlUpdate(BaseModel):
     flush: bool = False
 
 
-def _error(error: TaskgateError, headers: dict[str, str] | None = None) -> JSONResponse:
+def _error(error: TaskgateError) -> JSONResponse:
     return JSONResponse(
-        error.envelope().model_dump(mode="json"), status_code=error.http_status, headers=headers
+        error.envelope().model_dump(mode="json"),
+        status_code=error.http_status,
+        headers=error.http_headers,
     )
 
 
@@ -68,11 +70,7 @@ class AdminApi:
             raise TaskgateError(
                 ErrorCode.NOT_FOUND, "the admin API is disabled: ADMIN_TOKEN is not set"
             )
-        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            presented.strip().encode(), self._token
-        ):
-            raise TaskgateError(ErrorCode.UNAUTHORIZED, "a valid admin bearer token is required")
+        require_static_bearer(request.headers.get("Authorization", ""), self._token, "admin")
 
     def show(self, rt: Runtime) -> dict[str, Any]:
         cache = rt.reader.cache
@@ -145,8 +143,7 @@ class AdminApi:
                 validation_error(exc.errors(include_input=False), "the request is not valid")
             )
         except TaskgateError as exc:
-            headers = {"WWW-Authenticate": "Bearer"} if exc.code is ErrorCode.UNAUTHORIZED else None
-            return _error(exc, headers)
+            return _error(exc)
         except RuntimeError:  # the lifespan has not started, or has ended
             return _error(TaskgateError(ErrorCode.SERVER_ERROR, "the gateway is not running"))
         except Exception as exc:  # the shared cache failed; a TTL change is published first

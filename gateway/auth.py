@@ -15,7 +15,7 @@ import httpx
 import jwt
 from mcp.server.auth.provider import AccessToken
 
-from shared.api import LOGIN_PATH
+from shared.api import LOGIN_PATH, OAUTH_TOKEN_PATH
 from shared.settings import Settings
 from shared.tokens import (
     ACCESS_TOKEN_TYPE,
@@ -25,7 +25,6 @@ from shared.tokens import (
     verify_gateway_token,
 )
 
-TOKEN_PATH = "/token"
 # Backend tokens kept per agent token, each until shortly before it expires: a few hundred
 # bytes each, so about 4 MB at the bound.
 EXCHANGED_TOKENS_MAX = 10_000
@@ -160,7 +159,7 @@ class TokenExchanger:
     """Swaps gateway tokens for backend tokens (RFC 8693) and remembers them, bounded in items."""
 
     def __init__(self, settings: Settings) -> None:
-        self._url = settings.fastapi_base_url.rstrip("/") + TOKEN_PATH
+        self._url = settings.fastapi_base_url.rstrip("/") + OAUTH_TOKEN_PATH
         self._audience = settings.jwt_audience
         self._basic = httpx.BasicAuth(GATEWAY_CLIENT_ID, gateway_client_secret(settings))
         self._cache: OrderedDict[str, _Exchanged] = OrderedDict()

@@ -14,8 +14,14 @@ from pydantic import BaseModel, ValidationError
 
 from gateway.auth import ExchangeRefused, LoginAuth, LoginRefused
 from gateway.request_id import send_request_id
-from readmodel.consistency import parse_lsn
-from shared.api import API_PREFIX, IDEMPOTENCY_HEADER, LSN_HEADER, WAL_POSITION_PATH
+from readmodel.lsn import parse_lsn
+from shared.api import (
+    API_PREFIX,
+    IDEMPOTENCY_HEADER,
+    LIVENESS_PATH,
+    LSN_HEADER,
+    WAL_POSITION_PATH,
+)
 from shared.errors import ErrorCode, ErrorEnvelope, TaskgateError, error_code_for_status
 from shared.schemas import TaskCreate, TaskOut, TaskUpdate
 from shared.settings import Settings
@@ -36,8 +42,9 @@ ResponseHook = Callable[[httpx.Response], Awaitable[None]]
 
 
 @dataclass(frozen=True)
-class Written(Generic[T]):
-    """What a write answered, and the WAL position of its commit (X-Commit-LSN)."""
+class WriteReply(Generic[T]):
+    """The backend's reply to a write, and the WAL position of its commit (X-Commit-LSN; None
+    when the reply had none)."""
 
     value: T
     commit_lsn: str | None
@@ -124,7 +131,7 @@ def _checked(response: httpx.Response) -> httpx.Response:
     return response
 
 
-def _written(response: httpx.Response, model: type[M]) -> Written[M]:
+def _write_reply(response: httpx.Response, model: type[M]) -> WriteReply[M]:
     try:
         value = model.model_validate_json(response.content)
     except ValidationError:
@@ -132,7 +139,7 @@ def _written(response: httpx.Response, model: type[M]) -> Written[M]:
             ErrorCode.SERVER_ERROR,
             f"the backend answered with a body that is not a {model.__name__}",
         ) from None
-    return Written(value, response.headers.get(LSN_HEADER))
+    return WriteReply(value, response.headers.get(LSN_HEADER))
 
 
 def _task_path(task_id: int) -> str:
@@ -147,26 +154,26 @@ class BackendClient:
 
     async def create_task(
         self, auth: httpx.Auth, task: TaskCreate, idempotency_key: str
-    ) -> Written[TaskOut]:
+    ) -> WriteReply[TaskOut]:
         body = task.model_dump(mode="json")
         reply = await self.send(
             "POST", TASKS_PATH, auth, json=body, idempotency_key=idempotency_key
         )
-        return _written(reply, TaskOut)
+        return _write_reply(reply, TaskOut)
 
     async def update_task(
         self, auth: httpx.Auth, task_id: int, changes: TaskUpdate
-    ) -> Written[TaskOut]:
+    ) -> WriteReply[TaskOut]:
         body = changes.model_dump(mode="json")  # MISSING fields are left out
-        return _written(await self.send("PATCH", _task_path(task_id), auth, json=body), TaskOut)
+        return _write_reply(await self.send("PATCH", _task_path(task_id), auth, json=body), TaskOut)
 
-    async def complete_task(self, auth: httpx.Auth, task_id: int) -> Written[TaskOut]:
+    async def complete_task(self, auth: httpx.Auth, task_id: int) -> WriteReply[TaskOut]:
         reply = await self.send("POST", f"{_task_path(task_id)}/complete", auth)
-        return _written(reply, TaskOut)
+        return _write_reply(reply, TaskOut)
 
-    async def delete_task(self, auth: httpx.Auth, task_id: int) -> Written[None]:
+    async def delete_task(self, auth: httpx.Auth, task_id: int) -> WriteReply[None]:
         reply = await self.send("DELETE", _task_path(task_id), auth)
-        return Written(None, reply.headers.get(LSN_HEADER))
+        return WriteReply(None, reply.headers.get(LSN_HEADER))
 
     async def send(
         self,
@@ -205,6 +212,11 @@ class BackendClient:
             else:
                 return _checked(response)
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def check_alive(self) -> None:
+        """Raises unless the backend process answers its liveness probe."""
+        response = await self.http.get(LIVENESS_PATH)
+        response.raise_for_status()
 
     async def wal_position(self) -> int:
         """The primary's current WAL position, as a byte position (raises on any failure)."""

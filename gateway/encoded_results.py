@@ -37,8 +37,8 @@ from readmodel.reader import CachedRead
 _SENTINEL_ID = "taskgate-fast-path-request-id"
 # What a memo entry costs beyond its key's, cached and encoded bytes: the bytes and str objects'
 # headers, the key tuple, the entry and reply objects, the LRU's slots and size record.
-# tracemalloc shows ~560 on CPython 3.11 (tests/unit/gateway/test_encoded_results.py); the
-# 400 charged before left small entries holding ~1.8x their charge.
+# tracemalloc shows ~560 on CPython 3.11 (tests/unit/gateway/test_encoded_results.py), so the
+# byte bound holds only if each entry is charged at least that.
 MEMO_ENTRY_OVERHEAD_BYTES = 640
 # Distinct header lists kept for replies to share: one per era and status, in practice.
 _SHARED_HEADER_SETS = 16
@@ -49,8 +49,8 @@ class Reply:
     """One encoded reply, cut at its id: head + id + tail is the body."""
 
     status: int
-    # Without content-length, which depends on the id. A tuple that replies share: a list per
-    # reply was ~230 bytes that no charge counted.
+    # Without content-length, which depends on the id. One tuple shared by the replies that
+    # have the same headers, so a reply's headers cost nothing the memo's charge misses.
     headers: tuple[tuple[bytes, bytes], ...]
     head: bytes
     tail: bytes

@@ -456,7 +456,7 @@ def _modern_envelope_accepted(message: dict[str, Any], request: Request) -> bool
 def _validated(served: ServedTool, arguments: dict[str, Any]) -> dict[str, Any] | None:
     """The tool's validated arguments, when its model takes those sent unchanged; else None.
 
-    Unknown names are the gateway's validation_error (server._refuse_unknown_arguments), and a
+    Unknown names are the gateway's validation_error (mcp_server.refuse_unknown_arguments), and a
     value the model coerces ("10" for 10) is the SDK path's to answer."""
     if not arguments.keys() <= served.properties:
         return None

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.runtime import Runtime, RuntimeRef
+from shared.api import LIVENESS_PATH, READINESS_PATH
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,7 @@ async def replica_states(rt: Runtime) -> dict[str, str]:
 
 async def _backend(rt: Runtime) -> None:
     # The backend's liveness, not its readiness: reads still work while the primary is down.
-    response = await rt.backend.http.get("/healthz")
-    response.raise_for_status()
+    await rt.backend.check_alive()
 
 
 async def _cache(rt: Runtime) -> None:
@@ -65,12 +65,12 @@ async def readiness(rt: Runtime) -> tuple[dict[str, str], dict[str, str]]:
 
 
 def add_health_routes(server: MCPServer, ref: RuntimeRef) -> None:
-    @server.custom_route("/healthz", methods=["GET"])  # type: ignore[untyped-decorator]
+    @server.custom_route(LIVENESS_PATH, methods=["GET"])  # type: ignore[untyped-decorator]
     async def healthz(_: Request) -> Response:
         """The process is alive."""
         return JSONResponse({"status": "ok"})
 
-    @server.custom_route("/readyz", methods=["GET"])  # type: ignore[untyped-decorator]
+    @server.custom_route(READINESS_PATH, methods=["GET"])  # type: ignore[untyped-decorator]
     async def readyz(_: Request) -> Response:
         """The replica, the backend and the cache can be reached."""
         try:

@@ -9,7 +9,6 @@ user data), as before.
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 
 from shared.errors import ErrorCode, TaskgateError
 from shared.settings import Settings
+from shared.tokens import require_static_bearer
 
 log = logging.getLogger(__name__)
 
@@ -40,20 +40,17 @@ class MetricsEndpoint:
             )
         if not self._token:
             return
-        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            presented.strip().encode(), self._token
-        ):
-            raise TaskgateError(ErrorCode.UNAUTHORIZED, "a valid metrics bearer token is required")
+        require_static_bearer(request.headers.get("Authorization", ""), self._token, "metrics")
 
     async def scrape(self, request: Request) -> Response:
         """GET /metrics on the MCP port."""
         try:
             self._check(request)
         except TaskgateError as exc:
-            headers = {"WWW-Authenticate": "Bearer"} if exc.code is ErrorCode.UNAUTHORIZED else None
             return JSONResponse(
-                exc.envelope().model_dump(mode="json"), status_code=exc.http_status, headers=headers
+                exc.envelope().model_dump(mode="json"),
+                status_code=exc.http_status,
+                headers=exc.http_headers,
             )
         return Response(generate_latest(self._registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -19,6 +19,7 @@ from cachetools import LRUCache
 from mcp.server.auth.middleware.auth_context import get_access_token
 from prometheus_client import Counter
 
+from readmodel.redis_keys import RATE_NAMESPACE
 from shared.errors import ErrorCode, TaskgateError
 from shared.settings import Settings
 
@@ -27,7 +28,6 @@ log = logging.getLogger(__name__)
 # In-process buckets kept at most: a bucket is ~200 bytes, so this bounds them near 10 MB. One
 # evicted is a user idle for longer than the others, whose bucket would be full again anyway.
 MAX_LOCAL_BUCKETS = 50_000
-BUCKET_NAMESPACE = "taskgate-rate"
 # After a Redis fault, buckets are kept in process this long: one timeout, not one per call.
 FAULT_BACKOFF_SECONDS = 2.0
 
@@ -102,7 +102,7 @@ class RedisBuckets:
     async def take(self, user: str) -> float:
         if time.monotonic() < self._down_until:
             return await self.local.take(user)
-        key = self.cache.build_key(user, namespace=BUCKET_NAMESPACE)
+        key = self.cache.build_key(user, namespace=RATE_NAMESPACE)
         try:
             taken, wait = await self.cache.raw("eval", _TAKE, 1, key, self.rate, self.burst)
         except Exception as exc:  # a Redis fault must not fail calls: limit in process instead

@@ -23,13 +23,11 @@ from aiocache.base import BaseCache
 from aiocache.serializers import JsonSerializer, NullSerializer
 from cachetools import TLRUCache
 
-from readmodel.redis_flush import unlink_matching
+from readmodel.redis_keys import CACHE_KEYS, CACHE_NAMESPACE, unlink_matching
 from shared.settings import CACHE_MAX_BYTES_DEFAULT, CACHE_MAX_ENTRY_BYTES_DEFAULT
 
 log = logging.getLogger(__name__)
 
-# Keys read "taskgate:<tool>:<user>:<mark>:<args>" (aiocache's Redis backend adds the ":").
-NAMESPACE = "taskgate"
 # After a cache fault, values skip the cache this long, so a hung Redis costs one timeout,
 # not one per operation per read.
 FAULT_BACKOFF_SECONDS = 2.0
@@ -45,13 +43,13 @@ def build_cache(
     if not is_redis(url):
         if not url.startswith("memory://"):
             raise ValueError("CACHE_URL must be memory:// or redis://...")
-        return BoundedMemoryCache(max_bytes, namespace=NAMESPACE + ":")
+        return BoundedMemoryCache(max_bytes, namespace=CACHE_NAMESPACE + ":")
     cache: BaseCache = Cache.from_url(url)
     # Only a network cache can hang, so only Redis gets an operation timeout (BoundedMemoryCache
     # has none: aiocache's wait_for is a task per operation, ~3% of a cached read's CPU).
     cache.timeout = op_timeout
     cache.serializer = JsonSerializer()
-    cache.namespace = NAMESPACE
+    cache.namespace = CACHE_NAMESPACE
     return cache
 
 
@@ -314,12 +312,10 @@ class ReadCache:
             self._fault("set", exc)
 
     async def flush(self) -> None:
-        # The cache's own namespace: Redis clears "taskgate:*", memory keys starting
-        # "taskgate:". Other namespaces stay: the TTL policy's, and the write marks
-        # (readmodel.marks, not in the cache at all).
+        # The cache's own keys only (readmodel.redis_keys keeps the marks, policy and buckets).
         if isinstance(self.cache, RedisCache):
             # Not aiocache's clear(): it runs KEYS, which blocks a big shared Redis.
-            await unlink_matching(self.cache.client, f"{self.cache.namespace}:*")
+            await unlink_matching(self.cache.client, CACHE_KEYS)
             return
         await self.cache.clear(namespace=self.cache.namespace)
 

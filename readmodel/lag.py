@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from readmodel.consistency import parse_lsn
+from readmodel.lsn import parse_lsn
 
 # Seconds count only while WAL waits: an idle primary sends no transactions, and the age of
 # the last one replayed would otherwise read as ever-growing lag.

@@ -28,9 +28,10 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
+from readmodel.redis_keys import MARKS_KEY
+
 log = logging.getLogger(__name__)
 
-MARKS_KEY = "taskgate-ryw:marks"
 FLOOR_FIELD = "floor"
 LOCAL_MARKS_MAX = 100_000
 OP_TIMEOUT_SECONDS = 0.5

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from readmodel import queries
 from readmodel.cache import ReadCache
-from readmodel.consistency import format_lsn, parse_lsn
+from readmodel.lsn import format_lsn, parse_lsn
 from readmodel.marks import Marks, MarksUnknown, ReadMark
 from readmodel.replicas import Replica, ReplicaBehind, ReplicaSet, checked_read
 from shared.cursor import Keyset, decode_cursor, encode_cursor
@@ -74,7 +74,7 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
 class TaskReader:
     def __init__(
         self,
-        replicas: ReplicaSet | AsyncEngine,
+        replicas: ReplicaSet,
         cache: ReadCache,
         cursor_secret: bytes,
         ryw_wait_timeout: float,
@@ -82,14 +82,6 @@ class TaskReader:
         fallback: AsyncEngine | None = None,
         marks: Marks | None = None,
     ) -> None:
-        if isinstance(replicas, AsyncEngine):
-            # One URL that may be a pooler: positions are checked on each read's connection.
-            replicas = ReplicaSet(
-                [Replica("0", replicas)],
-                servers=False,
-                max_lag_seconds=float("inf"),
-                retry_max_seconds=30.0,
-            )
         self.replicas = replicas
         self.fallback = fallback
         self.cache = cache

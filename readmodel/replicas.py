@@ -27,8 +27,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from readmodel.consistency import parse_lsn
 from readmodel.lag import ReplicaLag
+from readmodel.lsn import parse_lsn
 from readmodel.queries import replayed_lsn
 
 T = TypeVar("T")

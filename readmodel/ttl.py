@@ -16,10 +16,10 @@ from typing import Any
 from aiocache.base import BaseCache
 
 from readmodel.cache import TtlPolicy
+from readmodel.redis_keys import POLICY_NAMESPACE
 
 log = logging.getLogger(__name__)
 
-POLICY_NAMESPACE = "taskgate-admin"
 POLICY_KEY = "ttl-policy"
 # What aiocache's Redis backend makes of them ("<namespace>:<key>"): the key operators can inspect.
 POLICY_REDIS_KEY = f"{POLICY_NAMESPACE}:{POLICY_KEY}"

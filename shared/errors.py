@@ -79,6 +79,16 @@ class TaskgateError(Exception):
     def http_status(self) -> int:
         return HTTP_STATUS[self.code]
 
+    @property
+    def http_headers(self) -> dict[str, str] | None:
+        """What the error's HTTP answer carries besides the envelope: a 401 names the scheme
+        to retry with (RFC 6750), a 429 says when to come back."""
+        if self.code is ErrorCode.UNAUTHORIZED:
+            return {"WWW-Authenticate": "Bearer"}
+        if self.code is ErrorCode.RATE_LIMITED and "retry_after_seconds" in self.details:
+            return {"Retry-After": str(self.details["retry_after_seconds"])}
+        return None
+
     def envelope(self) -> ErrorEnvelope:
         return ErrorEnvelope(error_code=self.code, message=self.message, details=self.details)
 

@@ -31,6 +31,8 @@ IDEMPOTENCY_KEY_MAX = 200
 
 Status = Literal["all", "pending", "completed"]
 STATUSES: tuple[Status, ...] = get_args(Status)
+# What a list shows when the caller names no status.
+STATUS_DEFAULT: Status = "all"
 
 ReadTool = Literal["list_tasks", "get_task", "get_user_stats"]
 READ_TOOLS: tuple[ReadTool, ...] = get_args(ReadTool)

@@ -11,6 +11,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     EmailStr,
+    Field,
     StrictBool,
     StringConstraints,
     model_validator,
@@ -35,16 +36,20 @@ def _none_if_empty(value: str | None) -> str | None:
     return value or None
 
 
+# The one definition of each text field, for the REST API and the tools alike: the bounds apply
+# after the surrounding whitespace is trimmed, wherever the value is checked first.
 Title = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=TITLE_MAX),
     AfterValidator(storable),
+    Field(description=f"Short title, 1 to {TITLE_MAX} characters; surrounding spaces are trimmed."),
 ]
-# Surrounding whitespace is dropped and an empty description is stored as null.
+# An empty description is stored as null.
 Description = Annotated[
     str,
     StringConstraints(strip_whitespace=True, max_length=DESCRIPTION_MAX),
     AfterValidator(storable),
+    Field(description=f"Details, up to {DESCRIPTION_MAX} characters."),
 ]
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import jwt
 
+from shared.errors import ErrorCode, TaskgateError
 from shared.settings import Settings
 
 ALGORITHM = "HS256"
@@ -89,3 +90,11 @@ def gateway_client_secret(settings: Settings) -> str:
     return hmac.new(
         key, b"oauth-client-secret:" + GATEWAY_CLIENT_ID.encode(), hashlib.sha256
     ).hexdigest()
+
+
+def require_static_bearer(authorization: str, token: bytes, what: str) -> None:
+    """An operator's fixed token (ADMIN_TOKEN, METRICS_TOKEN) sent as `Bearer <token>`, compared
+    in constant time so a wrong guess learns nothing from how long the refusal took."""
+    scheme, _, presented = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), token):
+        raise TaskgateError(ErrorCode.UNAUTHORIZED, f"a valid {what} bearer token is required")

@@ -120,7 +120,7 @@ def long_lived_demo_token(stack: Stack, password: str) -> DevToken:
 
 
 def dev_settings(stack: Stack, token: DevToken, password: str) -> dict[str, str]:
-    """What .taskgate/dev.env holds: the contract in DESIGN.md, in a stable order."""
+    """What .taskgate/dev.env holds: every value a person or a client needs, in a stable order."""
     values: dict[str, str] = {}
     for index, url in enumerate(stack.mcp_urls, start=1):
         values["MCP_URL" if index == 1 else f"MCP_URL_{index}"] = url

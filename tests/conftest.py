@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,47 @@ from tests.support.clusters import migrated_cluster
 from tests.support.config import TEST_JWT_SECRET, TEST_MCP_URL
 from tests.support.processes import running_backend
 from tests.support.redis import RedisServer, running_redis
+
+TESTS = Path(__file__).parent
+# What a test needs besides Python, by where it lives and by the fixtures it uses (pytest lists
+# every fixture a test needs, through other fixtures too). The fast part needs none of it:
+# uv run pytest -m "not (e2e or cluster or node or browser)"
+MARKERS_BY_PATH = {
+    "e2e": ("e2e",),
+    "oauth": ("e2e",),
+    "conformance": ("e2e",),
+    "reliability": ("e2e",),
+    "integration/test_pg_pair_start.py": ("cluster",),
+    "integration/test_embedded_postgres.py": ("cluster",),
+    "oauth/test_browser_login.py": ("browser",),
+}
+MARKERS_BY_FIXTURE = {
+    "pg_pair": "cluster",  # the session's primary and replica
+    "pair2": "cluster",  # a primary with two replicas
+    "stack": "cluster",  # tests/e2e: a pair, a backend and a gateway of their own
+    "ops": "cluster",
+    "faults": "cluster",
+    "conformance_cli": "node",  # npm ci, then Node processes
+    "node": "node",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        where = item.path.relative_to(TESTS).as_posix()
+        names = {
+            marker
+            for path, markers in MARKERS_BY_PATH.items()
+            if where == path or where.startswith(f"{path}/")
+            for marker in markers
+        }
+        names.update(
+            marker
+            for fixture, marker in MARKERS_BY_FIXTURE.items()
+            if fixture in getattr(item, "fixturenames", ())
+        )
+        for name in sorted(names):
+            item.add_marker(name)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -12,9 +12,10 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.api import OAUTH_AUTHORIZE_PATH, OAUTH_REGISTER_PATH, OAUTH_TOKEN_PATH
 from shared.errors import ErrorCode
 
-OAUTH_PATHS = frozenset({"/authorize", "/token", "/register"})
+OAUTH_PATHS = frozenset({OAUTH_AUTHORIZE_PATH, OAUTH_TOKEN_PATH, OAUTH_REGISTER_PATH})
 _CODES = {
     "invalid_client": ErrorCode.UNAUTHORIZED,
     "unauthorized_client": ErrorCode.FORBIDDEN,

@@ -14,10 +14,9 @@ from starlette.routing import BaseRoute, Route
 from backend.oauth import pages
 from backend.oauth.provider import TaskgateOAuthProvider
 from backend.oauth.token import TokenEndpoint
+from shared.api import OAUTH_METADATA_PATH, OAUTH_TOKEN_PATH
 from shared.settings import Settings
 from shared.tokens import TOKEN_EXCHANGE_GRANT
-
-METADATA_PATH = "/.well-known/oauth-authorization-server"
 
 
 def install_oauth(app: FastAPI, settings: Settings) -> None:
@@ -41,13 +40,13 @@ def install_oauth(app: FastAPI, settings: Settings) -> None:
     metadata.grant_types_supported = ["authorization_code", "refresh_token", TOKEN_EXCHANGE_GRANT]
     token = TokenEndpoint(settings, provider)
     ours: dict[str, BaseRoute] = {
-        METADATA_PATH: Route(
-            METADATA_PATH,
+        OAUTH_METADATA_PATH: Route(
+            OAUTH_METADATA_PATH,
             endpoint=cors_middleware(MetadataHandler(metadata).handle, ["GET", "OPTIONS"]),
             methods=["GET", "OPTIONS"],
         ),
-        "/token": Route(
-            "/token",
+        OAUTH_TOKEN_PATH: Route(
+            OAUTH_TOKEN_PATH,
             endpoint=cors_middleware(token.handle, ["POST", "OPTIONS"]),
             methods=["POST", "OPTIONS"],
         ),

@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 from backend.errors import RETRY_AFTER_SECONDS, envelope_response
 from backend.openapi import error_responses
-from shared.api import WAL_POSITION_PATH
+from shared.api import LIVENESS_PATH, READINESS_PATH, WAL_POSITION_PATH
 from shared.errors import ErrorCode
 
 router = APIRouter(tags=["health"])
@@ -29,7 +29,7 @@ class WalPosition(BaseModel):
     lsn: str
 
 
-@router.get("/healthz", response_model=Alive, responses=error_responses(500))
+@router.get(LIVENESS_PATH, response_model=Alive, responses=error_responses(500))
 async def healthz() -> Alive:
     """The process is alive."""
     return Alive()
@@ -53,7 +53,7 @@ async def _on_primary(request: Request, sql: str, what: str) -> Any | JSONRespon
         )
 
 
-@router.get("/readyz", response_model=Ready, responses=error_responses(500, 503))
+@router.get(READINESS_PATH, response_model=Ready, responses=error_responses(500, 503))
 async def readyz(request: Request) -> Ready | JSONResponse:
     """The primary can be reached."""
     answer = await _on_primary(request, "SELECT 1", "readiness check")

@@ -9,7 +9,15 @@ from backend.openapi import AUTH_ERRORS, COMMON_ERRORS, LSN_HEADER_DOC, error_re
 from backend.services import tasks
 from shared.api import IDEMPOTENCY_HEADER, LSN_HEADER, REPLAYED_HEADER
 from shared.cursor import Keyset, decode_cursor, encode_cursor
-from shared.rules import CURSOR_MAX, IDEMPOTENCY_KEY_MAX, LIMIT_DEFAULT, PageLimit, Status, TaskId
+from shared.rules import (
+    CURSOR_MAX,
+    IDEMPOTENCY_KEY_MAX,
+    LIMIT_DEFAULT,
+    STATUS_DEFAULT,
+    PageLimit,
+    Status,
+    TaskId,
+)
 from shared.schemas import TaskCreate, TaskOut, TaskPage, TaskUpdate
 
 router = APIRouter(
@@ -57,7 +65,7 @@ async def create_task(
     response: Response,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> TaskOut:
-    """Create a task for the caller. Title 1 to 200 characters after trimming."""
+    """Create a task for the caller. Title and description are trimmed, then checked."""
     written_task, replayed = await tasks.create_task(session, user.id, data, idempotency_key)
     response.headers[LSN_HEADER] = written_task.commit_lsn
     if replayed:
@@ -71,7 +79,7 @@ async def list_tasks(
     user: CurrentUser,
     session: SessionDep,
     settings: SettingsDep,
-    status_filter: Annotated[Status, Query(alias="status")] = "all",
+    status_filter: Annotated[Status, Query(alias="status")] = STATUS_DEFAULT,
     limit: Annotated[PageLimit, Query()] = LIMIT_DEFAULT,
     cursor: Annotated[str | None, Query(max_length=CURSOR_MAX)] = None,
 ) -> TaskPage:

@@ -9,7 +9,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.types import ToolAnnotations
 from pydantic import MISSING, BaseModel, Field
 
-from gateway.backend_client import Written
+from gateway.backend_client import WriteReply
 from gateway.identity import identified
 from gateway.runtime import Runtime, RuntimeRef
 from gateway.tools.args import TaskIdArg
@@ -56,7 +56,7 @@ class TaskDeleted(BaseModel):
     deleted: Literal[True] = True
 
 
-async def _noted(rt: Runtime, user_id: int, written: Written[T]) -> T:
+async def _noted(rt: Runtime, user_id: int, written: WriteReply[T]) -> T:
     """The written value, once the caller's next reads are set to wait for the write."""
     if written.commit_lsn:
         await rt.reader.note_write(user_id, written.commit_lsn)

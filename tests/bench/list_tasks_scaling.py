@@ -30,6 +30,7 @@ from readmodel.reader import TaskReader
 from shared.migrate import upgrade_to_head
 from shared.settings import Settings
 from taskgate.pgpair import PgPair
+from tests.support.readmodel import one_replica
 
 PROBE_TASKS = 2_000  # the measured user's own tasks, the same at every table size
 FILLER_USERS = 1_000
@@ -101,7 +102,7 @@ async def _server_side(engine: AsyncEngine, runs: int) -> dict[str, float]:
 async def _measure(settings: Settings, runs: int) -> dict[str, dict[str, float]]:
     engine = create_read_engine(settings, settings.read_database_url)
     reader = TaskReader(
-        engine,
+        one_replica(engine),
         ReadCache(build_cache("memory://"), TtlPolicy(0)),  # CACHE_TTL=0: uncached
         cursor_secret=b"bench",
         ryw_wait_timeout=1.0,

@@ -16,6 +16,7 @@ from mcp import Client, StdioServerParameters
 
 from taskgate.devstack import Stack
 from tests.support.agents import sign_up_for_mcp
+from tests.support.mcp_results import ok
 
 # The bridge's environment carries no database or signing secrets: only what a client has.
 SERVER_ONLY = {"DATABASE_URL", "READ_DATABASE_URL", "JWT_SECRET", "ADMIN_TOKEN", "MCP_TOKEN"}
@@ -44,14 +45,9 @@ async def test_the_bridge_relays_tools_results_and_errors_with_mcp_token(
         listed = await client.call_tool("list_tasks", {})
         missing = await client.call_tool("get_task", {"task_id": 2**40})
     assert {"create_task", "list_tasks", "get_task", "get_user_stats"} <= tools
-    assert not created.is_error, created.content
-    assert created.structured_content is not None
-    assert created.structured_content["user_id"] == user_id
-    assert listed.structured_content is not None
+    assert ok(created)["user_id"] == user_id
     # The gateway's read-your-writes holds through the relay.
-    assert [t["id"] for t in listed.structured_content["tasks"]] == [
-        created.structured_content["id"]
-    ]
+    assert [t["id"] for t in ok(listed)["tasks"]] == [ok(created)["id"]]
     assert missing.is_error
     envelope = json.loads(missing.content[0].text)  # type: ignore[union-attr]
     assert envelope["status"] == "error" and envelope["error_code"] == "not_found"

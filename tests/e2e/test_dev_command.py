@@ -28,9 +28,10 @@ import pytest
 from mcp import Client, StdioServerParameters
 
 from taskgate.devenv import mcp_urls, read_dev_env
-from taskgate.pgpair import free_port
 from tests.support.dashboard import dashboard_panels, exposed_series, selectors_of
 from tests.support.mcp_client import mcp_session
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT = 240.0  # a primary and two replicas on a busy 2-core machine
@@ -169,10 +170,7 @@ def dev() -> Iterator[Dev]:
             process.send_signal(signal.SIGINT)  # Ctrl-C
             process.wait(60)
     assert process.returncode == 0, (cwd / "dev-stderr.txt").read_text()
-    deadline = time.monotonic() + 10
-    while _alive(process.pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not _alive(process.pid), "Ctrl-C left a process of taskgate dev running"
+    wait_until(lambda: not _alive(process.pid), "every process of taskgate dev gone after Ctrl-C")
     assert not running.settings_file.exists(), "the stack that wrote dev.env must remove it"
     # PostgreSQL daemonizes out of the process group: its ports tell whether it stopped.
     listening = [port for port in ports if _listening(port)]
@@ -251,14 +249,13 @@ def test_the_admin_cli_works_from_the_settings_file_with_options_after_the_actio
 
     # The second gateway, named after the action, picks the change up through Redis.
     second = f"http://127.0.0.1:{dev.mcp_port + 1}"
-    deadline = time.monotonic() + 10
-    while True:
+
+    def shows_the_change() -> bool:
         other = dev.taskgate("cache", "show", "--url", second)
         assert other.returncode == 0, other.stderr
-        if json.loads(other.stdout)["effective_ttl"]["list_tasks"] == 9:
-            break
-        assert time.monotonic() < deadline, other.stdout
-        time.sleep(0.3)
+        return bool(json.loads(other.stdout)["effective_ttl"]["list_tasks"] == 9)
+
+    wait_until(shows_the_change, "the second gateway's TTL")
 
     flushed = dev.taskgate("cache", "flush", "--actor", "e2e")
     assert flushed.returncode == 0, flushed.stderr
@@ -291,10 +288,7 @@ def test_the_admin_log_names_the_socket_address_not_a_forwarded_one(dev: Dev) ->
     )
     assert reply.status_code == 200
     log = dev.cwd / ".taskgate" / "logs" / f"gateway-{dev.mcp_port}.log"
-    deadline = time.monotonic() + 5
-    while "cache flushed by mallory@" not in log.read_text():
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_until(lambda: "cache flushed by mallory@" in log.read_text(), "the flush in the log")
     assert "cache flushed by mallory@127.0.0.1" in log.read_text()
     assert "10.9.8.7" not in log.read_text()
 

@@ -13,11 +13,11 @@ import jwt
 import pytest
 
 from taskgate.devstack import Component, Stack, spawn_component, wait_healthy
-from taskgate.pgpair import free_port
 from tests.e2e.gateway_proxy import RecordingProxy
 from tests.support.agents import sign_up_for_mcp
 from tests.support.mcp_client import mcp_session
 from tests.support.mcp_results import error_code, ok
+from tests.support.ports import free_port
 
 
 @dataclass
@@ -107,41 +107,31 @@ async def test_the_callers_request_id_travels_to_the_backend(
     ]
 
 
-async def test_a_create_whose_response_is_lost_is_retried_without_a_duplicate(
-    stack: Stack, proxied: ProxiedGateway
+# How the first response fails to come back: dropped with the connection, or held past the
+# gateway's read timeout.
+LOST_RESPONSES = {"lost": "drop_next", "timed out": "hold_next"}
+
+
+@pytest.mark.parametrize("fault", sorted(LOST_RESPONSES))
+async def test_a_create_whose_response_never_comes_is_retried_without_a_duplicate(
+    stack: Stack, proxied: ProxiedGateway, fault: str
 ) -> None:
     _, token = sign_up_for_mcp(stack.backend_url)
-    proxied.proxy.drop_next = ("POST", "/api/v1/tasks")
+    setattr(proxied.proxy, LOST_RESPONSES[fault], ("POST", "/api/v1/tasks"))
     before = len(proxied.proxy.sent("POST", "/api/v1/tasks"))
     async with mcp_session(proxied.mcp_url, token) as client:
-        created = ok(await client.call_tool("create_task", {"title": "exactly once"}))
+        created = ok(await client.call_tool("create_task", {"title": f"{fault} but once"}))
         listed = ok(await client.call_tool("list_tasks", {}))
         stats = ok(await client.call_tool("get_user_stats", {}))
 
-    assert proxied.proxy.drop_next is None  # the first response really was lost
+    # The first response really was lost.
+    assert getattr(proxied.proxy, LOST_RESPONSES[fault]) is None
     attempts = proxied.proxy.sent("POST", "/api/v1/tasks")[before:]
     assert len(attempts) == 2
     assert attempts[0].headers["idempotency-key"] == attempts[1].headers["idempotency-key"]
     assert attempts[0].headers["x-request-id"] == attempts[1].headers["x-request-id"]
     assert [t["id"] for t in listed["tasks"]] == [created["id"]]
     assert stats["total"] == 1
-
-
-async def test_a_create_that_times_out_is_retried_without_a_duplicate(
-    stack: Stack, proxied: ProxiedGateway
-) -> None:
-    _, token = sign_up_for_mcp(stack.backend_url)
-    proxied.proxy.hold_next = ("POST", "/api/v1/tasks")
-    before = len(proxied.proxy.sent("POST", "/api/v1/tasks"))
-    async with mcp_session(proxied.mcp_url, token) as client:
-        created = ok(await client.call_tool("create_task", {"title": "slow but once"}))
-        listed = ok(await client.call_tool("list_tasks", {}))
-
-    assert proxied.proxy.hold_next is None  # the first response was held back
-    attempts = proxied.proxy.sent("POST", "/api/v1/tasks")[before:]
-    assert len(attempts) == 2
-    assert attempts[0].headers["idempotency-key"] == attempts[1].headers["idempotency-key"]
-    assert [t["id"] for t in listed["tasks"]] == [created["id"]]
 
 
 async def test_two_agents_cannot_see_or_touch_each_others_tasks(stack: Stack) -> None:

@@ -10,6 +10,7 @@ import httpx
 from mcp import Client, StdioServerParameters
 
 from taskgate.devstack import Stack
+from tests.support.mcp_results import ok
 
 
 def new_user(backend_url: str) -> tuple[int, str, str]:
@@ -41,13 +42,8 @@ async def test_a_stdio_gateway_logs_in_and_acts_as_its_configured_user(stack: St
     async with Client(stdio_gateway(stack, email, password)) as client:
         created = await client.call_tool("create_task", {"title": "from claude desktop"})
         listed = await client.call_tool("list_tasks", {})
-    assert not created.is_error, created.content
-    assert created.structured_content is not None
-    assert created.structured_content["user_id"] == user_id
-    assert listed.structured_content is not None
-    assert [t["id"] for t in listed.structured_content["tasks"]] == [
-        created.structured_content["id"]
-    ]
+    assert ok(created)["user_id"] == user_id
+    assert [t["id"] for t in ok(listed)["tasks"]] == [ok(created)["id"]]
 
 
 async def test_a_stdio_gateway_with_a_wrong_password_answers_unauthorized(stack: Stack) -> None:

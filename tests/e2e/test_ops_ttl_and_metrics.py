@@ -3,7 +3,6 @@ reaches a second gateway through Redis, and /metrics counts the traffic."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import secrets
@@ -27,11 +26,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from shared.api import REQUEST_ID_HEADER
 from shared.migrate import upgrade_to_head
 from taskgate.devstack import Component, Stack, stack_env, wait_healthy
-from taskgate.pgpair import PgPair, free_port
+from taskgate.pgpair import PgPair
 from tests.support.agents import sign_up_for_mcp
 from tests.support.faults import replay_paused
 from tests.support.mcp_client import mcp_session
+from tests.support.ports import free_port
+from tests.support.readmodel import wait_replayed
 from tests.support.redis import running_redis
+from tests.support.waiting import wait_until
 
 ADMIN_TOKEN = "ops-admin-" + "t" * 40
 
@@ -171,14 +173,7 @@ def insert_behind_the_gateways_back(stack: Stack, user_id: int, title: str) -> N
         f"INSERT INTO tasks (user_id, title) VALUES ({user_id}, '{title}');"
         "SELECT pg_current_wal_lsn()"
     ).splitlines()[-1]
-    for _ in range(600):
-        if (
-            stack.pair.psql(f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn", replica=True)
-            == "t"
-        ):
-            return
-        subprocess.run(["sleep", "0.05"], check=True)
-    raise AssertionError("the replica never replayed the insert")
+    wait_replayed(stack.pair, lsn)
 
 
 async def test_ttl_set_from_the_command_line_takes_effect_on_the_running_gateway(
@@ -203,11 +198,12 @@ async def test_ttl_set_from_the_command_line_takes_effect_on_the_running_gateway
 
 async def test_ttl_change_through_one_gateway_reaches_the_other(ops: OpsStack) -> None:
     taskgate_cache(ops.gateway, "set-ttl", "17")
-    for _ in range(100):  # CACHE_TTL_SYNC_SECONDS is 0.1 here
-        shown = taskgate_cache(ops.other_gateway, "show")
-        if shown["effective_ttl"]["get_task"] == 17:
-            break
-        await asyncio.sleep(0.1)
+    # CACHE_TTL_SYNC_SECONDS is 0.1 here
+    wait_until(
+        lambda: taskgate_cache(ops.other_gateway, "show")["effective_ttl"]["get_task"] == 17,
+        "the other gateway's TTL",
+    )
+    shown = taskgate_cache(ops.other_gateway, "show")
     assert shown["ttl"]["cache_ttl"] == 17
     assert shown["shared"] is True
 
@@ -249,16 +245,18 @@ async def test_metrics_count_tool_calls_cache_use_and_read_your_writes(ops: OpsS
 
 
 async def test_replica_lag_shows_in_metrics_while_replay_is_paused(ops: OpsStack) -> None:
+    # A transaction the replica replays first, so the lag in seconds has a start to count from.
+    sign_up_for_mcp(ops.stack.backend_url)
+    wait_replayed(ops.stack.pair, ops.stack.pair.psql("SELECT pg_current_wal_lsn()"))
     with replay_paused(ops.stack.pair):
         sign_up_for_mcp(ops.stack.backend_url)  # WAL the replica receives but cannot replay
-        lag = 0.0
-        for _ in range(200):  # REPLICA_LAG_SAMPLE_SECONDS is 0.1 here
-            lag = only_replica(scrape(ops.gateway), "taskgate_replica_lag_bytes")
-            if lag > 0:
-                break
-            await asyncio.sleep(0.05)
-        assert lag > 0
-        assert only_replica(scrape(ops.gateway), "taskgate_replica_lag_seconds") >= 0
+
+        def lagging() -> bool:  # REPLICA_LAG_SAMPLE_SECONDS is 0.1 here
+            sample = scrape(ops.gateway)
+            lag_bytes = only_replica(sample, "taskgate_replica_lag_bytes")
+            return lag_bytes > 0 and only_replica(sample, "taskgate_replica_lag_seconds") > 0
+
+        wait_until(lagging, "lag in bytes and in seconds, in one scrape")
 
 
 def test_gateway_and_backend_are_ready_when_their_dependencies_are(ops: OpsStack) -> None:

@@ -7,17 +7,21 @@ import json
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
+from mcp import Client
 
 from taskgate.devstack import Stack, spawn_component, wait_healthy
-from taskgate.pgpair import READER_ROLE, free_port
+from taskgate.pgpair import READER_ROLE
 from tests.support.agents import sign_up_for_mcp
 from tests.support.faults import replay_paused, start_replica, stop_replica
 from tests.support.mcp_client import mcp_session
 from tests.support.mcp_results import envelope as error_envelope
 from tests.support.mcp_results import ok
+from tests.support.ports import free_port
 from tests.support.redis import running_redis
+from tests.support.waiting import ANSWER_BOUND_SECONDS, eventually
 
 
 @dataclass
@@ -61,6 +65,11 @@ def gateways(stack: Stack) -> Iterator[Gateways]:
         for component in components:
             wait_healthy(component, timeout=120)
         yield Gateways(**urls)
+
+
+async def answered(client: Client, tool: str, arguments: dict[str, Any]) -> bool:
+    """Whether the call now gets a result rather than an error."""
+    return not (await client.call_tool(tool, arguments)).is_error
 
 
 async def test_agent_sees_own_write_while_replica_is_paused(
@@ -108,11 +117,8 @@ async def test_without_fallback_a_lagging_read_answers_replica_unavailable_with_
         assert envelope["details"]["lag_bytes"] > 0
         assert "Traceback" not in json.dumps(envelope)
         # Replay resumed: the same read now shows the write.
-        for _ in range(100):
-            result = await client.call_tool("list_tasks", {})
-            if not result.is_error:
-                break
-            await asyncio.sleep(0.05)
+        await eventually(lambda: answered(client, "list_tasks", {}), "list_tasks after replay")
+        result = await client.call_tool("list_tasks", {})
         assert [t["title"] for t in ok(result)["tasks"]] == ["not replayed yet"]
 
 
@@ -143,7 +149,7 @@ async def test_replica_down_reads_answer_replica_unavailable_and_writes_go_on(
         try:
             stop_replica(stack.pair)
             task = ok(await client.call_tool("create_task", {"title": "written while down"}))
-            async with asyncio.timeout(2.0):
+            async with asyncio.timeout(ANSWER_BOUND_SECONDS):
                 envelope = error_envelope(
                     await client.call_tool("get_task", {"task_id": task["id"]})
                 )
@@ -152,9 +158,6 @@ async def test_replica_down_reads_answer_replica_unavailable_and_writes_go_on(
         finally:
             start_replica(stack.pair)
             stack.pair.wait_streaming()
-        for _ in range(100):
-            result = await client.call_tool("get_task", {"task_id": task["id"]})
-            if not result.is_error:
-                break
-            await asyncio.sleep(0.05)
-        assert ok(result)["completed"] is True
+        arguments = {"task_id": task["id"]}
+        await eventually(lambda: answered(client, "get_task", arguments), "get_task after restart")
+        assert ok(await client.call_tool("get_task", arguments))["completed"] is True

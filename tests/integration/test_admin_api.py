@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx
@@ -13,33 +13,22 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
-from starlette.applications import Starlette
 
 from gateway.server import build_http_app
 from readmodel.replicas import replica_labels
 from readmodel.ttl import POLICY_REDIS_KEY
 from shared.settings import Settings
-from taskgate.pgpair import free_port
+from tests.support.backend_api import app_running
+from tests.support.ports import free_port
 from tests.support.redis import RedisServer, running_redis
+from tests.support.waiting import eventually
 
 ADMIN_TOKEN = "admin-" + "k" * 40
 
 
-@asynccontextmanager
-async def running_gateway(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The gateway's HTTP app with its lifespan running, and a client on it.
-
-    Entered inside each test, not in a fixture: the app's lifespan holds an anyio cancel scope,
-    which must be left in the task that entered it.
-    """
-    app: Starlette = build_http_app(settings)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
-        ) as client,
-    ):
-        yield client
+def running_gateway(settings: Settings) -> AbstractAsyncContextManager[httpx.AsyncClient]:
+    """The gateway's HTTP app with its lifespan running, and a client on it."""
+    return app_running(build_http_app(settings))
 
 
 def gateway_settings(settings: Settings, **changes: Any) -> Settings:
@@ -237,15 +226,15 @@ async def test_ttl_change_through_one_gateway_reaches_another_on_the_same_redis(
 
 
 async def wait_for_ttl(client: httpx.AsyncClient, tool: str, ttl: float) -> dict[str, Any]:
-    """Poll the admin API until the TTL shows, for at most 200 sync intervals."""
-    import asyncio
+    """Poll the admin API until the TTL shows; returns what it showed then."""
+    shown: dict[str, Any] = {}
 
-    for _ in range(200):
-        shown: dict[str, Any] = (await client.get("/admin/cache", headers=admin())).json()
-        if shown["effective_ttl"][tool] == ttl:
-            return shown
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{tool} never showed TTL {ttl}: {shown}")
+    async def showing() -> bool:
+        shown.update((await client.get("/admin/cache", headers=admin())).json())
+        return bool(shown["effective_ttl"][tool] == ttl)
+
+    await eventually(showing, f"{tool} at TTL {ttl}")
+    return shown
 
 
 @pytest.mark.parametrize(

@@ -3,33 +3,19 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
-import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from backend.app import create_app
 from shared.settings import Settings
-
-
-@asynccontextmanager
-async def backend(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
-        ) as client,
-    ):
-        yield client
+from tests.support.backend_api import app_running
 
 
 async def test_backend_logs_each_request_under_the_callers_request_id(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with backend(settings) as client:
+    async with app_running(create_app(settings)) as client:
         with caplog.at_level(logging.INFO, logger="backend.requests"):
             reply = await client.get("/readyz", headers={"X-Request-ID": "trace-42.a"})
             forged = await client.get("/healthz", headers={"X-Request-ID": "x\n" + "y" * 80})
@@ -44,7 +30,7 @@ async def test_backend_logs_each_request_under_the_callers_request_id(
 
 
 async def test_backend_metrics_count_requests_by_route_template(settings: Settings) -> None:
-    async with backend(settings) as client:
+    async with app_running(create_app(settings)) as client:
         for task_id in (101, 202):
             assert (await client.get(f"/api/v1/tasks/{task_id}")).status_code == 401
         await client.get("/no/such/path")

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from shared.settings import Settings
-from taskgate.pgpair import free_port
 from tests.support.oauth import ACCESS_TTL_SECONDS, OAuthStack
+from tests.support.ports import free_port
 from tests.support.processes import gateway_process, running_backend
 
 

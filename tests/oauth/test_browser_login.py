@@ -14,7 +14,6 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx
 from selenium.webdriver.common.by import By
 
-from taskgate.pgpair import free_port
 from tests.support.browser import chromium
 from tests.support.oauth import (
     ACCEPT,
@@ -26,6 +25,7 @@ from tests.support.oauth import (
     redeem,
     register,
 )
+from tests.support.ports import free_port
 
 
 @contextmanager

@@ -21,9 +21,9 @@ from mcp import Client, StdioServerParameters
 from mcp.shared.exceptions import MCPError
 from selenium.webdriver.common.by import By
 
-from taskgate.pgpair import free_port
 from tests.support.browser import chromium
 from tests.support.oauth import ACCESS_TTL_SECONDS, OAuthStack
+from tests.support.ports import free_port
 
 LOGIN_LINE = "taskgate connect: open this URL in a browser to log in: "
 # A login is a person's pace; these bound a test that went wrong, they time nothing.

@@ -13,12 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from taskgate.pgpair import PgPair
 from tests.support.oauth import (
+    UNFOLLOWED_REDIRECT,
     OAuthStack,
     authorize_params,
+    code_for_a_new_agent,
     code_from,
     discover,
     hidden_field,
-    log_in_for_code,
     open_login_page,
     pkce_pair,
     redeem,
@@ -26,7 +27,7 @@ from tests.support.oauth import (
     submit_login,
 )
 
-REDIRECT = "http://127.0.0.1:1/callback"
+REDIRECT = UNFOLLOWED_REDIRECT
 
 
 @pytest.fixture
@@ -45,13 +46,8 @@ def sha256(value: str) -> str:
 async def test_codes_and_refresh_tokens_are_stored_as_hashes_only(
     oauth_stack: OAuthStack, primary: AsyncEngine
 ) -> None:
-    agent = oauth_stack.agent()
     with oauth_stack.client() as http:
-        found = discover(http, oauth_stack.mcp_url)
-        client_id = register(http, found, REDIRECT)
-        code, verifier = log_in_for_code(
-            http, found, client_id, REDIRECT, agent.email, agent.password, found.resource
-        )
+        found, client_id, code, verifier = code_for_a_new_agent(oauth_stack, http)
         async with primary.connect() as db:
             stored = (
                 (
@@ -81,13 +77,8 @@ async def test_codes_and_refresh_tokens_are_stored_as_hashes_only(
 
 
 async def test_an_expired_code_is_refused(oauth_stack: OAuthStack, primary: AsyncEngine) -> None:
-    agent = oauth_stack.agent()
     with oauth_stack.client() as http:
-        found = discover(http, oauth_stack.mcp_url)
-        client_id = register(http, found, REDIRECT)
-        code, verifier = log_in_for_code(
-            http, found, client_id, REDIRECT, agent.email, agent.password, found.resource
-        )
+        found, client_id, code, verifier = code_for_a_new_agent(oauth_stack, http)
         async with primary.begin() as db:  # 61 s later, as far as the server can tell
             await db.execute(
                 text(

@@ -14,29 +14,18 @@ from shared.tokens import GATEWAY_CLIENT_ID, TOKEN_EXCHANGE_GRANT
 from tests.support.oauth import (
     ACCEPT,
     LIST_TOOLS,
-    Discovery,
+    UNFOLLOWED_REDIRECT,
     OAuthStack,
     authorize_params,
+    code_for_a_new_agent,
     discover,
-    log_in_for_code,
     pkce_pair,
     redeem,
     refresh,
     register,
 )
 
-REDIRECT = "http://127.0.0.1:1/callback"
-
-
-def _code(stack: OAuthStack, http: httpx.Client) -> tuple[Discovery, str, str, str]:
-    """A fresh agent's code for the gateway: (discovery, client_id, code, verifier)."""
-    agent = stack.agent()
-    found = discover(http, stack.mcp_url)
-    client_id = register(http, found, REDIRECT)
-    code, verifier = log_in_for_code(
-        http, found, client_id, REDIRECT, agent.email, agent.password, found.resource
-    )
-    return found, client_id, code, verifier
+REDIRECT = UNFOLLOWED_REDIRECT
 
 
 def _error(reply: httpx.Response) -> str:
@@ -90,7 +79,7 @@ def test_the_password_login_refuses_a_resource_of_no_known_service(
 
 def test_a_token_request_naming_another_resource_is_refused(oauth_stack: OAuthStack) -> None:
     with oauth_stack.client() as http:
-        found, client_id, code, verifier = _code(oauth_stack, http)
+        found, client_id, code, verifier = code_for_a_new_agent(oauth_stack, http)
         for resource in ("https://evil.example/mcp", oauth_stack.backend_url):
             reply = redeem(http, found, client_id, code, verifier, REDIRECT, resource)
             assert _error(reply) == "invalid_target", resource
@@ -115,7 +104,7 @@ def test_a_replayed_code_is_refused_and_revokes_what_its_first_use_got(
     oauth_stack: OAuthStack,
 ) -> None:
     with oauth_stack.client() as http:
-        found, client_id, code, verifier = _code(oauth_stack, http)
+        found, client_id, code, verifier = code_for_a_new_agent(oauth_stack, http)
         first = redeem(http, found, client_id, code, verifier, REDIRECT, found.resource)
         assert first.status_code == 200, first.text
         replay = redeem(http, found, client_id, code, verifier, REDIRECT, found.resource)
@@ -126,7 +115,7 @@ def test_a_replayed_code_is_refused_and_revokes_what_its_first_use_got(
 
 def test_a_wrong_pkce_verifier_is_refused(oauth_stack: OAuthStack) -> None:
     with oauth_stack.client() as http:
-        found, client_id, code, _ = _code(oauth_stack, http)
+        found, client_id, code, _ = code_for_a_new_agent(oauth_stack, http)
         wrong, _ = pkce_pair()
         reply = redeem(http, found, client_id, code, wrong, REDIRECT, found.resource)
         assert _error(reply) == "invalid_grant"

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.npm import npm_ci
 from tests.support.oauth import ACCESS_TTL_SECONDS, OAuthStack
 
 HERE = Path(__file__).parent.parent / "oauth_ts"
@@ -19,10 +20,9 @@ HERE = Path(__file__).parent.parent / "oauth_ts"
 
 @pytest.fixture(scope="session")
 def node() -> str:
-    npm, node = shutil.which("npm"), shutil.which("node")
-    assert npm and node, "node and npm (Node 20 or later) are needed for the TypeScript SDK test"
-    if not (HERE / "node_modules" / "@modelcontextprotocol" / "sdk").exists():
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=HERE, check=True, timeout=600)
+    node = shutil.which("node")
+    assert node, "node (Node 20 or later) is needed for the TypeScript SDK test"
+    npm_ci(HERE, HERE / "node_modules" / "@modelcontextprotocol" / "sdk")
     return node
 
 

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from taskgate.devstack import Component, Stack, running_stack, spawn_component, wait_healthy
-from taskgate.pgpair import READER_ROLE, free_port
+from taskgate.pgpair import READER_ROLE
 from tests.support.config import TEST_MCP_URL
 from tests.support.fault_stack import FAULT_ENV, FaultStack
+from tests.support.ports import free_port
 from tests.support.redis import running_redis
 
 

@@ -11,7 +11,7 @@ from pydantic import SecretStr
 
 from gateway.server import build_server
 from shared.settings import Settings
-from tests.support.agents import Agent
+from tests.support.agents import Agent, sign_up
 
 
 def gateway_settings(settings: Settings, backend_url: str, **changes: Any) -> Settings:
@@ -24,4 +24,11 @@ async def gateway_as(settings: Settings, backend_url: str, agent: Agent) -> Asyn
     configured = gateway_settings(settings, backend_url, gateway_token=SecretStr(agent.token))
     server, _ = build_server(configured)
     async with Client(server) as client:
+        yield client
+
+
+@asynccontextmanager
+async def gateway_for_new_agent(settings: Settings, backend_url: str) -> AsyncIterator[Client]:
+    """`gateway_as` for an agent signed up for this test alone."""
+    async with gateway_as(settings, backend_url, sign_up(backend_url)) as client:
         yield client

@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
+from shared.api import OAUTH_METADATA_PATH
 from tests.support.agents import Agent, sign_up
 
 ACCEPT = {"Accept": "application/json, text/event-stream"}
@@ -60,7 +61,7 @@ def discover(http: httpx.Client, mcp_url: str) -> Discovery:
     prm = http.get(match.group(1))
     assert prm.status_code == 200
     issuer = str(prm.json()["authorization_servers"][0]).rstrip("/")
-    metadata = http.get(f"{issuer}/.well-known/oauth-authorization-server")
+    metadata = http.get(f"{issuer}{OAUTH_METADATA_PATH}")
     assert metadata.status_code == 200
     return Discovery(str(prm.json()["resource"]), issuer, metadata.json())
 
@@ -187,3 +188,19 @@ class OAuthStack:
     def client(self) -> httpx.Client:
         """What a browser does: keeps cookies, does not follow redirects by itself."""
         return httpx.Client(timeout=30, follow_redirects=False)
+
+
+# A redirect URI that a test registers but never follows: the code is read from the Location.
+UNFOLLOWED_REDIRECT = "http://127.0.0.1:1/callback"
+
+
+def code_for_a_new_agent(stack: OAuthStack, http: httpx.Client) -> tuple[Discovery, str, str, str]:
+    """A fresh agent logs in through a newly registered client, for the gateway:
+    (discovery, client_id, code, PKCE verifier)."""
+    agent = stack.agent()
+    found = discover(http, stack.mcp_url)
+    client_id = register(http, found, UNFOLLOWED_REDIRECT)
+    code, verifier = log_in_for_code(
+        http, found, client_id, UNFOLLOWED_REDIRECT, agent.email, agent.password, found.resource
+    )
+    return found, client_id, code, verifier

@@ -7,8 +7,8 @@ from contextlib import contextmanager
 
 from shared.settings import Settings
 from taskgate.devstack import Component, spawn_component, wait_healthy
-from taskgate.pgpair import free_port
 from tests.support.config import TEST_JWT_SECRET, TEST_MCP_URL
+from tests.support.ports import free_port
 
 
 @contextmanager

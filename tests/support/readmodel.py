@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -16,11 +15,21 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from readmodel.consistency import parse_lsn
+from readmodel.lsn import parse_lsn
 from readmodel.reader import TaskReader
+from readmodel.replicas import Replica, ReplicaSet
 from taskgate.pgpair import PgPair
+from tests.support.waiting import WAIT_SECONDS, wait_until
 
 MakeReader = Callable[..., Awaitable[TaskReader]]
+
+
+def one_replica(engine: AsyncEngine) -> ReplicaSet:
+    """A set of one engine, read as one URL that may be a pooler: positions are checked on each
+    read's connection, and lag alone never sets it aside."""
+    return ReplicaSet(
+        [Replica("0", engine)], servers=False, max_lag_seconds=float("inf"), retry_max_seconds=30.0
+    )
 
 
 def new_user(pair: PgPair) -> int:
@@ -30,6 +39,13 @@ def new_user(pair: PgPair) -> int:
             f"INSERT INTO users (email, password_hash) VALUES ('{email}', 'x') RETURNING id"
         ).splitlines()[0]
     )
+
+
+def user_with_tasks(pair: PgPair, count: int) -> int:
+    """A new user with `count` tasks (see insert_tasks) that the replica has replayed."""
+    user = new_user(pair)
+    wait_replayed(pair, insert_tasks(pair, user, count))
+    return user
 
 
 def insert_tasks(
@@ -62,15 +78,10 @@ def insert_largest_tasks(pair: PgPair, user_id: int, count: int = 200) -> str:
 
 
 def wait_replayed(
-    pair: PgPair, lsn: str, timeout: float = 30.0, replica: bool | int = True
+    pair: PgPair, lsn: str, timeout: float = WAIT_SECONDS, replica: bool | int = True
 ) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        replayed = f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn"
-        if pair.psql(replayed, replica=replica) == "t":
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"replica did not replay {lsn} within {timeout}s")
+    replayed = f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn"
+    wait_until(lambda: pair.psql(replayed, replica=replica) == "t", f"replay of {lsn}", timeout)
 
 
 @contextmanager

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from taskgate.redis_server import RedisServer
+from tests.support.ports import free_port
 
 __all__ = ["RedisServer", "running_redis"]
 
@@ -16,7 +17,7 @@ __all__ = ["RedisServer", "running_redis"]
 @contextmanager
 def running_redis() -> Iterator[RedisServer]:
     root = Path(tempfile.mkdtemp(prefix="taskgate-test-redis-"))
-    server = RedisServer(root)
+    server = RedisServer(root, port=free_port())
     server.start()
     try:
         yield server

@@ -18,10 +18,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from readmodel.reader import TaskReader
 from taskgate.devstack import spawn_component, wait_healthy
-from taskgate.pgpair import PgPair, free_port
+from taskgate.pgpair import PgPair
 from tests.support.agents import Agent
 from tests.support.config import TEST_JWT_SECRET
 from tests.support.mcp_results import error_code, ok
+from tests.support.ports import free_port
 
 READS_METRIC = "taskgate_replica_reads_total"
 

@@ -48,9 +48,14 @@ class ThreadedClient:
         self._stop: asyncio.Event | None = None
         self._served: Future[None] | None = None
         self.log = Collected()
+        self._root_level = logging.NOTSET
 
     def start(self) -> None:
-        logging.getLogger().addHandler(self.log)
+        # Everything from DEBUG up reaches the handler, or the leak checks would pass on nothing.
+        root = logging.getLogger()
+        self._root_level = root.level
+        root.setLevel(logging.DEBUG)
+        root.addHandler(self.log)
         self._thread.start()
         ready: Future[None] = Future()
         self._served = asyncio.run_coroutine_threadsafe(self._serve(ready), self._loop)
@@ -87,3 +92,4 @@ class ThreadedClient:
         self._thread.join(timeout=30)
         self._loop.close()
         logging.getLogger().removeHandler(self.log)
+        logging.getLogger().setLevel(self._root_level)

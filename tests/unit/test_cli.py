@@ -13,7 +13,7 @@ from taskgate.cache_cmd import admin_target
 from taskgate.cli import parser
 from taskgate.dev import DevOptions, PortBusy, check_ports
 from taskgate.devenv import mcp_urls, read_dev_env, write_dev_env
-from taskgate.pgpair import free_port
+from tests.support.ports import free_port
 
 
 @pytest.fixture

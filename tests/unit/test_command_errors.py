@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from taskgate.pgpair import free_port
 from tests.support.commands import assert_one_line, taskgate
+from tests.support.ports import free_port
 
 SECRET = "s" * 40
 

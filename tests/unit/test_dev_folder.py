@@ -18,7 +18,7 @@ import pytest
 
 from taskgate.cache_cmd import admin_target
 from taskgate.devenv import DevFolderLock, StackRunning, dev_dir, write_dev_env
-from taskgate.pgpair import free_port
+from tests.support.ports import free_port
 
 DEV_TOKEN = "dev-admin-token-" + "x" * 32
 

@@ -26,6 +26,18 @@ def limits_for(clock: Clock, **changes: Any) -> LoginLimits:
     return LoginLimits(settings, clock)
 
 
+def admitted(limits: LoginLimits, email: str, address: str = "192.0.2.1", times: int = 1) -> int:
+    """How many of `times` attempts in a row the limiter lets through (it stops at the first
+    refusal), so a test states what it expects instead of relying on no exception."""
+    for done in range(times):
+        try:
+            limits.begin(email, address)
+        except TaskgateError as refused:
+            assert refused.code is ErrorCode.RATE_LIMITED
+            return done
+    return times
+
+
 def refused_for(limits: LoginLimits, email: str, address: str = "192.0.2.1") -> int:
     with pytest.raises(TaskgateError) as refused:
         limits.begin(email, address)
@@ -66,29 +78,29 @@ def test_the_back_off_stops_at_its_maximum() -> None:
 def test_a_success_starts_the_account_afresh_and_other_accounts_are_unaffected() -> None:
     clock = Clock()
     limits = limits_for(clock)
-    for _ in range(4):
-        limits.begin("victim@example.com", "192.0.2.1")
-    limits.begin("other@example.com", "192.0.2.1")
+    assert admitted(limits, "victim@example.com", times=4) == 4
+    assert admitted(limits, "other@example.com") == 1
     limits.succeeded("other@example.com", "192.0.2.1")
-    limits.begin("victim@example.com", "192.0.2.1")
+    assert admitted(limits, "victim@example.com") == 1
     limits.succeeded("victim@example.com", "192.0.2.1")  # the fifth was right
-    for _ in range(4):
-        limits.begin("victim@example.com", "192.0.2.1")
+    # Five free failures again, then the first wait: no count was carried over.
+    assert admitted(limits, "victim@example.com", times=5) == 5
+    assert refused_for(limits, "victim@example.com") == 1
 
 
 def test_parallel_guesses_are_counted_before_their_passwords_are_checked() -> None:
     limits = limits_for(Clock())
-    for _ in range(5):
-        limits.begin("victim@example.com", "192.0.2.1")  # none has finished yet
-    refused_for(limits, "victim@example.com")
+    # None of the five has finished (no success or failure reported), yet the sixth waits.
+    assert admitted(limits, "victim@example.com", times=5) == 5
+    assert refused_for(limits, "victim@example.com") == 1
 
 
 def test_one_address_backs_off_across_many_accounts_and_others_are_unaffected() -> None:
     limits = limits_for(Clock(), login_address_failures=10)
     for n in range(10):
-        limits.begin(f"user{n}@example.com", "198.51.100.7")
-    refused_for(limits, "fresh@example.com", "198.51.100.7")
-    limits.begin("fresh@example.com", "198.51.100.8")
+        assert admitted(limits, f"user{n}@example.com", "198.51.100.7") == 1
+    assert refused_for(limits, "fresh@example.com", "198.51.100.7") == 1
+    assert admitted(limits, "fresh@example.com", "198.51.100.8") == 1
 
 
 def test_the_tables_stay_bounded_against_a_caller_who_invents_keys() -> None:
@@ -111,10 +123,9 @@ def test_the_tables_stay_bounded_against_a_caller_who_invents_keys() -> None:
 def test_failures_are_forgotten_after_the_window() -> None:
     clock = Clock()
     limits = limits_for(clock, login_failure_window_seconds=900, login_backoff_max_seconds=900)
-    for _ in range(5):
-        limits.begin("victim@example.com", "192.0.2.1")
+    assert admitted(limits, "victim@example.com", times=5) == 5
     refused_for(limits, "victim@example.com")
     clock.now += 901
-    limits.begin("victim@example.com", "192.0.2.1")  # a fresh count: four more are free
-    for _ in range(3):
-        limits.begin("victim@example.com", "192.0.2.1")
+    # A fresh count: five free failures, then the first wait, as for a new account.
+    assert admitted(limits, "victim@example.com", times=5) == 5
+    assert refused_for(limits, "victim@example.com") == 1

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from shared.settings import InsecureSettings, Settings
+from taskgate.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD_SECRET = "g" * 40
@@ -53,22 +54,46 @@ def _run_taskgate(
     )
 
 
+def _assert_one_refusal_line(stderr: str, names: str, env: dict[str, str]) -> None:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("taskgate: refusing to start: ")
+    assert names in lines[0] and "set" in lines[0]
+    assert "Traceback" not in stderr
+    # The refused value itself is never echoed.
+    for value in env.values():
+        assert value not in stderr
+
+
 @pytest.mark.parametrize("command", ["backend", "gateway"])
 @pytest.mark.parametrize("case", sorted(REFUSED))
 def test_a_server_refuses_a_weak_secret_with_one_line_and_exit_2(
-    command: str, case: str, tmp_path: Path
+    command: str,
+    case: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    """The command line's own entry point in this process: the same code as the process below,
+    without an interpreter's start-up per case."""
     env, names = REFUSED[case]
+    for name in ("JWT_SECRET", "ADMIN_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)  # no .env there
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--port", "1"])
+    assert exited.value.code == 2
+    _assert_one_refusal_line(capsys.readouterr().err, names, env)
+
+
+@pytest.mark.parametrize("command", ["backend", "gateway"])
+def test_the_server_process_exits_2_with_the_one_line(command: str, tmp_path: Path) -> None:
+    env, names = REFUSED["jwt secret the old default"]
     result = _run_taskgate([command, "--port", "1"], env, tmp_path)
     assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("taskgate: refusing to start: ")
-    assert names in lines[0] and "set" in lines[0]
-    assert "Traceback" not in result.stderr
-    # The refused value itself is never echoed.
-    for value in env.values():
-        assert value not in result.stderr
+    _assert_one_refusal_line(result.stderr, names, env)
 
 
 def test_the_gateway_on_stdio_is_guarded_too(tmp_path: Path) -> None:

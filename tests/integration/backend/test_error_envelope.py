@@ -14,8 +14,8 @@ from sqlalchemy import text
 from backend.app import create_app
 from shared.errors import ErrorEnvelope
 from shared.settings import Settings
-from taskgate.pgpair import free_port
 from tests.support.backend_api import SignedUp, asgi_client
+from tests.support.ports import free_port
 
 TASKS = "/api/v1/tasks"
 

@@ -16,9 +16,10 @@ import pytest
 from backend.security import hash_password
 from shared.settings import Settings
 from taskgate.devstack import spawn_component, wait_healthy
-from taskgate.pgpair import PgPair, free_port
+from taskgate.pgpair import PgPair
 from tests.support.agents import Agent, sign_up
 from tests.support.config import TEST_JWT_SECRET
+from tests.support.ports import free_port
 
 LOGIN = "/api/v1/auth/token"
 

@@ -11,10 +11,10 @@ from pydantic import SecretStr
 from gateway.server import build_server
 from shared.settings import Settings
 from shared.tokens import issue_token
-from taskgate.pgpair import free_port
 from tests.support.agents import sign_up
-from tests.support.gateways import gateway_as, gateway_settings
+from tests.support.gateways import gateway_as, gateway_for_new_agent, gateway_settings
 from tests.support.mcp_results import envelope, ok
+from tests.support.ports import free_port
 
 WRITE_TOOLS = {"create_task", "update_task", "complete_task", "delete_task"}
 READ_TOOLS = {"list_tasks", "get_task", "get_user_stats"}
@@ -23,8 +23,7 @@ READ_TOOLS = {"list_tasks", "get_task", "get_user_stats"}
 async def test_every_tool_declares_its_schemas_and_annotations(
     settings: Settings, backend_url: str
 ) -> None:
-    agent = sign_up(backend_url)
-    async with gateway_as(settings, backend_url, agent) as client:
+    async with gateway_for_new_agent(settings, backend_url) as client:
         listed = await client.list_tools()
         tools = {tool.name: tool for tool in listed.tools}
 
@@ -113,8 +112,7 @@ async def test_an_agent_manages_a_task_through_every_tool(
 async def test_a_results_text_is_its_structured_content_as_compact_json(
     settings: Settings, backend_url: str
 ) -> None:
-    agent = sign_up(backend_url)
-    async with gateway_as(settings, backend_url, agent) as client:
+    async with gateway_for_new_agent(settings, backend_url) as client:
         created = await client.call_tool("create_task", {"title": "t", "description": "d"})
         task_id = created.structured_content["id"]
         results = [
@@ -163,8 +161,7 @@ BAD_CALLS: list[tuple[str, dict[str, Any], str]] = [
 async def test_bad_arguments_get_a_validation_envelope_naming_the_field(
     settings: Settings, backend_url: str
 ) -> None:
-    agent = sign_up(backend_url)
-    async with gateway_as(settings, backend_url, agent) as client:
+    async with gateway_for_new_agent(settings, backend_url) as client:
         for tool, arguments, field in BAD_CALLS:
             body = envelope(await client.call_tool(tool, arguments))
             assert body["error_code"] == "validation_error", (tool, arguments, body)
@@ -177,8 +174,7 @@ async def test_bad_arguments_get_a_validation_envelope_naming_the_field(
 async def test_the_backends_rules_come_back_as_its_envelope(
     settings: Settings, backend_url: str
 ) -> None:
-    agent = sign_up(backend_url)
-    async with gateway_as(settings, backend_url, agent) as client:
+    async with gateway_for_new_agent(settings, backend_url) as client:
         blank = envelope(await client.call_tool("create_task", {"title": "   "}))
         task = ok(await client.call_tool("create_task", {"title": "t"}))
         empty = envelope(await client.call_tool("update_task", {"task_id": task["id"]}))

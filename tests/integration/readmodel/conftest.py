@@ -8,14 +8,15 @@ from collections.abc import AsyncIterator
 import pytest
 
 from readmodel.cache import ReadCache, TtlPolicy, build_cache, is_redis
-from readmodel.consistency import format_lsn
 from readmodel.engine import create_read_engine
+from readmodel.lsn import format_lsn
 from readmodel.marks import Marks, RedisMarks
 from readmodel.reader import TaskReader
 from shared.settings import Settings
 from taskgate.pgpair import READER_ROLE, PgPair
 from tests.support.readmodel import (
     MakeReader,
+    one_replica,
     primary_position_of,
     wait_replayed,
 )
@@ -44,7 +45,7 @@ async def make_reader(settings: Settings, pg_pair: PgPair) -> AsyncIterator[Make
         replica = create_read_engine(settings, settings.read_database_url)
         shared_marks = RedisMarks.from_url(cache_url) if is_redis(cache_url) else None
         reader = TaskReader(
-            replica,
+            one_replica(replica),
             ReadCache(build_cache(cache_url), TtlPolicy(cache_ttl, overrides)),
             cursor_secret=settings.jwt_secret.get_secret_value().encode(),
             ryw_wait_timeout=ryw_wait_timeout,

@@ -7,18 +7,18 @@ import asyncio
 import redis.asyncio as aioredis
 from sqlalchemy import text
 
-from readmodel.cache import NAMESPACE, ReadCache, TtlPolicy, build_cache
+from readmodel.cache import ReadCache, TtlPolicy, build_cache
 from readmodel.engine import create_read_engine
 from readmodel.reader import TaskReader
+from readmodel.redis_keys import CACHE_NAMESPACE
 from shared.errors import ErrorCode, TaskgateError
 from shared.settings import Settings
 from taskgate.pgpair import PgPair
 from tests.support.readmodel import (
     MakeReader,
     QueryCounter,
-    insert_tasks,
-    new_user,
-    wait_replayed,
+    one_replica,
+    user_with_tasks,
 )
 from tests.support.redis import RedisServer
 
@@ -26,8 +26,7 @@ from tests.support.redis import RedisServer
 async def test_spellings_of_one_cursor_share_one_cache_entry(
     pg_pair: PgPair, make_reader: MakeReader, cache_url: str
 ) -> None:
-    user = new_user(pg_pair)
-    wait_replayed(pg_pair, insert_tasks(pg_pair, user, 6))
+    user = user_with_tasks(pg_pair, 6)
     reader = await make_reader(cache_url=cache_url)
     cursor = (await reader.list_tasks(user, "all", 2, None))["next_cursor"]
     assert cursor is not None
@@ -45,8 +44,7 @@ async def test_spellings_of_one_cursor_share_one_cache_entry(
 async def test_a_page_over_the_entry_cap_is_not_stored_in_redis(
     pg_pair: PgPair, make_reader: MakeReader, redis_server: RedisServer
 ) -> None:
-    user = new_user(pg_pair)
-    wait_replayed(pg_pair, insert_tasks(pg_pair, user, 40))
+    user = user_with_tasks(pg_pair, 40)
     reader = await make_reader(cache_url=redis_server.url)
     reader.cache.max_entry_bytes = 2_000
     counter = QueryCounter(reader.replica)
@@ -60,7 +58,7 @@ async def test_a_page_over_the_entry_cap_is_not_stored_in_redis(
     assert reader.cache.stats.oversize == 2
     client = aioredis.Redis(host="127.0.0.1", port=redis_server.port)
     try:
-        keys = await client.keys(f"{NAMESPACE}:list_tasks:{user}:*")
+        keys = await client.keys(f"{CACHE_NAMESPACE}:list_tasks:{user}:*")
     finally:
         await client.aclose()
     assert len(keys) == 1, keys  # only the small page
@@ -69,30 +67,34 @@ async def test_a_page_over_the_entry_cap_is_not_stored_in_redis(
 async def test_a_read_that_waits_past_the_pool_bound_is_rate_limited_not_unavailable(
     pg_pair: PgPair, settings: Settings
 ) -> None:
-    user = new_user(pg_pair)
-    wait_replayed(pg_pair, insert_tasks(pg_pair, user, 1))
+    user = user_with_tasks(pg_pair, 1)
     tiny = settings.model_copy(
         update={"db_pool_size": 1, "db_max_overflow": 0, "read_pool_timeout": 0.2}
     )
     replica = create_read_engine(tiny, tiny.read_database_url)
     reader = TaskReader(
-        replica,
+        one_replica(replica),
         ReadCache(build_cache("memory://"), TtlPolicy(0)),
         cursor_secret=b"secret",
         ryw_wait_timeout=1.0,
         replica_timeout=1.5,
     )
 
-    async def slow_read() -> None:  # holds the only connection for 1 s
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def hold_the_only_connection() -> None:  # until every read has given up
         async with replica.connect() as conn:
-            await conn.execute(text("SELECT pg_sleep(1)"))
+            await conn.execute(text("SELECT 1"))
+            held.set()
+            await release.wait()
 
     try:
-        holder = asyncio.create_task(slow_read())
-        await asyncio.sleep(0.2)
+        holder = asyncio.create_task(hold_the_only_connection())
+        await held.wait()
         results = await asyncio.gather(
             *(reader.get_user_stats(user) for _ in range(5)), return_exceptions=True
         )
+        release.set()
         await holder
         after = await reader.get_user_stats(user)  # the slot is free again: served
     finally:

@@ -6,7 +6,7 @@ import asyncio
 
 import redis.asyncio as aioredis
 
-from readmodel.marks import MARKS_KEY
+from readmodel.redis_keys import MARKS_KEY
 from taskgate.pgpair import PgPair
 from tests.support.faults import replay_paused
 from tests.support.readmodel import MakeReader, insert_tasks, new_user

@@ -4,28 +4,51 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
+from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 
-from readmodel.cache import NAMESPACE
+from readmodel.reader import TaskReader
+from readmodel.redis_keys import CACHE_NAMESPACE
 from taskgate.pgpair import PgPair
 from tests.support.readmodel import (
     MakeReader,
     QueryCounter,
     insert_tasks,
     new_user,
+    user_with_tasks,
     wait_replayed,
 )
 from tests.support.redis import RedisServer, running_redis
+from tests.support.waiting import eventually
+
+
+def hold_loads_until_misses(
+    reader: TaskReader, misses: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Holds each load until `misses` callers have missed, so all of them overlap it however a
+    busy machine orders them (a Redis get that times out comes back after a quick load lands)."""
+    get_or_load = reader.cache.get_or_load
+
+    async def held_get_or_load(tool: str, key: str, load: Callable[[], Awaitable[Any]]) -> Any:
+        async def held() -> Any:
+            await eventually(lambda: reader.cache.stats.misses >= misses, f"{misses} misses")
+            return await load()
+
+        return await get_or_load(tool, key, held)
+
+    monkeypatch.setattr(reader.cache, "get_or_load", held_get_or_load)
 
 
 async def test_hundred_concurrent_misses_on_one_key_cause_one_query(
-    pg_pair: PgPair, make_reader: MakeReader, cache_url: str
+    pg_pair: PgPair, make_reader: MakeReader, cache_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    user = new_user(pg_pair)
-    wait_replayed(pg_pair, insert_tasks(pg_pair, user, 3))
+    user = user_with_tasks(pg_pair, 3)
     reader = await make_reader(cache_url=cache_url)
     counter = QueryCounter(reader.replica)
+    hold_loads_until_misses(reader, 100, monkeypatch)
 
     pages = await asyncio.gather(*(reader.list_tasks(user, "all", 50, None) for _ in range(100)))
 
@@ -38,8 +61,7 @@ async def test_hundred_concurrent_misses_on_one_key_cause_one_query(
 async def test_concurrent_misses_share_one_query_even_when_redis_is_down(
     pg_pair: PgPair, make_reader: MakeReader
 ) -> None:
-    user = new_user(pg_pair)
-    wait_replayed(pg_pair, insert_tasks(pg_pair, user, 2))
+    user = user_with_tasks(pg_pair, 2)
     with running_redis() as server:
         url = server.url
     reader = await make_reader(cache_url=url)  # nothing listens there any more
@@ -57,8 +79,7 @@ async def test_concurrent_misses_share_one_query_even_when_redis_is_down(
 async def test_cached_reads_skip_the_replica_until_the_ttl(
     pg_pair: PgPair, make_reader: MakeReader, cache_url: str
 ) -> None:
-    user = new_user(pg_pair)
-    wait_replayed(pg_pair, insert_tasks(pg_pair, user, 2))
+    user = user_with_tasks(pg_pair, 2)
     reader = await make_reader(cache_url=cache_url, cache_ttl=60)
     counter = QueryCounter(reader.replica)
     first = await reader.get_user_stats(user)
@@ -84,8 +105,7 @@ async def test_cache_ttl_zero_turns_caching_off(pg_pair: PgPair, make_reader: Ma
 async def test_a_per_tool_ttl_override_applies_to_that_tool_only(
     pg_pair: PgPair, make_reader: MakeReader
 ) -> None:
-    user = new_user(pg_pair)
-    wait_replayed(pg_pair, insert_tasks(pg_pair, user, 1))
+    user = user_with_tasks(pg_pair, 1)
     reader = await make_reader(cache_ttl=60, overrides={"list_tasks": 0})
     counter = QueryCounter(reader.replica)
     for _ in range(3):
@@ -132,19 +152,18 @@ async def test_a_write_through_one_gateway_is_seen_through_another_sharing_redis
 async def test_redis_holds_plain_json_never_pickle(
     pg_pair: PgPair, make_reader: MakeReader, redis_server: RedisServer
 ) -> None:
-    user = new_user(pg_pair)
-    wait_replayed(pg_pair, insert_tasks(pg_pair, user, 2))
+    user = user_with_tasks(pg_pair, 2)
     reader = await make_reader(cache_url=redis_server.url)
     page = await reader.list_tasks(user, "all", 10, None)
     await reader.note_write(user, pg_pair.psql("SELECT pg_current_wal_lsn()"))
 
     client = aioredis.Redis(host="127.0.0.1", port=redis_server.port)
     try:
-        keys = [_text(k) for k in await client.keys(f"{NAMESPACE}:*:{user}*")]
+        keys = [_text(k) for k in await client.keys(f"{CACHE_NAMESPACE}:*:{user}*")]
         values = {k: _raw(await client.get(k)) for k in keys}
     finally:
         await client.aclose()
-    assert any(k.startswith(f"{NAMESPACE}:list_tasks:{user}:") for k in keys), keys
+    assert any(k.startswith(f"{CACHE_NAMESPACE}:list_tasks:{user}:") for k in keys), keys
     for raw in values.values():
         assert not raw.startswith(b"\x80")  # pickle's opcode
         json.loads(raw)

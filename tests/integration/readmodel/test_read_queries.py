@@ -13,7 +13,13 @@ from shared.errors import ErrorCode, TaskgateError
 from shared.schemas import TaskOut, TaskPage, UserStats
 from taskgate.pgpair import PgPair
 from tests.support.plans import crowd_tasks, indexes_used, plan_of, scans, starts_at_keyset
-from tests.support.readmodel import MakeReader, insert_tasks, new_user, wait_replayed
+from tests.support.readmodel import (
+    MakeReader,
+    insert_tasks,
+    new_user,
+    user_with_tasks,
+    wait_replayed,
+)
 
 
 async def _all_pages(
@@ -58,8 +64,7 @@ async def test_cursor_pages_walk_every_task_once_newest_first(
 async def test_last_full_page_has_no_cursor_to_an_empty_page(
     pg_pair: PgPair, make_reader: MakeReader
 ) -> None:
-    user = new_user(pg_pair)
-    wait_replayed(pg_pair, insert_tasks(pg_pair, user, 10))
+    user = user_with_tasks(pg_pair, 10)
     reader = await make_reader(cache_ttl=0)
     first = await reader.list_tasks(user, "all", 5, None)
     second = await reader.list_tasks(user, "all", 5, first["next_cursor"])
@@ -76,8 +81,7 @@ def _flip(cursor: str) -> str:
 async def test_forged_or_malformed_cursors_are_validation_errors(
     pg_pair: PgPair, make_reader: MakeReader
 ) -> None:
-    user = new_user(pg_pair)
-    wait_replayed(pg_pair, insert_tasks(pg_pair, user, 4))
+    user = user_with_tasks(pg_pair, 4)
     reader = await make_reader(cache_ttl=0)
     good = (await reader.list_tasks(user, "all", 2, None))["next_cursor"]
     assert good is not None

@@ -15,8 +15,10 @@ from tests.support.readmodel import (
     insert_tasks,
     new_user,
     replica_frozen,
+    user_with_tasks,
     wait_replayed,
 )
+from tests.support.waiting import ANSWER_BOUND_SECONDS, eventually
 
 
 async def test_reader_waits_for_replay_of_its_users_write(
@@ -82,15 +84,14 @@ async def test_other_users_do_not_wait_for_someone_elses_write(
 async def test_a_replica_that_restarted_is_read_again_at_once_despite_stale_pooled_connections(
     pg_pair: PgPair, make_reader: MakeReader
 ) -> None:
-    user = new_user(pg_pair)
-    wait_replayed(pg_pair, insert_tasks(pg_pair, user, 1))
+    user = user_with_tasks(pg_pair, 1)
     reader = await make_reader(cache_ttl=0)
     # Fill the pool with several connections, all of which the restart will kill.
     await asyncio.gather(*(reader.get_user_stats(user) for _ in range(5)))
     try:
         stop_replica(pg_pair)
         with pytest.raises(TaskgateError) as raised:
-            async with asyncio.timeout(2.0):
+            async with asyncio.timeout(ANSWER_BOUND_SECONDS):
                 await reader.get_user_stats(user)
         assert raised.value.code is ErrorCode.REPLICA_UNAVAILABLE
     finally:
@@ -102,8 +103,7 @@ async def test_a_replica_that_restarted_is_read_again_at_once_despite_stale_pool
 async def test_a_down_replica_is_read_from_the_fallback(
     pg_pair: PgPair, make_reader: MakeReader
 ) -> None:
-    user = new_user(pg_pair)
-    wait_replayed(pg_pair, insert_tasks(pg_pair, user, 1))
+    user = user_with_tasks(pg_pair, 1)
     reader = await make_reader(cache_ttl=0, fallback=True)
     await reader.get_user_stats(user)
     try:
@@ -117,28 +117,29 @@ async def test_a_down_replica_is_read_from_the_fallback(
 
 
 @pytest.mark.parametrize("fallback", [False, True], ids=["no-fallback", "fallback"])
-async def test_a_hung_replica_answers_within_two_seconds(
+async def test_a_hung_replica_answers_instead_of_hanging(
     pg_pair: PgPair, make_reader: MakeReader, settings: Settings, fallback: bool
 ) -> None:
-    user = new_user(pg_pair)
-    wait_replayed(pg_pair, insert_tasks(pg_pair, user, 1))
+    user = user_with_tasks(pg_pair, 1)
     reader = await make_reader(cache_ttl=0, fallback=fallback)
     # Pooled connections that will hang rather than fail, and a default REPLICA_TIMEOUT.
     await asyncio.gather(*(reader.get_user_stats(user) for _ in range(3)))
     assert reader._replica_timeout == settings.replica_timeout
     with replica_frozen(pg_pair):
-        async with asyncio.timeout(2.0):
+        # The freeze lasts until the block ends, so only REPLICA_TIMEOUT can end the read.
+        async with asyncio.timeout(ANSWER_BOUND_SECONDS):
             if fallback:
                 assert (await reader.get_user_stats(user))["total"] == 1
             else:
                 with pytest.raises(TaskgateError) as raised:
                     await reader.get_user_stats(user)
                 assert raised.value.code is ErrorCode.REPLICA_UNAVAILABLE
-    for _ in range(50):  # the frozen connections are discarded; the replica serves again
+
+    async def serves() -> bool:
         try:
-            assert (await reader.get_user_stats(user))["total"] == 1
-            break
+            return (await reader.get_user_stats(user))["total"] == 1
         except TaskgateError:
-            await asyncio.sleep(0.1)
-    else:
-        raise AssertionError("the reader did not recover after the replica thawed")
+            return False
+
+    # The frozen connections are discarded; the replica serves again.
+    await eventually(serves, "the reader's recovery after the replica thawed")

@@ -13,7 +13,7 @@ import itertools
 import threading
 from collections import Counter
 
-from taskgate.pgpair import free_port
+from tests.support.ports import free_port
 
 
 class AlternatingProxy:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import redis
 
-from readmodel.marks import MARKS_KEY
+from readmodel.redis_keys import MARKS_KEY
 from taskgate.pgpair import READER_ROLE, PgPair
 from tests.support.agents import Agent, sign_up
 from tests.support.faults import replay_paused

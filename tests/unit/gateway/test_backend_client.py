@@ -14,7 +14,7 @@ from gateway.auth import BearerAuth, ExchangeAuth, TokenExchanger
 from gateway.backend_client import (
     TASKS_PATH,
     BackendClient,
-    Written,
+    WriteReply,
     create_http_client,
     error_from_response,
 )
@@ -138,7 +138,7 @@ async def test_a_keyed_call_is_retried_once_with_the_same_key(
         side_effect=[first_failure, httpx.Response(200, json=TASK)]
     )
     written = await backend.create_task(AUTH, TaskCreate(title="t"), "key-1")
-    assert written == Written(TaskOut.model_validate(TASK), None)
+    assert written == WriteReply(TaskOut.model_validate(TASK), None)
     assert route.call_count == 2
     keys = [call.request.headers["Idempotency-Key"] for call in route.calls]
     assert keys == ["key-1", "key-1"]
@@ -222,7 +222,7 @@ async def test_an_update_sends_only_the_fields_given(backend: BackendClient) -> 
 @respx.mock
 async def test_a_delete_answers_its_commit_position(backend: BackendClient) -> None:
     respx.delete(f"{TASKS_PATH_URL}/7").respond(204, headers={"X-Commit-LSN": "0/20"})
-    assert await backend.delete_task(AUTH, 7) == Written(None, "0/20")
+    assert await backend.delete_task(AUTH, 7) == WriteReply(None, "0/20")
 
 
 @respx.mock

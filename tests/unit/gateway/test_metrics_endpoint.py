@@ -10,7 +10,7 @@ from starlette.routing import Route
 
 from gateway.metrics_endpoint import MetricsEndpoint
 from shared.settings import Settings
-from taskgate.pgpair import free_port
+from tests.support.ports import free_port
 
 TOKEN = "metrics-" + "m" * 32
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from readmodel.consistency import format_lsn, parse_lsn
+from readmodel.lsn import format_lsn, parse_lsn
 
 
 @pytest.mark.parametrize("lsn", ["0/0", "0/16B3748", "16/B374D848", "FFFFFFFF/FFFFFFFF"])

@@ -13,6 +13,7 @@ from readmodel.cache import ReadCache, TtlPolicy, build_cache
 from readmodel.reader import TaskReader, _within
 from shared.cursor import Keyset, encode_cursor
 from shared.errors import ErrorCode, TaskgateError
+from tests.support.readmodel import one_replica
 
 SECRET = b"unit-secret"
 
@@ -22,7 +23,7 @@ async def reader() -> AsyncIterator[TaskReader]:
     # Nothing listens on port 1: a query would fail, so a validation error proves none was sent.
     engine = create_async_engine("postgresql+asyncpg://nobody:x@127.0.0.1:1/none")
     yield TaskReader(
-        engine,
+        one_replica(engine),
         ReadCache(build_cache("memory://"), TtlPolicy(60)),
         cursor_secret=SECRET,
         ryw_wait_timeout=0.1,
