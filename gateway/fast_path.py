@@ -12,9 +12,8 @@ sees this call) and answers. Anything else, and any doubt, goes to the SDK untou
 body replayed, so every error reply is the SDK's own, and a cache miss is the SDK path's to
 load and cache.
 
-The call is observed as gateway.mcp_server.TaskgateMCP.call_tool observes it (the request id
-bound from X-Request-ID, its ToolCallObserver's log line, count and latency, its CallLimits),
-and counted in taskgate_fast_path_answers_total. The SDK's
+The call passes the same gate as the SDK path's (gateway.call_gate: request id, caller, limits,
+failure envelope, metrics), and is counted in taskgate_fast_path_answers_total. The SDK's
 OpenTelemetry middleware sees none of these calls (the gateway configures no tracer).
 """
 
@@ -29,8 +28,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pydantic_core
-from mcp.server.auth.middleware.auth_context import auth_context_var
-from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken, TokenVerifier
 from mcp.server.mcpserver.tools import Tool
 from mcp.server.streamable_http import StreamableHTTPServerTransport, check_accept_headers
@@ -60,10 +57,8 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.encoded_results import Reply, ReplyEncoder, body_of
-from gateway.mcp_server import TaskgateMCP, error_result
-from gateway.metrics import ToolCallObserver
-from gateway.ratelimit import CallLimits
-from gateway.request_id import bind_request_id, reset_request_id
+from gateway.identity import resolve_principal
+from gateway.mcp_server import TaskgateMCP
 from gateway.runtime import RuntimeRef
 from gateway.tools.read import CachedReadOf, cached_reads
 from shared.errors import TaskgateError
@@ -155,20 +150,18 @@ class CachedAnswers:
         security: TransportSecuritySettings,
     ) -> None:
         self.path = settings.mcp_path
+        self.gate = server.gate  # the SDK path's gate: counted and limited alike
         # AUTH_MODE=user_param: the caller is the `user_id` argument, and the SDK checks no token.
-        self.trusted = settings.auth_mode == "user_param"
+        self.trusted = self.gate.trusted
         self.max_body = settings.max_body_bytes
         self.ref = ref
         self.verifier = verifier
-        # The SDK path's own observer and limits (TaskgateMCP.call_tool): counted and limited alike.
-        self.observer: ToolCallObserver = server.observer
-        self.limits: CallLimits = server.limits
         self.encoder = ReplyEncoder(server._lowlevel_server, settings.cache_max_bytes // MEMO_SHARE)
         self.answers = Counter(
             "taskgate_fast_path_answers",
             "Read tool calls answered from the cache in front of the MCP SDK, by tool.",
             ["tool"],
-            registry=self.observer.metrics.registry,
+            registry=self.gate.observer.metrics.registry,
         )
         self.tools = _served_tools(server)
         self.security = TransportSecurityMiddleware(security)
@@ -257,8 +250,14 @@ class CachedAnswers:
         except Exception:
             return None
         validated = _validated(shape.served, shape.arguments)
-        user_id = None if validated is None else self._user_of(validated, access)
-        if validated is None or user_id is None:
+        if validated is None:
+            return None
+        try:
+            principal = resolve_principal(self.trusted, access, shape.arguments)
+        except TaskgateError:
+            return None  # the SDK path's to refuse
+        user_id = principal.user_id
+        if user_id is None:
             return None
         return _Call(
             version,
@@ -270,17 +269,6 @@ class CachedAnswers:
             access,
             user_id,
         )
-
-    def _user_of(self, validated: dict[str, Any], access: AccessToken | None) -> int | None:
-        """Whom the tool would read for: gateway.identity.Identity.caller, for a bearer or for
-        trusted mode's (validated) user_id argument."""
-        if self.trusted:
-            user_id = validated.get("user_id")
-            return user_id if type(user_id) is int else None
-        subject = None if access is None else access.subject
-        if subject is None or not (subject.isascii() and subject.isdigit()):
-            return None
-        return int(subject)
 
     # -- the answer -----------------------------------------------------------------------
 
@@ -298,24 +286,13 @@ class CachedAnswers:
             log.debug("fast path passes %s on: %s", call.name, type(exc).__name__)
             return None
 
-        async def admitted() -> Reply | CallToolResult:
-            try:  # the SDK path's one admit for this call
-                await self.limits.admit(call.name, call.arguments)
-            except TaskgateError as exc:
-                return error_result(exc)  # as TaskgateMCP's failure_result answers it
+        async def counted_hit() -> Reply:
             reader.cache.count_hit()
             return reply
 
-        user = None if call.access is None else AuthenticatedUser(call.access)
-        bound = auth_context_var.set(user)  # whom the rate limit counts, as the SDK's middleware
-        try:
-            request_id = bind_request_id(headers)  # X-Request-ID, as TaskgateMCP.call_tool binds it
-            try:
-                answered = await self.observer.observe(call.name, admitted)
-            finally:
-                reset_request_id(request_id)
-        finally:
-            auth_context_var.reset(bound)
+        answered = await self.gate.call(
+            call.name, call.name, headers, call.access, call.arguments, counted_hit
+        )
         if isinstance(answered, CallToolResult):
             answered = await self.encoder.encode(answered, call.version)
         self.answers.labels(call.name).inc()

@@ -12,11 +12,10 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 from aiocache.base import BaseCache
 from cachetools import LRUCache
-from mcp.server.auth.middleware.auth_context import get_access_token
 from prometheus_client import Counter
 
 from shared.errors import ErrorCode, TaskgateError
@@ -121,19 +120,6 @@ def build_buckets(settings: Settings, cache: BaseCache, shared: bool) -> Buckets
     return LocalBuckets(settings.rate_limit_per_user, settings.rate_limit_burst)
 
 
-def limited_user(settings: Settings, arguments: dict[str, Any]) -> str | None:
-    """Whom a call counts against: the bearer token's subject, or trusted mode's `user_id`.
-
-    None for stdio (the process serves one configured user, whose agent is its only caller).
-    """
-    if settings.auth_mode == "user_param":
-        user_id = arguments.get("user_id")
-        valid = isinstance(user_id, int) and not isinstance(user_id, bool)
-        return str(user_id) if valid else None  # an invalid one fails validation next
-    access = get_access_token()
-    return access.subject if access is not None else None
-
-
 class CallLimits:
     """The per-user limit at the gateway's edge, before a tool does any work."""
 
@@ -144,10 +130,10 @@ class CallLimits:
         self.buckets = buckets  # the running gateway's, opened with its runtime
         self.refused = refused  # taskgate_rate_limited_total{tool}
 
-    async def admit(self, tool: str, arguments: dict[str, Any]) -> None:
-        """Return if the caller may call now, else raise rate_limited."""
+    async def admit(self, tool: str, user: str | None) -> None:
+        """Return if `user` (the call gate's resolved caller; None: the process's configured
+        one) may call now, else raise rate_limited."""
         buckets = self.buckets()
-        user = limited_user(self.settings, arguments) if buckets is not None else None
         if buckets is None or user is None:
             return
         wait = await buckets.take(user)

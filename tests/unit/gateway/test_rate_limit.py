@@ -57,15 +57,15 @@ async def test_a_refusal_is_rate_limited_with_retry_after_and_counted() -> None:
     buckets = LocalBuckets(rate=1.0, burst=2)
     refused = Counter("taskgate_rate_limited", "test", ["tool"], registry=CollectorRegistry())
     limits = CallLimits(settings, lambda: buckets, refused)
-    await limits.admit("list_tasks", {"user_id": 5})
-    await limits.admit("list_tasks", {"user_id": 5})
+    await limits.admit("list_tasks", "5")
+    await limits.admit("list_tasks", "5")
     with pytest.raises(TaskgateError) as refusal:
-        await limits.admit("list_tasks", {"user_id": 5})
+        await limits.admit("list_tasks", "5")
     assert refusal.value.code == ErrorCode.RATE_LIMITED
     assert 0 < refusal.value.details["retry_after_seconds"] <= 1.0
     assert refused.labels("list_tasks")._value.get() == 1
-    await limits.admit("list_tasks", {"user_id": 6})  # another user is not held back
-    await limits.admit("list_tasks", {"user_id": "not an id"})  # validation answers it next
+    await limits.admit("list_tasks", "6")  # another user is not held back
+    await limits.admit("list_tasks", None)  # the process's configured caller (stdio)
 
 
 async def test_the_gateway_answers_the_envelope_for_a_user_over_the_limit() -> None:
