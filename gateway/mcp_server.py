@@ -20,6 +20,7 @@ from mcp.types import INVALID_PARAMS
 
 from gateway.call_gate import CallGate
 from gateway.runtime import Runtime
+from gateway.sdk_fence import registered_prompt_exists, registered_tool
 from gateway.tool_results import size_for_agents
 from shared.errors import MAX_LISTED_ERRORS, ErrorCode, TaskgateError
 
@@ -62,7 +63,7 @@ class TaskgateMCP(MCPServer[Runtime]):
         return self._gate
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
-        tool = self._tool_manager.get_tool(name)
+        tool = registered_tool(self, name)
         call_sdk = super().call_tool
 
         async def run() -> Any:
@@ -80,7 +81,7 @@ class TaskgateMCP(MCPServer[Runtime]):
     ) -> Any:
         # The SDK raises ValueError for an unknown prompt, which its dispatcher logs with a
         # traceback: any agent could fill the log with tracebacks and text of its choosing.
-        if self._prompt_manager.get_prompt(name) is None:
+        if registered_prompt_exists(self, name) is False:
             raise MCPError(INVALID_PARAMS, "unknown prompt")
         return await super().get_prompt(name, arguments, context)
 
@@ -92,6 +93,6 @@ class TaskgateMCP(MCPServer[Runtime]):
         if kwargs.get("title") is None and annotations is not None:
             kwargs["title"] = annotations.title  # the display name clients read first
         super().add_tool(fn, *args, **kwargs)
-        tool = self._tool_manager.get_tool(kwargs.get("name") or fn.__name__)
+        tool = registered_tool(self, kwargs.get("name") or fn.__name__)
         if tool is not None:
             size_for_agents(tool)

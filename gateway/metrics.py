@@ -52,6 +52,12 @@ class GatewayMetrics:
             ["tool"],
             registry=registry,
         )
+        self.fast_path_enabled = Gauge(
+            "taskgate_fast_path_enabled",
+            "1 while cached reads are answered in front of the MCP SDK; 0 when that path is off "
+            "(configured off, not started, or its start-up check against the SDK failed).",
+            registry=registry,
+        )
         self.backend_errors = Counter(
             "taskgate_backend_errors",
             "Failed calls to the backend: unreachable/timed out, or answered with a 5xx.",
