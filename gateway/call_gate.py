@@ -12,10 +12,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken
+from mcp.server.context import CallNext, ServerMiddleware, ServerRequestContext
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, TextContent
 from pydantic import ValidationError
 
@@ -94,11 +97,55 @@ class CallGate:
     ) -> tuple[T | CallToolResult, str]:
         try:
             principal = resolve_principal(self.trusted, access, arguments)
-            await self.limits.admit(label, principal.limit_key)  # a bad call counts too
-            with acting_for(principal):
-                result = await run()
+            # A bad call counts too; one that read the database pays for it afterwards.
+            async with self.limits.admitted(label, principal.limit_key):
+                with acting_for(principal):
+                    result = await run()
         except (TaskgateError, ToolError) as exc:
             error = failure_of(name, exc)
             return error_result(error), error.code.value
         failed = isinstance(result, CallToolResult) and result.is_error
         return result, "error" if failed else "ok"
+
+
+# The JSON-RPC error code of a request other than a tool call refused by the limits (the
+# implementation-defined server error range); its data is the envelope.
+RATE_LIMITED_RPC_CODE = -32029
+# Methods named in metric labels; any other is "other", so agents cannot make up label values.
+_LABELLED_METHODS = frozenset(
+    {
+        "initialize",
+        "ping",
+        "tools/list",
+        "prompts/list",
+        "prompts/get",
+        "resources/list",
+        "resources/read",
+        "resources/templates/list",
+        "completion/complete",
+        "logging/setLevel",
+    }
+)
+
+
+class MethodLimits(ServerMiddleware[Any]):
+    """The same per-user limits for every MCP request other than a tool call (tools/list,
+    prompts, resources, ping, initialize): the call gate admits tool calls itself."""
+
+    def __init__(self, limits: CallLimits) -> None:
+        self.limits = limits
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> Any:
+        if ctx.method == "tools/call":
+            return await call_next(ctx)
+        label = ctx.method if ctx.method in _LABELLED_METHODS else "other"
+        # The bearer's user; none in trusted mode, where only tool calls name a user.
+        principal = resolve_principal(False, get_access_token(), {})
+        try:
+            async with self.limits.admitted(label, principal.limit_key):
+                return await call_next(ctx)
+        except TaskgateError as exc:
+            if exc.code is not ErrorCode.RATE_LIMITED:
+                raise
+            envelope = exc.envelope().model_dump(mode="json")
+            raise MCPError(RATE_LIMITED_RPC_CODE, exc.message, envelope) from None

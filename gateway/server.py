@@ -23,7 +23,7 @@ from starlette.applications import Starlette
 
 from gateway.admin import AdminApi, add_admin_routes
 from gateway.auth import JwtVerifier
-from gateway.call_gate import CallGate
+from gateway.call_gate import CallGate, MethodLimits
 from gateway.fast_path import install_fast_path
 from gateway.health import add_health_routes
 from gateway.http_headers import StripHeaderWhitespace
@@ -101,6 +101,7 @@ def build_server(settings: Settings) -> tuple[TaskgateMCP, RuntimeRef]:
         auth=auth,
         lifespan=lifespan,
         cache_hints={"tools/list": TOOLS_LIST_HINT},
+        middleware=[MethodLimits(limits)],
     )
     register_read_tools(server, settings, ref)
     register_write_tools(server, settings, ref)

@@ -24,6 +24,7 @@ from aiocache.serializers import JsonSerializer, NullSerializer
 from cachetools import TLRUCache
 
 from readmodel.redis_flush import unlink_matching
+from shared.call_cost import note_load
 from shared.settings import CACHE_MAX_BYTES_DEFAULT, CACHE_MAX_ENTRY_BYTES_DEFAULT
 
 log = logging.getLogger(__name__)
@@ -239,6 +240,7 @@ class ReadCache:
         ttl = self.ttl.ttl_for(tool)
         if ttl <= 0:
             self.stats.loads += 1
+            note_load(0)
             return await load()
         value = await self._get(key, loads_fn=decode_entry)
         if value is not None:
@@ -272,6 +274,7 @@ class ReadCache:
         self.stats.loads += 1
         value = await load()
         stored = encode_entry(value)
+        note_load(len(stored))  # the call that started the load pays for it
         if len(stored) > self.max_entry_bytes:
             self.stats.oversize += 1  # served, not cached: one page must not crowd out the rest
         else:
