@@ -39,17 +39,17 @@ def error_result(error: TaskgateError) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=envelope)], is_error=True)
 
 
-def failure_of(name: str, exc: TaskgateError | ToolError) -> TaskgateError:
+def failure_of(name: str, exc: Exception) -> TaskgateError:
     """The error a failed call answers: its TaskgateError, the argument validation error,
     unknown tool, or else a server_error whose cause goes to the log only."""
     if isinstance(exc, TaskgateError):
         return exc
-    cause = exc.__cause__
+    cause = exc.__cause__ if isinstance(exc, ToolError) else None
     if isinstance(cause, TaskgateError):
         return cause
     if isinstance(cause, ValidationError):
         return validation_error(cause.errors(include_input=False), "arguments are not valid")
-    if cause is None and str(exc).startswith("Unknown tool"):
+    if isinstance(exc, ToolError) and cause is None and str(exc).startswith("Unknown tool"):
         return TaskgateError(
             ErrorCode.NOT_FOUND, f"unknown tool: {name[:100]}", {"tool": name[:100]}
         )
@@ -101,7 +101,7 @@ class CallGate:
             async with self.limits.admitted(label, principal.limit_key):
                 with acting_for(principal):
                     result = await run()
-        except (TaskgateError, ToolError) as exc:
+        except Exception as exc:  # the envelope, whatever failed; the cause goes to the log
             error = failure_of(name, exc)
             return error_result(error), error.code.value
         failed = isinstance(result, CallToolResult) and result.is_error

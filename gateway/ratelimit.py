@@ -1,9 +1,10 @@
 """Fair shares per user: a token bucket (RATE_LIMIT_PER_USER tokens/s, RATE_LIMIT_BURST deep)
 charged by cost, and a cap on calls in flight (RATE_LIMIT_IN_FLIGHT, per gateway).
 
-A call takes one token to be admitted; once it has run, a call that read the database pays
-more, by the bytes it loaded (shared.call_cost), so a flood of uncached large pages runs dry
-long before a flood of cache hits would. The bucket may go into debt, at most one burst deep.
+A call takes one token to be admitted; once it has run, a call that loaded a large page from
+the database pays more, by the bytes it loaded (shared.call_cost), so a flood of uncached large
+pages runs dry long before a flood of cache hits would. The bucket may go into debt, at most one
+burst deep.
 
 With CACHE_URL=redis://... the buckets live in Redis, updated by one Lua script (atomic, on
 Redis's clock), so every gateway on that Redis draws on one bucket per user. Otherwise, and for
@@ -36,9 +37,9 @@ BUCKET_NAMESPACE = "taskgate-rate"
 # After a Redis fault, buckets are kept in process this long: one timeout, not one per call.
 FAULT_BACKOFF_SECONDS = 2.0
 
-# What a database read costs on top of its admission: a token, and one per this many bytes
-# loaded. A 200-task page (~50 KB) costs about 8 tokens; a cache hit costs its admission only.
-LOAD_COST_TOKENS = 1
+# What a database read costs on top of its admission: a token per whole this many bytes it
+# loaded. A small read costs its admission only, as a cache hit does; a page of 200 of the
+# largest tasks (~1 MB) costs about 128 tokens more.
 LOAD_BYTES_PER_TOKEN = 8 * 1024
 # What a caller at its in-flight cap is asked to wait: about one uncached read.
 IN_FLIGHT_RETRY_AFTER_SECONDS = 0.25
@@ -135,13 +136,13 @@ class RedisBuckets:
         if answer is None:
             return await self.local.take(user)
         taken, wait = answer
-        return 0.0 if int(taken) else float(wait)
+        return 0.0 if taken else wait
 
     async def charge(self, user: str, tokens: float) -> None:
         if await self._run(user, tokens) is None:
             await self.local.charge(user, tokens)
 
-    async def _run(self, user: str, charge: float) -> tuple[int, str] | None:
+    async def _run(self, user: str, charge: float) -> tuple[int, float] | None:
         """The script's answer, or None while Redis is failing."""
         if time.monotonic() < self._down_until:
             return None
@@ -152,7 +153,7 @@ class RedisBuckets:
             self._down_until = time.monotonic() + FAULT_BACKOFF_SECONDS
             log.warning("rate limit store failed (%s); limiting in process", type(exc).__name__)
             return None
-        return int(taken), str(wait)
+        return int(taken), float(wait)
 
 
 def build_buckets(settings: Settings, cache: BaseCache, shared: bool) -> Buckets | None:
@@ -164,9 +165,9 @@ def build_buckets(settings: Settings, cache: BaseCache, shared: bool) -> Buckets
     return LocalBuckets(settings.rate_limit_per_user, settings.rate_limit_burst)
 
 
-def load_cost(meter: CallMeter) -> float:
-    """What a call pays after it has run, beyond its admission: its database reads."""
-    return meter.loads * LOAD_COST_TOKENS + meter.loaded_bytes / LOAD_BYTES_PER_TOKEN
+def load_cost(meter: CallMeter) -> int:
+    """What a call pays after it has run, beyond its admission: the bytes it loaded."""
+    return meter.loaded_bytes // LOAD_BYTES_PER_TOKEN
 
 
 class InFlight:

@@ -36,16 +36,17 @@ def _limits(rate: float, burst: int, in_flight: int = 0) -> tuple[CallLimits, Co
 
 
 async def test_an_uncached_large_page_costs_more_than_a_cached_hit() -> None:
-    limits, _ = _limits(rate=0.001, burst=40)
-    page = 64 * 1024  # a large page: 1 + 8 tokens on top of its admission
-    assert load_cost(CallMeter(loads=1, loaded_bytes=page)) == 1 + page / LOAD_BYTES_PER_TOKEN
-    for _ in range(4):
+    limits, _ = _limits(rate=0.001, burst=27)
+    page = 64 * 1024  # a large page: 8 tokens on top of its admission
+    assert load_cost(CallMeter(loads=1, loaded_bytes=page)) == page // LOAD_BYTES_PER_TOKEN == 8
+    assert load_cost(CallMeter(loads=1, loaded_bytes=2000)) == 0  # a small read: as a hit
+    for _ in range(3):
         await _call(limits, "flood", loaded_bytes=page)
-    with pytest.raises(TaskgateError) as refusal:  # 4 x 10 tokens: the burst is spent
+    with pytest.raises(TaskgateError) as refusal:  # 3 x 9 tokens: the burst is spent
         await _call(limits, "flood", loaded_bytes=page)
     assert refusal.value.details["reason"] == "per_user_limit"
-    for _ in range(40):  # the same burst holds 40 cached hits
-        await _call(limits, "hits")
+    for _ in range(27):  # the same burst holds 27 cached hits, or small reads
+        await _call(limits, "hits", loaded_bytes=100)
     with pytest.raises(TaskgateError):
         await _call(limits, "hits")
 
