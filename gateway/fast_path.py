@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from prometheus_client import Counter
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import sdk_fence
 from gateway.encoded_results import ReplyEncoder
@@ -55,6 +54,7 @@ from gateway.sdk_fence import (
     body_of,
 )
 from gateway.tools.read import CachedReadOf, cached_reads
+from shared.asgi_body import content_length, read_body, replaying
 from shared.errors import TaskgateError
 from shared.rules import READ_TOOLS
 from shared.settings import Settings
@@ -326,16 +326,14 @@ class FastPath:
         headers = request.headers
         version = a.version_of(headers)
         declared = headers.get("content-length")
-        # ASCII digits only: str.isdigit() also takes '²' (a Latin-1 header byte), which int()
-        # refuses; the SDK ignores a length it cannot read, and answers the request itself.
-        if version is None or (
-            declared is not None
-            and (not (declared.isascii() and declared.isdigit()) or int(declared) > a.max_body)
-        ):
+        length = content_length(declared)
+        # A length the SDK cannot read, it ignores, and answers the request itself.
+        if version is None or (declared is not None and (length is None or length > a.max_body)):
             await self.app(scope, receive, send)
             return
-        received, body = await _read_body(receive, a.max_body)
-        replay = _replaying(received, receive)
+        read = await read_body(receive, a.max_body)
+        replay = replaying(read.received, receive)
+        body = read.body
         answered = None if body is None else await self._answered(request, version, body)
         if answered is None:
             await self.app(scope, replay, send)
@@ -465,33 +463,3 @@ def _validated(served: ServedTool, arguments: dict[str, Any]) -> dict[str, Any] 
         if type(kept) is not type(value) or kept != value:
             return None
     return validated
-
-
-async def _read_body(receive: Receive, limit: int) -> tuple[list[Message], bytes | None]:
-    """The messages read, and the whole body, or None: over `limit`, or the client left."""
-    received: list[Message] = []
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        received.append(message)
-        if message["type"] != "http.request":
-            return received, None
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return received, None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return received, b"".join(chunks)
-
-
-def _replaying(received: list[Message], receive: Receive) -> Receive:
-    pending = deque(received)
-
-    async def replay() -> Message:
-        if pending:
-            return pending.popleft()
-        return await receive()
-
-    return replay

@@ -26,6 +26,7 @@ from prometheus_client import Counter
 
 from shared.call_cost import CallMeter, metering
 from shared.errors import rate_limited
+from shared.redis_timing import FAULT_BACKOFF_SECONDS
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,6 @@ log = logging.getLogger(__name__)
 # evicted is a user idle for longer than the others, whose bucket would be full again anyway.
 MAX_LOCAL_BUCKETS = 50_000
 BUCKET_NAMESPACE = "taskgate-rate"
-# After a Redis fault, buckets are kept in process this long: one timeout, not one per call.
-FAULT_BACKOFF_SECONDS = 2.0
 
 # What a database read costs on top of its admission: a token per whole this many bytes it
 # loaded. A small read costs its admission only, as a cache hit does; a page of 200 of the
@@ -202,7 +201,9 @@ class CallLimits:
         self.settings = settings
         self.buckets = buckets  # the running gateway's, opened with its runtime
         self.refused = refused  # taskgate_rate_limited_total{tool}
-        self.in_flight = InFlight(settings.rate_limit_in_flight)
+        # RATE_LIMIT_PER_USER=0 turns the per-user limits off: the cap in flight too.
+        limited = settings.rate_limit_per_user > 0
+        self.in_flight = InFlight(settings.rate_limit_in_flight if limited else 0)
 
     @asynccontextmanager
     async def admitted(self, label: str, user: str | None) -> AsyncIterator[None]:

@@ -25,22 +25,20 @@ from cachetools import TLRUCache
 
 from readmodel.redis_flush import unlink_matching
 from shared.call_cost import note_load
+from shared.redis_timing import FAULT_BACKOFF_SECONDS, REDIS_OP_TIMEOUT_SECONDS
 from shared.settings import CACHE_MAX_BYTES_DEFAULT, CACHE_MAX_ENTRY_BYTES_DEFAULT
 
 log = logging.getLogger(__name__)
 
 # Keys read "taskgate:<tool>:<user>:<mark>:<args>" (aiocache's Redis backend adds the ":").
 NAMESPACE = "taskgate"
-# After a cache fault, values skip the cache this long, so a hung Redis costs one timeout,
-# not one per operation per read.
-FAULT_BACKOFF_SECONDS = 2.0
 # What an in-memory entry costs beyond its key and value bytes: object headers, the LRU's dict
 # slots, its expiry heap item and the value's holder; tracemalloc shows ~370 on CPython 3.11.
 ENTRY_OVERHEAD_BYTES = 512
 
 
 def build_cache(
-    url: str, op_timeout: float = 0.5, max_bytes: int = CACHE_MAX_BYTES_DEFAULT
+    url: str, op_timeout: float = REDIS_OP_TIMEOUT_SECONDS, max_bytes: int = CACHE_MAX_BYTES_DEFAULT
 ) -> BaseCache:
     """memory:// (this process, at most `max_bytes`) or redis://... (shared by gateways)."""
     if not is_redis(url):

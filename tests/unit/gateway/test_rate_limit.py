@@ -51,6 +51,11 @@ async def test_an_uncached_large_page_costs_more_than_a_cached_hit() -> None:
         await _call(limits, "hits")
 
 
+def test_no_per_user_rate_means_no_cap_in_flight_either() -> None:
+    limits, _ = _limits(rate=0, burst=1, in_flight=2)
+    assert limits.in_flight.cap == 0
+
+
 def test_a_charge_goes_into_debt_at_most_one_burst_deep() -> None:
     buckets = LocalBuckets(rate=2.0, burst=10)
     buckets.charge_now("7", 1_000_000, 0.0)
@@ -58,7 +63,7 @@ def test_a_charge_goes_into_debt_at_most_one_burst_deep() -> None:
 
 
 async def test_calls_in_flight_are_capped_per_user_and_the_cap_lets_go_after() -> None:
-    limits, refused = _limits(rate=0, burst=1, in_flight=2)
+    limits, refused = _limits(rate=1000, burst=1000, in_flight=2)
     release = asyncio.Event()
     started = asyncio.Semaphore(0)
 
