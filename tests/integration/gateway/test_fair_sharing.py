@@ -14,12 +14,15 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.ratelimit import RedisBuckets
+from readmodel.cache import build_cache
 from shared.settings import Settings
 from taskgate.pgpair import PgPair
 from tests.support.agents import Agent, sign_up
 from tests.support.processes import running_gateway
 from tests.support.raw_agents import ACCEPT, Outcome, call_tool, new_http
 from tests.support.readmodel import insert_largest_tasks, insert_tasks, wait_replayed
+from tests.support.redis import RedisServer
 
 RATE_LIMITED_RPC_CODE = -32029
 
@@ -87,6 +90,20 @@ async def test_an_uncached_large_page_costs_a_flood_far_more_than_cached_hits(
     assert pages[1].body["details"]["retry_after_seconds"] > 20  # a burst's debt at 0.5/s
     # The same burst holds 20 calls that the cache answers (one load, then hits).
     assert [h.ok for h in hits] == [True] * 20, hits
+
+
+async def test_a_charge_in_redis_goes_into_debt_one_burst_deep(redis_server: RedisServer) -> None:
+    cache = build_cache(redis_server.url)
+    try:
+        buckets = RedisBuckets(cache, rate=0.01, burst=10)
+        assert await buckets.take("charged") == 0.0
+        await buckets.charge("charged", 1_000_000)
+        wait = await buckets.take("charged")
+        # One burst of debt plus the token to take, at 0.01/s; the Redis clock has moved a bit.
+        assert (1 + 10) / 0.01 - 60 < wait <= (1 + 10) / 0.01
+        assert await buckets.take("another") == 0.0
+    finally:
+        await cache.close()
 
 
 # -- measured under load (pytest -m load) ----------------------------------------------------
