@@ -29,7 +29,7 @@ from typing import TypeVar
 from cachetools import TTLCache
 from starlette.requests import Request
 
-from shared.errors import ErrorCode, TaskgateError
+from shared.errors import rate_limited
 from shared.settings import Settings
 
 T = TypeVar("T")
@@ -106,12 +106,7 @@ class LoginLimits:
         account, client = _account(email), _address(address)
         wait = max(self._accounts.retry_after(account), self._addresses.retry_after(client))
         if wait > 0:
-            seconds = math.ceil(wait)
-            raise TaskgateError(
-                ErrorCode.RATE_LIMITED,
-                f"too many failed logins; retry in {seconds} s",
-                {"retry_after_seconds": seconds},
-            )
+            raise rate_limited("too many failed logins", math.ceil(wait))
         self._accounts.count_attempt(account)
         self._addresses.count_attempt(client)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.asgi_body import content_length, read_body, replaying
 from shared.errors import ErrorCode, ErrorEnvelope
 
 log = logging.getLogger(__name__)
@@ -66,34 +67,17 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+            declared = content_length(value) if name == b"content-length" else None
+            if declared is not None and declared > self.max_bytes:
                 await _send_json(send, 413, self._too_large)
                 return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away before sending its body
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await _send_json(send, 413, self._too_large)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()  # after the body: wait for the disconnect, as ASGI does
-
-        await self.app(scope, replay, send)
+        read = await read_body(receive, self.max_bytes)
+        if read.too_large:
+            await _send_json(send, 413, self._too_large)
+            return
+        if read.body is None:
+            return  # the client went away before sending its body
+        await self.app(scope, replaying(read.received, receive), send)
 
 
 class UnhandledErrors:

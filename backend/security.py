@@ -17,7 +17,7 @@ from typing import TypeVar
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from shared.errors import ErrorCode, TaskgateError
+from shared.errors import rate_limited
 from shared.settings import Settings
 
 T = TypeVar("T")
@@ -61,11 +61,7 @@ class PasswordHashing:
 
     async def _run(self, work: Callable[..., T], *args: object) -> T:
         if self._slots.locked() and self._waiting >= self._max_waiting:
-            raise TaskgateError(
-                ErrorCode.RATE_LIMITED,
-                "too many logins at once; retry in 1 s",
-                {"retry_after_seconds": 1},
-            )
+            raise rate_limited("too many logins at once", 1)
         self._waiting += 1
         try:
             await self._slots.acquire()

@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from gateway.runtime import Runtime, RuntimeRef
 from readmodel.ttl import TtlChange, changed, replace_policy
 from shared.api import ADMIN_ACTOR_HEADER, ADMIN_CACHE_PATH, ADMIN_FLUSH_PATH, ADMIN_TTL_PATH
+from shared.asgi_body import content_length, read_body
 from shared.errors import ErrorCode, TaskgateError, validation_error
 from shared.rules import READ_TOOLS, ReadTool
 from shared.settings import Settings
@@ -159,15 +160,13 @@ class AdminApi:
 
 
 async def _body(request: Request) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > _MAX_BODY_BYTES:
+    declared = content_length(request.headers.get("content-length"))
+    read = None
+    if declared is None or declared <= _MAX_BODY_BYTES:
+        read = await read_body(request.receive, _MAX_BODY_BYTES)
+    if read is None or read.too_large:
         raise TaskgateError(ErrorCode.BAD_REQUEST, "request body is too large")
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > _MAX_BODY_BYTES:
-            raise TaskgateError(ErrorCode.BAD_REQUEST, "request body is too large")
-    return body
+    return read.body or b""
 
 
 _ROUTES = {

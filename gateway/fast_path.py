@@ -12,9 +12,8 @@ sees this call) and answers. Anything else, and any doubt, goes to the SDK untou
 body replayed, so every error reply is the SDK's own, and a cache miss is the SDK path's to
 load and cache.
 
-The call is observed as gateway.mcp_server.TaskgateMCP.call_tool observes it (the request id
-bound from X-Request-ID, its ToolCallObserver's log line, count and latency, its CallLimits),
-and counted in taskgate_fast_path_answers_total. The SDK's
+The call passes the same gate as the SDK path's (gateway.call_gate: request id, caller, limits,
+failure envelope, metrics), and is counted in taskgate_fast_path_answers_total. The SDK's
 OpenTelemetry middleware sees none of these calls (the gateway configures no tracer).
 """
 
@@ -22,50 +21,40 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import pydantic_core
-from mcp.server.auth.middleware.auth_context import auth_context_var
-from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken, TokenVerifier
 from mcp.server.mcpserver.tools import Tool
-from mcp.server.streamable_http import StreamableHTTPServerTransport, check_accept_headers
-from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
-from mcp.shared.inbound import (
-    MCP_PARAM_HEADER_PREFIX,
-    MCP_PROTOCOL_VERSION_HEADER,
-    InboundLadderRejection,
-    classify_inbound_request,
-    find_duplicated_routing_header,
-    x_mcp_header_map,
-)
+from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import CallToolResult
-from mcp_types import (
-    CLIENT_CAPABILITIES_META_KEY,
-    CLIENT_INFO_META_KEY,
-    DEFAULT_NEGOTIATED_VERSION,
-    PROTOCOL_VERSION_META_KEY,
-    RequestId,
-)
-from mcp_types import methods as sdk_methods
+from mcp_types import DEFAULT_NEGOTIATED_VERSION, RequestId
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 from prometheus_client import Counter
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.encoded_results import Reply, ReplyEncoder, body_of
-from gateway.mcp_server import TaskgateMCP, error_result
-from gateway.metrics import ToolCallObserver
-from gateway.ratelimit import CallLimits
-from gateway.request_id import bind_request_id, reset_request_id
+from gateway import sdk_fence
+from gateway.encoded_results import ReplyEncoder
+from gateway.identity import resolve_principal
+from gateway.mcp_server import TaskgateMCP
 from gateway.runtime import RuntimeRef
+from gateway.sdk_fence import (
+    CLIENT_CAPABILITIES_META_KEY,
+    CLIENT_INFO_META_KEY,
+    MCP_PROTOCOL_VERSION_HEADER,
+    PROTOCOL_VERSION_META_KEY,
+    Reply,
+    TransportChecks,
+    body_of,
+)
 from gateway.tools.read import CachedReadOf, cached_reads
+from shared.asgi_body import content_length, read_body, replaying
 from shared.errors import TaskgateError
 from shared.rules import READ_TOOLS
 from shared.settings import Settings
@@ -155,29 +144,48 @@ class CachedAnswers:
         security: TransportSecuritySettings,
     ) -> None:
         self.path = settings.mcp_path
+        self.gate = server.gate  # the SDK path's gate: counted and limited alike
+        # Off until start() has run the SDK fence's self-test.
+        self.enabled = False
+        self.enabled_gauge = self.gate.observer.metrics.fast_path_enabled
+        self._faulted = False
         # AUTH_MODE=user_param: the caller is the `user_id` argument, and the SDK checks no token.
-        self.trusted = settings.auth_mode == "user_param"
+        self.trusted = self.gate.trusted
         self.max_body = settings.max_body_bytes
         self.ref = ref
         self.verifier = verifier
-        # The SDK path's own observer and limits (TaskgateMCP.call_tool): counted and limited alike.
-        self.observer: ToolCallObserver = server.observer
-        self.limits: CallLimits = server.limits
-        self.encoder = ReplyEncoder(server._lowlevel_server, settings.cache_max_bytes // MEMO_SHARE)
+        self.encoder = ReplyEncoder.of(server, settings.cache_max_bytes // MEMO_SHARE)
         self.answers = Counter(
             "taskgate_fast_path_answers",
             "Read tool calls answered from the cache in front of the MCP SDK, by tool.",
             ["tool"],
-            registry=self.observer.metrics.registry,
+            registry=self.gate.observer.metrics.registry,
         )
         self.tools = _served_tools(server)
-        self.security = TransportSecurityMiddleware(security)
-        self.transport = StreamableHTTPServerTransport(
-            mcp_session_id=None, is_json_response_enabled=True, security_settings=security
-        )
+        self.checks = TransportChecks(security)
         self.rebinding = security.enable_dns_rebinding_protection
-        self.host_ok = _Permitted(security.allowed_hosts, self.security._validate_host)
-        self.origin_ok = _Permitted(security.allowed_origins, self.security._validate_origin)
+        self.host_ok = _Permitted(security.allowed_hosts, self.checks.host_ok)
+        self.origin_ok = _Permitted(security.allowed_origins, self.checks.origin_ok)
+
+    async def start(self) -> None:
+        """Turn the path on if the SDK fence's self-test passes; else log one ERROR."""
+        problem = await sdk_fence.self_test()
+        if problem is not None:
+            log.error(
+                "the fast path stays off: its replies are not the MCP SDK's (%s); every call "
+                "goes to the SDK. Check gateway/sdk_fence.py against this mcp version.",
+                problem,
+            )
+        self.enabled = problem is None
+        self.enabled_gauge.set(1 if self.enabled else 0)
+
+    def fault(self, exc: Exception) -> None:
+        """A fault in the path's own code: the request goes to the SDK, logged once in full."""
+        if not self._faulted:
+            self._faulted = True
+            log.error("the fast path passed a request on after a fault", exc_info=exc)
+        else:
+            log.debug("the fast path passed a request on after %s", type(exc).__name__)
 
     # -- the checks, in the order the SDK makes them -------------------------------------
 
@@ -192,29 +200,21 @@ class CachedAnswers:
 
     def transport_accepts(self, request: Request, modern: bool) -> bool:
         headers = request.headers
-        if not self.security._validate_content_type(headers.get("content-type")):
+        if not self.checks.content_type_ok(headers.get("content-type")):
             return False
         if self.rebinding:
             host, origin = headers.get("host"), headers.get("origin")
             if not host or not self.host_ok(host) or (origin and not self.origin_ok(origin)):
                 return False
-        if not check_accept_headers(request)[0]:  # JSON responses: JSON must be accepted
+        if not self.checks.accepts_json(request):  # JSON responses: JSON must be accepted
             return False
-        return modern or self.transport._check_content_type(request)
+        return modern or self.checks.handshake_content_type_ok(request)
 
-    async def caller(self, headers: Headers) -> AccessToken | None:
-        """The bearer's access token, as the SDK's BearerAuthBackend would accept it."""
-        authorization = headers.get("authorization")
-        if (
-            self.verifier is None
-            or not authorization
-            or not authorization.lower().startswith("bearer ")
-        ):
+    async def caller(self, request: Request) -> AccessToken | None:
+        """The bearer's access token, as the SDK's authentication would accept it."""
+        if self.verifier is None:
             return None
-        access = await self.verifier.verify_token(authorization[7:])
-        if access is None or (access.expires_at and access.expires_at < int(time.time())):
-            return None
-        return access
+        return await sdk_fence.bearer_access(self.verifier, request)
 
     def parse(self, body: bytes, modern: bool) -> Any:
         # Each era's parser, as the SDK's entry for it parses.
@@ -249,16 +249,20 @@ class CachedAnswers:
         if version in MODERN_PROTOCOL_VERSIONS and not (
             isinstance(params.get("_meta"), dict)
             and params["_meta"].keys() <= _ENVELOPE_META
-            and _modern_envelope_accepted(shape.message, request)
+            and sdk_fence.modern_envelope_accepted(shape.message, request.headers)
         ):
             return None
-        try:
-            sdk_methods.validate_client_request("tools/call", version, params)
-        except Exception:
+        if not sdk_fence.surface_valid(version, params):
             return None
         validated = _validated(shape.served, shape.arguments)
-        user_id = None if validated is None else self._user_of(validated, access)
-        if validated is None or user_id is None:
+        if validated is None:
+            return None
+        try:
+            principal = resolve_principal(self.trusted, access, shape.arguments)
+        except TaskgateError:
+            return None  # the SDK path's to refuse
+        user_id = principal.user_id
+        if user_id is None:
             return None
         return _Call(
             version,
@@ -270,17 +274,6 @@ class CachedAnswers:
             access,
             user_id,
         )
-
-    def _user_of(self, validated: dict[str, Any], access: AccessToken | None) -> int | None:
-        """Whom the tool would read for: gateway.identity.Identity.caller, for a bearer or for
-        trusted mode's (validated) user_id argument."""
-        if self.trusted:
-            user_id = validated.get("user_id")
-            return user_id if type(user_id) is int else None
-        subject = None if access is None else access.subject
-        if subject is None or not (subject.isascii() and subject.isdigit()):
-            return None
-        return int(subject)
 
     # -- the answer -----------------------------------------------------------------------
 
@@ -298,24 +291,13 @@ class CachedAnswers:
             log.debug("fast path passes %s on: %s", call.name, type(exc).__name__)
             return None
 
-        async def admitted() -> Reply | CallToolResult:
-            try:  # the SDK path's one admit for this call
-                await self.limits.admit(call.name, call.arguments)
-            except TaskgateError as exc:
-                return error_result(exc)  # as TaskgateMCP's failure_result answers it
+        async def counted_hit() -> Reply:
             reader.cache.count_hit()
             return reply
 
-        user = None if call.access is None else AuthenticatedUser(call.access)
-        bound = auth_context_var.set(user)  # whom the rate limit counts, as the SDK's middleware
-        try:
-            request_id = bind_request_id(headers)  # X-Request-ID, as TaskgateMCP.call_tool binds it
-            try:
-                answered = await self.observer.observe(call.name, admitted)
-            finally:
-                reset_request_id(request_id)
-        finally:
-            auth_context_var.reset(bound)
+        answered = await self.gate.call(
+            call.name, call.name, headers, call.access, call.arguments, counted_hit
+        )
         if isinstance(answered, CallToolResult):
             answered = await self.encoder.encode(answered, call.version)
         self.answers.labels(call.name).inc()
@@ -332,7 +314,8 @@ class FastPath:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         a = self.answers
         if (
-            scope["type"] != "http"
+            not a.enabled
+            or scope["type"] != "http"
             or scope["method"] != "POST"
             or scope["path"] != a.path
             or scope.get("root_path")
@@ -343,17 +326,15 @@ class FastPath:
         headers = request.headers
         version = a.version_of(headers)
         declared = headers.get("content-length")
-        # ASCII digits only: str.isdigit() also takes '²' (a Latin-1 header byte), which int()
-        # refuses; the SDK ignores a length it cannot read, and answers the request itself.
-        if version is None or (
-            declared is not None
-            and (not (declared.isascii() and declared.isdigit()) or int(declared) > a.max_body)
-        ):
+        length = content_length(declared)
+        # A length the SDK cannot read, it ignores, and answers the request itself.
+        if version is None or (declared is not None and (length is None or length > a.max_body)):
             await self.app(scope, receive, send)
             return
-        received, body = await _read_body(receive, a.max_body)
-        replay = _replaying(received, receive)
-        answered = None if body is None else await self._answer(request, version, body)
+        read = await read_body(receive, a.max_body)
+        replay = replaying(read.received, receive)
+        body = read.body
+        answered = None if body is None else await self._answered(request, version, body)
         if answered is None:
             await self.app(scope, replay, send)
             return
@@ -367,6 +348,16 @@ class FastPath:
         )
         await send({"type": "http.response.body", "body": data})
 
+    async def _answered(
+        self, request: Request, version: str, body: bytes
+    ) -> tuple[Reply, bytes] | None:
+        """The reply, or None: the SDK's to answer, a fault of the path's own code too."""
+        try:
+            return await self._answer(request, version, body)
+        except Exception as exc:
+            self.answers.fault(exc)
+            return None
+
     async def _answer(
         self, request: Request, version: str, body: bytes
     ) -> tuple[Reply, bytes] | None:
@@ -378,7 +369,7 @@ class FastPath:
             return None
         if shape is None or not a.transport_accepts(request, modern):
             return None
-        access = None if a.trusted else await a.caller(request.headers)
+        access = None if a.trusted else await a.caller(request)
         if access is None and not a.trusted:
             return None
         call = a.call_of(shape, request, version, access)
@@ -396,8 +387,9 @@ def install_fast_path(
 ) -> bool:
     """Put the fast path in front of the SDK's MCP endpoint, where it can answer as the SDK
     does: stateless, JSON responses, and the authentication it knows (a bearer checked by the
-    gateway's verifier, no scopes; or trusted mode's none). Returns whether it did."""
-    verifier = server._token_verifier
+    gateway's verifier, no scopes; or trusted mode's none). It answers once the app's lifespan
+    has run the SDK fence's self-test and that passed. Returns whether it was put there."""
+    verifier = sdk_fence.token_verifier(server)
     auth = server.settings.auth
     if settings.auth_mode == "token":
         known_auth = (
@@ -415,8 +407,23 @@ def install_fast_path(
         and known_auth
     ):
         return False
-    answers = CachedAnswers(settings, server, ref, verifier, security)
+    enabled = server.gate.observer.metrics.fast_path_enabled
+    try:
+        answers = CachedAnswers(settings, server, ref, verifier, security)
+    except Exception as exc:  # an SDK whose internals the fence no longer finds
+        log.error("the fast path stays off: %s: %s", type(exc).__name__, exc)
+        enabled.set(0)
+        return False
     app.add_middleware(FastPath, answers=answers)
+    serve = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[Any]:
+        async with serve(app) as state:
+            await answers.start()
+            yield state
+
+    app.router.lifespan_context = lifespan
     return True
 
 
@@ -426,8 +433,8 @@ def _served_tools(server: TaskgateMCP) -> dict[str, ServedTool]:
     lookups = cached_reads()
     served: dict[str, ServedTool] = {}
     for name in READ_TOOLS:
-        tool = server._tool_manager.get_tool(name)
-        if tool is None or name not in lookups or x_mcp_header_map(tool.parameters):
+        tool = sdk_fence.registered_tool(server, name)
+        if tool is None or name not in lookups or sdk_fence.declares_param_headers(tool):
             continue
         properties = frozenset(tool.parameters.get("properties", {}))
         served[name] = ServedTool(tool, properties, lookups[name])
@@ -438,19 +445,6 @@ def _plain_id(request_id: Any) -> bool:
     if isinstance(request_id, str):
         return len(request_id) <= _MAX_ID_CHARS
     return type(request_id) is int and -_MAX_INT_ID < request_id < _MAX_INT_ID
-
-
-def _modern_envelope_accepted(message: dict[str, Any], request: Request) -> bool:
-    """The 2026-07-28 entry's checks before dispatch, by the SDK's own functions."""
-    headers = request.headers
-    if find_duplicated_routing_header(headers.items()) is not None:
-        return False
-    verdict = classify_inbound_request(message, headers=dict(headers))
-    if isinstance(verdict, InboundLadderRejection):
-        return False
-    # Our read tools declare no Mcp-Param headers; a request that sends some goes to the SDK.
-    prefix = MCP_PARAM_HEADER_PREFIX.lower()
-    return not any(name.startswith(prefix) for name in headers)
 
 
 def _validated(served: ServedTool, arguments: dict[str, Any]) -> dict[str, Any] | None:
@@ -469,33 +463,3 @@ def _validated(served: ServedTool, arguments: dict[str, Any]) -> dict[str, Any] 
         if type(kept) is not type(value) or kept != value:
             return None
     return validated
-
-
-async def _read_body(receive: Receive, limit: int) -> tuple[list[Message], bytes | None]:
-    """The messages read, and the whole body, or None: over `limit`, or the client left."""
-    received: list[Message] = []
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        received.append(message)
-        if message["type"] != "http.request":
-            return received, None
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return received, None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return received, b"".join(chunks)
-
-
-def _replaying(received: list[Message], receive: Receive) -> Receive:
-    pending = deque(received)
-
-    async def replay() -> Message:
-        if pending:
-            return pending.popleft()
-        return await receive()
-
-    return replay

@@ -1,25 +1,31 @@
 """Who is calling a tool: the bearer token (HTTP), configured credentials (stdio), or, in the
-opt-in trusted mode, a `user_id` argument that the gateway vouches for with a service token."""
+opt-in trusted mode, a `user_id` argument that the gateway vouches for with a service token.
+
+resolve_principal is the one rule for whom a call is for. The call gate (gateway.call_gate)
+runs it once per call, for the SDK path and the fast path alike, hands the result to the rate
+limit and binds it for the call; Identity.caller reads what was bound.
+"""
 
 from __future__ import annotations
 
 import functools
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 import httpx
 import jwt
-from mcp.server.auth.middleware.auth_context import get_access_token
-from pydantic import Field
+from mcp.server.auth.provider import AccessToken
+from pydantic import BeforeValidator, Field
 
 from gateway.auth import BearerAuth, ExchangeAuth, LoginAuth, TokenExchanger
 from gateway.backend_client import BackendClient
 from shared.errors import ErrorCode, TaskgateError
-from shared.rules import UserId
+from shared.rules import MAX_ID
 from shared.settings import Settings
 from shared.tokens import issue_token, verify_gateway_token, verify_token
 
@@ -30,12 +36,99 @@ SERVICE_TOKEN_TTL = 60  # seconds: a trusted-mode token lives for one call, with
 P = ParamSpec("P")
 R = TypeVar("R")
 
+# The longest decimal spelling of an id within MAX_ID.
+_MAX_ID_DIGITS = len(str(MAX_ID))
+
+
+def user_id_of(value: object) -> int | None:
+    """A user id from a JSON integer or a string of ASCII digits, within 1..MAX_ID; else None.
+
+    Nothing else: pydantic's lax mode would take 3.0 and true (user 1) too."""
+    if type(value) is int:
+        user_id = value
+    elif (
+        isinstance(value, str)
+        and 0 < len(value) <= _MAX_ID_DIGITS
+        and value.isascii()
+        and value.isdigit()
+    ):
+        user_id = int(value)
+    else:
+        return None
+    return user_id if 1 <= user_id <= MAX_ID else None
+
+
+def _user_id_argument(value: object) -> object:
+    user_id = user_id_of(value)
+    if user_id is None:
+        raise ValueError(f"must be a JSON integer or a string of ASCII digits, 1 to {MAX_ID}")
+    return user_id
+
+
 UserIdArg = Annotated[
-    UserId,
+    int,
+    BeforeValidator(_user_id_argument),
     Field(description="The id of the user you act for (trusted mode: the gateway believes it)."),
 ]
 
-_trusted_user: ContextVar[int | None] = ContextVar("taskgate_trusted_user", default=None)
+
+@dataclass(frozen=True)
+class Principal:
+    """Whom one tool call is for, as resolve_principal found it."""
+
+    user_id: int | None  # None: the process's configured credentials (stdio, in-process)
+    access: AccessToken | None  # the verified bearer; None in trusted mode and stdio
+
+    @property
+    def limit_key(self) -> str | None:
+        """The rate limit's key: None for configured credentials (one user, its only caller)."""
+        return None if self.user_id is None else str(self.user_id)
+
+
+def resolve_principal(
+    trusted: bool, access: AccessToken | None, arguments: Mapping[str, Any]
+) -> Principal:
+    """The one rule for whom a call is for: trusted mode's `user_id` argument, else the bearer
+    token's subject, else (no bearer: stdio, in-process) the configured credentials."""
+    if trusted:
+        user_id = user_id_of(arguments.get("user_id"))
+        if user_id is None:
+            missing = "user_id" not in arguments
+            raise TaskgateError(
+                ErrorCode.VALIDATION_ERROR,
+                "user_id is required"
+                if missing
+                else "user_id must be a JSON integer or a string of ASCII digits",
+                {
+                    "errors": [
+                        {
+                            "field": "user_id",
+                            "type": "missing" if missing else "user_id_type",
+                            "message": f"an integer from 1 to {MAX_ID}",
+                        }
+                    ]
+                },
+            )
+        return Principal(user_id, None)
+    if access is None:
+        return Principal(None, None)
+    user_id = user_id_of(access.subject)
+    if user_id is None:  # a verifier that names no user of this service
+        raise TaskgateError(ErrorCode.UNAUTHORIZED, "the bearer token names no user")
+    return Principal(user_id, access)
+
+
+_principal: ContextVar[Principal | None] = ContextVar("taskgate_principal", default=None)
+
+
+@contextmanager
+def acting_for(principal: Principal) -> Iterator[None]:
+    """Bind the call's principal while the tool runs (Identity.caller reads it)."""
+    bound = _principal.set(principal)
+    try:
+        yield
+    finally:
+        _principal.reset(bound)
 
 
 @dataclass(frozen=True)
@@ -97,12 +190,14 @@ class Identity:
             log.warning("start-up login failed (%s): %s", exc.code, exc.message)
 
     async def caller(self) -> Caller:
+        """The caller of the running tool call, from the principal the call gate bound."""
+        principal = _principal.get()
         if self._settings.auth_mode == "user_param":
-            return self._trusted_caller()
-        access = get_access_token()
-        if access is not None and access.subject is not None:
+            return self._trusted_caller(principal)
+        if principal is not None and principal.user_id is not None and principal.access:
             # Never passed through: the backend gets a token exchanged for it.
-            return Caller(int(access.subject), ExchangeAuth(self._exchanger, access.token))
+            token = principal.access.token
+            return Caller(principal.user_id, ExchangeAuth(self._exchanger, token))
         if self._token_caller is not None:
             return self._token_caller
         if self._config_error is not None:
@@ -117,19 +212,19 @@ class Identity:
             "GATEWAY_EMAIL and GATEWAY_PASSWORD for stdio",
         )
 
-    def _trusted_caller(self) -> Caller:
-        user_id = _trusted_user.get()
-        if user_id is None:
+    def _trusted_caller(self, principal: Principal | None) -> Caller:
+        if principal is None or principal.user_id is None:
             raise TaskgateError(
                 ErrorCode.VALIDATION_ERROR, "user_id is required", {"field": "user_id"}
             )
-        token = issue_token(self._settings, user_id, ttl_seconds=SERVICE_TOKEN_TTL)
-        return Caller(user_id, BearerAuth(token))
+        token = issue_token(self._settings, principal.user_id, ttl_seconds=SERVICE_TOKEN_TTL)
+        return Caller(principal.user_id, BearerAuth(token))
 
 
 def identified(settings: Settings) -> Callable[[Callable[P, Awaitable[R]]], Callable[..., Any]]:
     """Decorates a tool. In trusted mode (AUTH_MODE=user_param) the tool also takes a required
-    `user_id`, which Identity.caller() reads; in token mode the tool is unchanged."""
+    `user_id`, for its input schema: the call gate resolves it (resolve_principal) and
+    Identity.caller() reads that; in token mode the tool is unchanged."""
 
     def decorate(tool: Callable[P, Awaitable[R]]) -> Callable[..., Any]:
         if settings.auth_mode != "user_param":
@@ -137,11 +232,7 @@ def identified(settings: Settings) -> Callable[[Callable[P, Awaitable[R]]], Call
 
         @functools.wraps(tool)
         async def with_user_id(*args: Any, user_id: int, **kwargs: Any) -> R:
-            bound = _trusted_user.set(user_id)
-            try:
-                return await tool(*args, **kwargs)
-            finally:
-                _trusted_user.reset(bound)
+            return await tool(*args, **kwargs)
 
         # The SDK builds the input schema from the signature: publish user_id first.
         signature = inspect.signature(tool, eval_str=True)

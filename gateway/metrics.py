@@ -9,14 +9,11 @@ scrape never waits on the database.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
-from mcp.types import CallToolResult, TextContent
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -29,7 +26,6 @@ from shared.rules import READ_TOOLS
 
 log = logging.getLogger("gateway.calls")
 
-_CODES = {code.value for code in ErrorCode}
 # From a cache hit (sub-millisecond) to a read that waited out a lagging replica (seconds).
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -54,6 +50,12 @@ class GatewayMetrics:
             "taskgate_rate_limited",
             "Tool calls refused with rate_limited because their user was over RATE_LIMIT_PER_USER.",
             ["tool"],
+            registry=registry,
+        )
+        self.fast_path_enabled = Gauge(
+            "taskgate_fast_path_enabled",
+            "1 while cached reads are answered in front of the MCP SDK; 0 when that path is off "
+            "(configured off, not started, or its start-up check against the SDK failed).",
             registry=registry,
         )
         self.backend_errors = Counter(
@@ -86,25 +88,10 @@ class GatewayMetrics:
 
     def start_at_zero(self, tool: str) -> None:
         """A tool's series, at 0 from the moment it is served: each outcome, its latency."""
-        for outcome in ("ok", *sorted(_CODES)):
+        for outcome in ("ok", *sorted(code.value for code in ErrorCode)):
             self.tool_calls.labels(tool, outcome)
         self.tool_latency.labels(tool)
         self.rate_limited.labels(tool)
-
-
-def outcome_of(result: Any) -> str:
-    """'ok', or the error_code carried by an error result's envelope."""
-    if not (isinstance(result, CallToolResult) and result.is_error):
-        return "ok"
-    first = result.content[0] if result.content else None
-    if isinstance(first, TextContent):
-        try:
-            code = json.loads(first.text).get("error_code")
-        except (ValueError, AttributeError):
-            code = None
-        if code in _CODES:
-            return str(code)
-    return "error"
 
 
 class ToolCallObserver:
@@ -113,27 +100,20 @@ class ToolCallObserver:
     def __init__(self, metrics: GatewayMetrics) -> None:
         self.metrics = metrics
 
-    async def observe(self, tool: str, call: Callable[[], Awaitable[Any]]) -> Any:
-        """`tool` is a label value: the caller passes 'unknown' for a name it does not serve."""
-        started = time.perf_counter()
-        outcome = "exception"
-        try:
-            result = await call()
-            outcome = outcome_of(result)
-            return result
-        finally:
-            elapsed = time.perf_counter() - started
-            self.metrics.tool_calls.labels(tool, outcome).inc()
-            self.metrics.tool_latency.labels(tool).observe(elapsed)
-            if outcome == ErrorCode.BACKEND_UNAVAILABLE:
-                self.metrics.backend_errors.labels("unavailable").inc()
-            log.info(
-                "tool %s: %s in %.1f ms",
-                tool,
-                outcome,
-                elapsed * 1000,
-                extra={"tool": tool, "outcome": outcome, "duration_ms": elapsed * 1000},
-            )
+    def record(self, tool: str, outcome: str, elapsed: float) -> None:
+        """`tool` is a label value ('unknown' for a name the gateway does not serve); `outcome`
+        is 'ok', an error_code, 'error' or 'exception'."""
+        self.metrics.tool_calls.labels(tool, outcome).inc()
+        self.metrics.tool_latency.labels(tool).observe(elapsed)
+        if outcome == ErrorCode.BACKEND_UNAVAILABLE:
+            self.metrics.backend_errors.labels("unavailable").inc()
+        log.info(
+            "tool %s: %s in %.1f ms",
+            tool,
+            outcome,
+            elapsed * 1000,
+            extra={"tool": tool, "outcome": outcome, "duration_ms": elapsed * 1000},
+        )
 
 
 def backend_error_counter(metrics: GatewayMetrics) -> ResponseHook:

@@ -1,26 +1,33 @@
-"""Tool calls per user: a token bucket (RATE_LIMIT_PER_USER calls/s, RATE_LIMIT_BURST deep).
+"""Fair shares per user: a token bucket (RATE_LIMIT_PER_USER tokens/s, RATE_LIMIT_BURST deep)
+charged by cost, and a cap on calls in flight (RATE_LIMIT_IN_FLIGHT, per gateway).
+
+A call takes one token to be admitted; once it has run, a call that loaded a large page from
+the database pays more, by the bytes it loaded (shared.call_cost), so a flood of uncached large
+pages runs dry long before a flood of cache hits would. The bucket may go into debt, at most one
+burst deep.
 
 With CACHE_URL=redis://... the buckets live in Redis, updated by one Lua script (atomic, on
 Redis's clock), so every gateway on that Redis draws on one bucket per user. Otherwise, and for
 a short while after a Redis fault, each gateway keeps its own buckets in an LRU of bounded size.
-A call over the limit answers `rate_limited` with `details.retry_after_seconds`.
+A call over either limit answers `rate_limited` with `details.retry_after_seconds`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Protocol
 
 from aiocache.base import BaseCache
 from cachetools import LRUCache
-from mcp.server.auth.middleware.auth_context import get_access_token
 from prometheus_client import Counter
 
 from readmodel.redis_keys import RATE_NAMESPACE
-from shared.errors import ErrorCode, TaskgateError
+from shared.call_cost import CallMeter, metering
+from shared.errors import rate_limited
+from shared.redis_timing import FAULT_BACKOFF_SECONDS
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -28,14 +35,21 @@ log = logging.getLogger(__name__)
 # In-process buckets kept at most: a bucket is ~200 bytes, so this bounds them near 10 MB. One
 # evicted is a user idle for longer than the others, whose bucket would be full again anyway.
 MAX_LOCAL_BUCKETS = 50_000
-# After a Redis fault, buckets are kept in process this long: one timeout, not one per call.
-FAULT_BACKOFF_SECONDS = 2.0
 
-# KEYS[1]: the user's bucket; ARGV: rate (tokens/s), burst. Returns {taken, seconds to wait}.
-# The wait is a string: Lua numbers leave a script as integers.
+# What a database read costs on top of its admission: a token per whole this many bytes it
+# loaded. A small read costs its admission only, as a cache hit does; a page of 200 of the
+# largest tasks (~1 MB) costs about 128 tokens more.
+LOAD_BYTES_PER_TOKEN = 8 * 1024
+# What a caller at its in-flight cap is asked to wait: about one uncached read.
+IN_FLIGHT_RETRY_AFTER_SECONDS = 0.25
+
+# KEYS[1]: the user's bucket; ARGV: rate (tokens/s), burst, charge. A charge of 0 takes one
+# token if there is one; a charge above 0 is paid whatever is left, into debt at most one burst
+# deep. Returns {taken, seconds to wait}; the wait is a string: Lua numbers leave as integers.
 _TAKE = """
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
+local charge = tonumber(ARGV[3])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
@@ -43,14 +57,17 @@ local tokens = tonumber(state[1]) or burst
 local at = tonumber(state[2]) or now
 tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
 local taken, wait = 0, 0
-if tokens >= 1 then
+if charge > 0 then
+  tokens = math.max(-burst, tokens - charge)
+  taken = 1
+elseif tokens >= 1 then
   tokens = tokens - 1
   taken = 1
 else
   wait = (1 - tokens) / rate
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+redis.call('PEXPIRE', KEYS[1], math.ceil(2 * burst / rate * 1000) + 1000)
 return {taken, tostring(wait)}
 """
 
@@ -58,6 +75,10 @@ return {taken, tostring(wait)}
 class Buckets(Protocol):
     async def take(self, user: str) -> float:
         """Take one token from the user's bucket: 0.0, or the seconds until one is there."""
+        ...
+
+    async def charge(self, user: str, tokens: float) -> None:
+        """Pay `tokens` more for a call that has run, into debt at most one burst deep."""
         ...
 
 
@@ -88,6 +109,16 @@ class LocalBuckets:
         bucket[0] = tokens
         return (1 - tokens) / self.rate
 
+    async def charge(self, user: str, tokens: float) -> None:
+        self.charge_now(user, tokens, time.monotonic())
+
+    def charge_now(self, user: str, tokens: float, now: float) -> None:
+        bucket = self._buckets.get(user)
+        if bucket is None:
+            bucket = self._buckets[user] = [float(self.burst), now]
+        left = min(self.burst, bucket[0] + max(0.0, now - bucket[1]) * self.rate)
+        bucket[0], bucket[1] = max(-float(self.burst), left - tokens), now
+
 
 class RedisBuckets:
     """Buckets in Redis, one per user, shared by every gateway; local ones while Redis fails."""
@@ -100,16 +131,28 @@ class RedisBuckets:
         self._down_until = 0.0
 
     async def take(self, user: str) -> float:
-        if time.monotonic() < self._down_until:
+        answer = await self._run(user, 0)
+        if answer is None:
             return await self.local.take(user)
+        taken, wait = answer
+        return 0.0 if taken else wait
+
+    async def charge(self, user: str, tokens: float) -> None:
+        if await self._run(user, tokens) is None:
+            await self.local.charge(user, tokens)
+
+    async def _run(self, user: str, charge: float) -> tuple[int, float] | None:
+        """The script's answer, or None while Redis is failing."""
+        if time.monotonic() < self._down_until:
+            return None
         key = self.cache.build_key(user, namespace=RATE_NAMESPACE)
         try:
-            taken, wait = await self.cache.raw("eval", _TAKE, 1, key, self.rate, self.burst)
+            taken, wait = await self.cache.raw("eval", _TAKE, 1, key, self.rate, self.burst, charge)
         except Exception as exc:  # a Redis fault must not fail calls: limit in process instead
             self._down_until = time.monotonic() + FAULT_BACKOFF_SECONDS
             log.warning("rate limit store failed (%s); limiting in process", type(exc).__name__)
-            return await self.local.take(user)
-        return 0.0 if int(taken) else float(wait)
+            return None
+        return int(taken), float(wait)
 
 
 def build_buckets(settings: Settings, cache: BaseCache, shared: bool) -> Buckets | None:
@@ -121,21 +164,36 @@ def build_buckets(settings: Settings, cache: BaseCache, shared: bool) -> Buckets
     return LocalBuckets(settings.rate_limit_per_user, settings.rate_limit_burst)
 
 
-def limited_user(settings: Settings, arguments: dict[str, Any]) -> str | None:
-    """Whom a call counts against: the bearer token's subject, or trusted mode's `user_id`.
+def load_cost(meter: CallMeter) -> int:
+    """What a call pays after it has run, beyond its admission: the bytes it loaded."""
+    return meter.loaded_bytes // LOAD_BYTES_PER_TOKEN
 
-    None for stdio (the process serves one configured user, whose agent is its only caller).
-    """
-    if settings.auth_mode == "user_param":
-        user_id = arguments.get("user_id")
-        valid = isinstance(user_id, int) and not isinstance(user_id, bool)
-        return str(user_id) if valid else None  # an invalid one fails validation next
-    access = get_access_token()
-    return access.subject if access is not None else None
+
+class InFlight:
+    """Calls running per user in this gateway; a user appears only while one runs."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap  # 0: no cap
+        self._running: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._running)
+
+    def enter(self, user: str) -> bool:
+        running = self._running.get(user, 0)
+        if self.cap and running >= self.cap:
+            return False
+        self._running[user] = running + 1
+        return True
+
+    def leave(self, user: str) -> None:
+        running = self._running.pop(user, 1) - 1
+        if running > 0:
+            self._running[user] = running
 
 
 class CallLimits:
-    """The per-user limit at the gateway's edge, before a tool does any work."""
+    """The per-user limits at the gateway's edge, before a call does any work."""
 
     def __init__(
         self, settings: Settings, buckets: Callable[[], Buckets | None], refused: Counter
@@ -143,21 +201,47 @@ class CallLimits:
         self.settings = settings
         self.buckets = buckets  # the running gateway's, opened with its runtime
         self.refused = refused  # taskgate_rate_limited_total{tool}
+        # RATE_LIMIT_PER_USER=0 turns the per-user limits off: the cap in flight too.
+        limited = settings.rate_limit_per_user > 0
+        self.in_flight = InFlight(settings.rate_limit_in_flight if limited else 0)
 
-    async def admit(self, tool: str, arguments: dict[str, Any]) -> None:
-        """Return if the caller may call now, else raise rate_limited."""
-        buckets = self.buckets()
-        user = limited_user(self.settings, arguments) if buckets is not None else None
-        if buckets is None or user is None:
+    @asynccontextmanager
+    async def admitted(self, label: str, user: str | None) -> AsyncIterator[None]:
+        """Run the block as a call of `user` (the call gate's resolved caller; None: the
+        process's configured one, not limited), or raise rate_limited: too many of the user's
+        calls running here, or an empty bucket. Charges the block's database reads after it."""
+        if user is None:
+            yield
             return
+        if not self.in_flight.enter(user):
+            self.refused.labels(label).inc()
+            raise rate_limited(
+                f"too many calls at once: at most {self.in_flight.cap} per user",
+                IN_FLIGHT_RETRY_AFTER_SECONDS,
+                "in_flight_limit",
+            )
+        try:
+            buckets = self.buckets()
+            if buckets is not None:
+                await self._take(buckets, label, user)
+            with metering() as meter:
+                try:
+                    yield
+                finally:
+                    cost = load_cost(meter)
+                    if buckets is not None and cost > 0:
+                        await buckets.charge(user, cost)
+        finally:
+            self.in_flight.leave(user)
+
+    async def _take(self, buckets: Buckets, label: str, user: str) -> None:
         wait = await buckets.take(user)
         if wait <= 0:
             return
-        self.refused.labels(tool).inc()
-        retry_after = math.ceil(wait * 1000) / 1000
-        raise TaskgateError(
-            ErrorCode.RATE_LIMITED,
-            f"too many calls: at most {self.settings.rate_limit_per_user:g} per second "
-            f"(bursts of {self.settings.rate_limit_burst}); retry after {retry_after:g} s",
-            {"retry_after_seconds": retry_after, "reason": "per_user_limit"},
+        self.refused.labels(label).inc()
+        raise rate_limited(
+            f"too many calls: at most {self.settings.rate_limit_per_user:g} tokens per second "
+            f"(bursts of {self.settings.rate_limit_burst}; an uncached read costs more)",
+            wait,
+            "per_user_limit",
         )

@@ -1,8 +1,9 @@
 """The gateway's composition root: settings in, the MCP server with its tools, routes and one
 lifespan out, and the HTTP app around it.
 
-A tool call enters at gateway.mcp_server.TaskgateMCP.call_tool (request id, count, rate limit,
-failure envelope); its caller is resolved in gateway.identity.Identity.caller; it reaches the
+A tool call enters at gateway.mcp_server.TaskgateMCP.call_tool, or at gateway.fast_path for a
+cached read, and both pass gateway.call_gate (request id, caller, limits, failure envelope,
+metrics); its caller is resolved by gateway.identity.resolve_principal; it reaches the
 backend through gateway.backend_client.BackendClient or the read model through readmodel.reader.
 """
 
@@ -22,6 +23,7 @@ from starlette.applications import Starlette
 
 from gateway.admin import AdminApi, add_admin_routes
 from gateway.auth import JwtVerifier
+from gateway.call_gate import CallGate, MethodLimits
 from gateway.fast_path import install_fast_path
 from gateway.health import add_health_routes
 from gateway.http_headers import StripHeaderWhitespace
@@ -89,9 +91,9 @@ def build_server(settings: Settings) -> tuple[TaskgateMCP, RuntimeRef]:
             resource_server_url=settings.mcp_url,
             validate_token_resource=False,  # JwtVerifier checks the audience itself
         )
+    limits = CallLimits(settings, lambda: ref.get().buckets, metrics.rate_limited)
     server = TaskgateMCP(
-        observer=ToolCallObserver(metrics),
-        limits=CallLimits(settings, lambda: ref.get().buckets, metrics.rate_limited),
+        gate=CallGate(settings, ToolCallObserver(metrics), limits),
         name="taskgate",
         instructions=INSTRUCTIONS,
         version="0.1.0",
@@ -99,6 +101,7 @@ def build_server(settings: Settings) -> tuple[TaskgateMCP, RuntimeRef]:
         auth=auth,
         lifespan=lifespan,
         cache_hints={"tools/list": TOOLS_LIST_HINT},
+        middleware=[MethodLimits(limits)],
     )
     register_read_tools(server, settings, ref)
     register_write_tools(server, settings, ref)

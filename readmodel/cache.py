@@ -24,20 +24,19 @@ from aiocache.serializers import JsonSerializer, NullSerializer
 from cachetools import TLRUCache
 
 from readmodel.redis_keys import CACHE_KEYS, CACHE_NAMESPACE, unlink_matching
+from shared.call_cost import note_load
+from shared.redis_timing import FAULT_BACKOFF_SECONDS, REDIS_OP_TIMEOUT_SECONDS
 from shared.settings import CACHE_MAX_BYTES_DEFAULT, CACHE_MAX_ENTRY_BYTES_DEFAULT
 
 log = logging.getLogger(__name__)
 
-# After a cache fault, values skip the cache this long, so a hung Redis costs one timeout,
-# not one per operation per read.
-FAULT_BACKOFF_SECONDS = 2.0
 # What an in-memory entry costs beyond its key and value bytes: object headers, the LRU's dict
 # slots, its expiry heap item and the value's holder; tracemalloc shows ~370 on CPython 3.11.
 ENTRY_OVERHEAD_BYTES = 512
 
 
 def build_cache(
-    url: str, op_timeout: float = 0.5, max_bytes: int = CACHE_MAX_BYTES_DEFAULT
+    url: str, op_timeout: float = REDIS_OP_TIMEOUT_SECONDS, max_bytes: int = CACHE_MAX_BYTES_DEFAULT
 ) -> BaseCache:
     """memory:// (this process, at most `max_bytes`) or redis://... (shared by gateways)."""
     if not is_redis(url):
@@ -237,6 +236,7 @@ class ReadCache:
         ttl = self.ttl.ttl_for(tool)
         if ttl <= 0:
             self.stats.loads += 1
+            note_load(0)
             return await load()
         value = await self._get(key, loads_fn=decode_entry)
         if value is not None:
@@ -270,6 +270,7 @@ class ReadCache:
         self.stats.loads += 1
         value = await load()
         stored = encode_entry(value)
+        note_load(len(stored))  # the call that started the load pays for it
         if len(stored) > self.max_entry_bytes:
             self.stats.oversize += 1  # served, not cached: one page must not crowd out the rest
         else:

@@ -29,14 +29,12 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
 from readmodel.redis_keys import MARKS_KEY
+from shared.redis_timing import FAULT_BACKOFF_SECONDS, REDIS_OP_TIMEOUT_SECONDS
 
 log = logging.getLogger(__name__)
 
 FLOOR_FIELD = "floor"
 LOCAL_MARKS_MAX = 100_000
-OP_TIMEOUT_SECONDS = 0.5
-# After a Redis fault, marks are local only this long, so a hung Redis costs one timeout.
-FAULT_BACKOFF_SECONDS = 2.0
 
 # The primary's current WAL position, for the floor. Wired by the composition root.
 PrimaryPosition = Callable[[], Awaitable[int]]
@@ -118,7 +116,9 @@ class RedisMarks:
     def from_url(cls, url: str) -> RedisMarks:
         return cls(
             aioredis.Redis.from_url(
-                url, socket_timeout=OP_TIMEOUT_SECONDS, socket_connect_timeout=OP_TIMEOUT_SECONDS
+                url,
+                socket_timeout=REDIS_OP_TIMEOUT_SECONDS,
+                socket_connect_timeout=REDIS_OP_TIMEOUT_SECONDS,
             )
         )
 

@@ -27,7 +27,7 @@ from readmodel.lsn import format_lsn, parse_lsn
 from readmodel.marks import Marks, MarksUnknown, ReadMark
 from readmodel.replicas import Replica, ReplicaBehind, ReplicaSet, checked_read
 from shared.cursor import Keyset, decode_cursor, encode_cursor
-from shared.errors import ErrorCode, TaskgateError
+from shared.errors import ErrorCode, TaskgateError, rate_limited
 from shared.rules import LIMIT_MAX, LIMIT_MIN, MAX_ID, STATUSES, Status
 
 log = logging.getLogger(__name__)
@@ -230,10 +230,10 @@ class TaskReader:
             result: T = await self.cache.get_or_load(tool, key, load_consistent)
         except PoolTimeout:
             self.stats.pool_timeouts += 1
-            raise TaskgateError(
-                ErrorCode.RATE_LIMITED,
-                "the gateway is overloaded: no database connection was free in time; retry shortly",
-                {"retry_after_seconds": OVERLOAD_RETRY_AFTER_SECONDS, "reason": "overloaded"},
+            raise rate_limited(
+                "the gateway is overloaded: no database connection was free in time",
+                OVERLOAD_RETRY_AFTER_SECONDS,
+                "overloaded",
             ) from None
         return result
 

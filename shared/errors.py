@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import Any, Literal
@@ -114,3 +115,17 @@ def validation_error(
         item = {"location": str(loc[0]) if loc else "body"} if located else {}
         listed.append({**item, "field": field, "type": err.get("type"), "message": err.get("msg")})
     return TaskgateError(ErrorCode.VALIDATION_ERROR, message, {"errors": listed})
+
+
+def rate_limited(
+    message: str, retry_after_seconds: float, reason: str | None = None
+) -> TaskgateError:
+    """A rate_limited error that says when to retry: in its message, and in
+    details.retry_after_seconds, rounded up to the millisecond (a whole number stays an int, so
+    an HTTP Retry-After header can carry it). `reason` tells the caller which limit it met."""
+    wait = math.ceil(retry_after_seconds * 1000) / 1000
+    seconds: float = int(wait) if wait.is_integer() else wait
+    details: dict[str, Any] = {"retry_after_seconds": seconds}
+    if reason is not None:
+        details["reason"] = reason
+    return TaskgateError(ErrorCode.RATE_LIMITED, f"{message}; retry after {seconds:g} s", details)

@@ -127,6 +127,9 @@ class Settings(BaseSettings):
     # 0 turns the limit off. Far above an agent's pace and the load test's (64 agents).
     rate_limit_per_user: float = Field(50.0, ge=0)
     rate_limit_burst: int = Field(100, ge=1)
+    # Calls (and other MCP requests) one user may have running at once in one gateway; past
+    # it, rate_limited. 0 turns the cap off, and so does RATE_LIMIT_PER_USER=0.
+    rate_limit_in_flight: int = Field(8, ge=0)
 
     # Operators: the admin API (off while ADMIN_TOKEN is unset), TTL sharing, lag sampling.
     admin_token: SecretStr | None = None

@@ -19,7 +19,8 @@ from typing import Any
 from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
 from mcp.types import CallToolResult, TextContent
 
-from gateway.encoded_results import ReplyEncoder, body_of
+from gateway.encoded_results import ReplyEncoder
+from gateway.sdk_fence import body_of
 from gateway.server import build_server
 from shared.settings import Settings
 
@@ -48,7 +49,7 @@ async def measure() -> dict[str, dict[str, int]]:
     server, _ = build_server(Settings(_env_file=None))
     tool = server._tool_manager.get_tool("list_tasks")
     assert tool is not None
-    encoder = ReplyEncoder(server._lowlevel_server, max_bytes=1 << 20)
+    encoder = ReplyEncoder.of(server, max_bytes=1 << 20)
     conversions = {
         "SDK default": FuncMetadata.convert_result(tool.fn_metadata, seeded_page()),
         "gateway": tool.fn_metadata.convert_result(seeded_page()),

@@ -36,7 +36,7 @@ def _labelled_selectors() -> list[tuple[str, Selector]]:
 def _fresh_exposition() -> str:
     settings = Settings(_env_file=None, read_database_url="postgresql+asyncpg://u:p@127.0.0.1:1/x")
     server, _ = build_server(settings)  # tools registered; nothing started, nothing called
-    gateway = generate_latest(server.observer.metrics.registry).decode()
+    gateway = generate_latest(server.gate.observer.metrics.registry).decode()
     app = create_app(settings)
     (scrape,) = [r for r in app.routes if getattr(r, "path", None) == "/metrics"]
     backend_metrics = scrape.endpoint.__self__  # type: ignore[attr-defined]

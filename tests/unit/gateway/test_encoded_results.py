@@ -8,7 +8,8 @@ from typing import Any
 
 from mcp.server.mcpserver.tools import Tool
 
-from gateway.encoded_results import ReplyEncoder, body_of
+from gateway.encoded_results import ReplyEncoder
+from gateway.sdk_fence import body_of
 from gateway.server import build_server
 from readmodel.cache import encode_entry
 from readmodel.reader import CachedRead
@@ -35,7 +36,7 @@ def _encoder(max_bytes: int) -> tuple[ReplyEncoder, Tool]:
     server, _ = build_server(Settings(_env_file=None))
     tool = server._tool_manager.get_tool("list_tasks")
     assert tool is not None
-    return ReplyEncoder(server._lowlevel_server, max_bytes), tool
+    return ReplyEncoder.of(server, max_bytes), tool
 
 
 async def test_a_reply_carries_the_callers_id_in_the_sdks_spelling() -> None:

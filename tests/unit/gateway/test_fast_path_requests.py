@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.types import Message, Scope
 
 from gateway.fast_path import CachedAnswers, FastPath
+from gateway.sdk_fence import token_verifier
 from gateway.server import build_server, transport_security
 from shared.settings import Settings
 
@@ -13,8 +14,9 @@ async def test_a_content_length_that_is_not_ascii_digits_goes_to_the_sdk() -> No
     settings = Settings(_env_file=None)
     server, ref = build_server(settings)
     answers = CachedAnswers(
-        settings, server, ref, server._token_verifier, transport_security(settings)
+        settings, server, ref, token_verifier(server), transport_security(settings)
     )
+    answers.enabled = True  # as its start-up self-test leaves it
     reached: list[Scope] = []
 
     async def sdk(scope: Scope, receive: object, send: object) -> None:
