@@ -405,17 +405,21 @@ class Bench:
     def token_for(self, server: Server, user_id: int) -> str:
         return (self.tokens if server.mcp else self.backend_tokens)[user_id]
 
-    async def run_cell(
-        self, scn: Scenario, concurrency: int, warmup: float, duration: float
-    ) -> Cell:
+    def new_tally(self, scn: Scenario) -> Tally:
+        probe = Probe()
+        if scn.kind != "loop":
+            probe.latencies = {scn.kind: []}
+        return Tally(probe)
+
+    async def run_slice(
+        self, scn: Scenario, concurrency: int, warmup: float, duration: float, tally: Tally
+    ) -> None:
+        """`concurrency` agents for `duration` measured seconds, added to the tally."""
         server = self.servers[scn.server]
         users = self.users(scn)
         agents = [Agent(server, self.token_for(server, users[i])) for i in range(concurrency)]
         for agent in agents:
             await agent.open()
-        probe = Probe()
-        if scn.kind != "loop":
-            probe.latencies = {scn.kind: []}
         body = {"loop": agent_loop, "read": reads_alone, "ping": pings}[scn.kind]
         start = time.perf_counter()
         measure_from, stop_at = start + warmup, start + warmup + duration
@@ -431,40 +435,65 @@ class Bench:
             return cpu_now()
 
         sampler = asyncio.create_task(sample_cpu())
-        await asyncio.gather(*(body(a, probe, measure_from, stop_at) for a in agents))
+        await asyncio.gather(*(body(a, tally.probe, measure_from, stop_at) for a in agents))
         cpu_end = cpu_now()
         cpu_start = await sampler
         for agent in agents:
             await agent.close()
         if scn.kind == "loop":
             await seed.delete_tasks_after(self.stack.pair, self.last_seeded_id)
-        flat = sorted(x for per in probe.latencies.values() for x in per)
-        n = len(flat)
-        cpu = {k: (cpu_end[k] - cpu_start[k]) * 1000 / n if n else float("nan") for k in cpu_end}
-        kinds = {}
-        for kind, values in probe.latencies.items():
-            values.sort()
-            kinds[kind] = {
-                "p50_ms": percentile(values, 0.5) * 1000,
-                "p99_ms": percentile(values, 0.99) * 1000,
-                "count": float(len(values)),
-            }
-        return Cell(
-            scenario=scn.key,
-            label=scn.label,
-            server=scn.server,
-            concurrency=concurrency,
-            requests=n,
-            failures=probe.failures,
-            stale_reads=probe.stale,
-            seconds=duration,
-            throughput=n / duration,
-            p50_ms=percentile(flat, 0.5) * 1000,
-            p99_ms=percentile(flat, 0.99) * 1000,
-            kinds=kinds,
-            cpu_ms_per_request={k: v for k, v in cpu.items() if v >= 0.01},
-            first_failure=probe.first,
-        )
+        for name, end in cpu_end.items():
+            tally.cpu_s[name] = tally.cpu_s.get(name, 0.0) + end - cpu_start[name]
+        tally.seconds += duration
+
+    async def run_cell(
+        self, scn: Scenario, concurrency: int, warmup: float, duration: float
+    ) -> Cell:
+        tally = self.new_tally(scn)
+        await self.run_slice(scn, concurrency, warmup, duration, tally)
+        return cell_of(scn, concurrency, tally)
+
+
+@dataclass
+class Tally:
+    """One scenario's calls at one concurrency, over one or several interleaved slices."""
+
+    probe: Probe
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def cell_of(scn: Scenario, concurrency: int, tally: Tally) -> Cell:
+    probe = tally.probe
+    flat = sorted(x for per in probe.latencies.values() for x in per)
+    n = len(flat)
+    cpu = {k: v * 1000 / n if n else float("nan") for k, v in tally.cpu_s.items()}
+    busiest = max(cpu.values(), default=0.0)
+    kinds = {}
+    for kind, values in probe.latencies.items():
+        values.sort()
+        kinds[kind] = {
+            "p50_ms": percentile(values, 0.5) * 1000,
+            "p99_ms": percentile(values, 0.99) * 1000,
+            "count": float(len(values)),
+        }
+    return Cell(
+        scenario=scn.key,
+        label=scn.label,
+        server=scn.server,
+        concurrency=concurrency,
+        requests=n,
+        failures=probe.failures,
+        stale_reads=probe.stale,
+        seconds=tally.seconds,
+        throughput=n / tally.seconds if tally.seconds else float("nan"),
+        p50_ms=percentile(flat, 0.5) * 1000,
+        p99_ms=percentile(flat, 0.99) * 1000,
+        kinds=kinds,
+        # The processes doing this scenario's work (idle ones burn a little too).
+        cpu_ms_per_request={k: v for k, v in cpu.items() if v >= 0.1 * busiest},
+        first_failure=probe.first,
+    )
 
 
 def scenarios(servers: dict[str, Server]) -> list[Scenario]:
@@ -791,8 +820,16 @@ async def drive(args: argparse.Namespace, stack: Stack, baseline: Path | None) -
             for scn in wanted:
                 await bench.run_cell(scn, min(conns[-1], 16), 0.0, 0.5)
             for n in conns:
+                # Rounds of short slices, every scenario in turn: the machine's load, which
+                # others share, then weighs on each scenario alike.
+                tallies = {scn.key: bench.new_tally(scn) for scn in wanted}
+                for _ in range(args.rounds):
+                    for scn in wanted:
+                        await bench.run_slice(
+                            scn, n, args.warmup, args.duration / args.rounds, tallies[scn.key]
+                        )
                 for scn in wanted:
-                    cell = await bench.run_cell(scn, n, args.warmup, args.duration)
+                    cell = cell_of(scn, n, tallies[scn.key])
                     cells.append(cell)
                     say(
                         f"{n:>2} conns  {scn.key:<18} {cell.throughput:8.1f}/s  "
@@ -836,7 +873,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="3 s cells")
     p.add_argument("--connections", default="1,16,64")
     p.add_argument("--warmup", type=float, default=1.0)
-    p.add_argument("--duration", type=float)
+    p.add_argument("--duration", type=float, help="measured seconds per cell")
+    p.add_argument(
+        "--rounds", type=int, default=1, help="split each cell into this many interleaved slices"
+    )
     p.add_argument("--only", help="scenario keys, comma-separated")
     p.add_argument("--baseline", help="a commit whose backend and gateways run beside")
     p.add_argument("--cache-ttl", type=float, default=300.0)
