@@ -294,6 +294,8 @@ async def checked_read(
     told = False
     while True:
         async with replica.engine.connect() as conn:
+            # Reads run outside transactions (readmodel.engine): this one needs one.
+            await conn.execution_options(isolation_level="READ COMMITTED")
             stuck_since = time.monotonic()
             while True:
                 # A slice is far below REPLICA_TIMEOUT; on_wait then extends it by `bound`.
