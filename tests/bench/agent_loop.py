@@ -723,55 +723,91 @@ async def run_wrk(
 # -- profile -----------------------------------------------------------------------------------
 
 
+# Which backend a loop's server writes through: the pair profiled together.
+_PROFILED_WITH = {
+    "gateway": ["gateway", "backend"],
+    "gateway_uncached": ["gateway_uncached", "backend"],
+    "backend": ["backend"],
+    "base_gateway": ["base_gateway", "base_backend"],
+    "base_gateway_uncached": ["base_gateway_uncached", "base_backend"],
+    "base_backend": ["base_backend"],
+}
+
+
+def _round_trip_share(raw: Path) -> float:
+    """The share of samples spent handing a statement to PostgreSQL (asyncpg's socket write):
+    on one core, each round trip gives the core to PostgreSQL and back."""
+    total = waiting = 0
+    if not raw.exists():
+        return float("nan")
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        total += int(count)
+        if "asyncpg" in stack and stack.rsplit(";", 1)[-1].startswith(
+            "_SelectorSocketTransport.write"
+        ):
+            waiting += int(count)
+    return waiting / total if total else float("nan")
+
+
 async def profile_loop(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
-    """py-spy on the gateway and the backend at once, while 16 agents run the loop."""
+    """py-spy on each process of the loop at once (a gateway and its backend), while 16 agents
+    run it; PostgreSQL's share is its CPU per request in the same cell."""
     spy = shutil.which("py-spy")
     if spy is None:
         raise BenchError("py-spy is not installed: uv sync --group bench")
-    scn = next(s for s in scenarios(bench.servers) if s.key == args.profile)
-    seconds = max(5, round(args.duration))
-    targets = ["gateway", "backend"] if scn.server != "backend" else ["backend"]
-    if scn.server not in ("gateway", "backend"):
-        targets = [scn.server, "backend"]
-    raws, procs = {}, []
-    for name in targets:
-        raw = args.out / f"profile-{args.profile_name}-{name}.txt"
-        raws[name] = raw
-        procs.append(
-            subprocess.Popen(  # noqa: ASYNC220 - runs beside the load, on purpose
-                [
-                    spy,
-                    "record",
-                    "--pid",
-                    str(bench.servers[name].pid),
-                    "--duration",
-                    str(seconds),
-                    "--rate",
-                    "250",
-                    "--format",
-                    "raw",
-                    "--nonblocking",
-                    "--output",
-                    str(raw),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+    out: dict[str, Any] = {}
+    for key in args.profile.split(","):
+        scn = next(s for s in scenarios(bench.servers) if s.key == key)
+        seconds = max(5, round(args.duration))
+        raws, procs = {}, []
+        for name in _PROFILED_WITH[scn.server]:
+            raw = args.out / f"profile-{key}-{name}.txt"
+            raws[name] = raw
+            procs.append(
+                subprocess.Popen(  # noqa: ASYNC220 - runs beside the load, on purpose
+                    [
+                        spy,
+                        "record",
+                        "--pid",
+                        str(bench.servers[name].pid),
+                        "--duration",
+                        str(seconds),
+                        "--rate",
+                        "250",
+                        "--format",
+                        "raw",
+                        "--nonblocking",
+                        "--output",
+                        str(raw),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
             )
-        )
-    await asyncio.sleep(0.5)
-    cell = await bench.run_cell(scn, 16, 0.5, seconds)
-    for proc in procs:
-        await asyncio.to_thread(proc.wait)
-    out: dict[str, Any] = {"cell": asdict(cell), "summaries": {}}
-    for name, raw in raws.items():
-        summary = report.summarise_profile(raw)
-        out["summaries"][name] = summary
-        text = args.out / f"profile-{args.profile_name}-{name}-summary.txt"
-        lines = [f"py-spy, {name}, 16 agents running {scn.label}, {seconds} s at 250 Hz", ""]
-        lines += ["inclusive:"] + [f"{s:6.1%}  {n}" for n, s in summary["inclusive"][:45]]
-        lines += ["", "self:"] + [f"{s:6.1%}  {n}" for n, s in summary["self"][:30]]
-        text.write_text("\n".join(lines) + "\n")
-        say(f"profiled {name}: {text}")
+        await asyncio.sleep(0.5)
+        cell = await bench.run_cell(scn, 16, 0.5, seconds)
+        for proc in procs:
+            await asyncio.to_thread(proc.wait)
+        cpu = ", ".join(f"{k} {v:.2f}" for k, v in sorted(cell.cpu_ms_per_request.items()))
+        out[key] = {"cell": asdict(cell), "summaries": {}}
+        for name, raw in raws.items():
+            summary = report.summarise_profile(raw)
+            out[key]["summaries"][name] = summary
+            text = args.out / f"profile-{key}-{name}-summary.txt"
+            lines = [
+                f"py-spy, {name}, 16 agents running {scn.label}, {seconds} s at 250 Hz",
+                f"{cell.throughput:.1f} requests/s; CPU ms per request: {cpu}",
+                f"samples handing a statement to PostgreSQL (asyncpg socket write): "
+                f"{_round_trip_share(raw):.1%}",
+                "",
+            ]
+            lines += ["inclusive:"] + [f"{s:6.1%}  {n}" for n, s in summary["inclusive"][:45]]
+            lines += ["", "self:"] + [f"{s:6.1%}  {n}" for n, s in summary["self"][:30]]
+            text.write_text("\n".join(lines) + "\n")
+            say(f"profiled {name}: {text}")
     return out
 
 
@@ -882,8 +918,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cache-ttl", type=float, default=300.0)
     p.add_argument("--no-wrk", action="store_true")
     p.add_argument("--no-pgbench", action="store_true")
-    p.add_argument("--profile", default="", help="a scenario to profile with py-spy (16 agents)")
-    p.add_argument("--profile-name", default="loop", help="the profile files' middle name")
+    p.add_argument("--profile", default="", help="loop scenarios to profile with py-spy")
     p.add_argument("--out", type=Path, default=HERE / "results")
     p.add_argument("--name", default="agent-loop", help="the results files' name")
     args = p.parse_args(argv)
