@@ -17,6 +17,9 @@ def create_read_engine(settings: Settings, url: str) -> AsyncEngine:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.read_pool_timeout,  # past it: rate_limited (overloaded)
+        # A read is one statement: without a transaction it is one round trip, not three
+        # (BEGIN, SELECT, ROLLBACK). A read that must first check replay opens one itself.
+        isolation_level="AUTOCOMMIT",
         pool_pre_ping=False,  # a dead connection surfaces as replica_unavailable, then is replaced
         pool_recycle=300,
         connect_args={

@@ -5,6 +5,13 @@ that must see a write (a mark) goes to a replica known to have replayed it. When
 to, every usable replica's position is polled (one shared poll per replica, however many reads
 wait) until one has, or the wait bound passes.
 
+Most reads right after a write find the mark replayed at the first ask. One that does not
+waits in the replica, not in the gateway: a statement that asks the position again every
+millisecond until it reaches the mark or a short slice passes. Replay on one machine takes
+about a millisecond, so such a read waits about that long, where polling from the gateway (5 ms
+of sleep, doubling, a round trip per ask) made it wait 5 ms or more. A slice is short because
+its statement holds a snapshot, which may delay a conflicting replay record by as much.
+
 A position is trusted only where it is the server's: with READ_DATABASE_URLS each URL is one
 server, and its replay position only grows while it runs. A lone READ_DATABASE_URL may be a
 pooler or load balancer, whose connections reach different servers: there no position is
@@ -23,22 +30,70 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from readmodel.lag import ReplicaLag
-from readmodel.lsn import parse_lsn
+from readmodel.lsn import format_lsn, parse_lsn
 from readmodel.queries import replayed_lsn
 
 T = TypeVar("T")
 
 FIRST_RETRY_SECONDS = 1.0
-POLL_FIRST_SECONDS = 0.005
-POLL_MAX_SECONDS = 0.05
+# The longest one waiting statement runs; then its snapshot is let go, and it runs again.
+WAIT_SLICE_SECONDS = 0.02
+# pg_sleep sleeps whole milliseconds.
+WAIT_STEP_SECONDS = 0.001
 # A pooled connection that stays behind this long is closed, so the next one may reach a
 # server (behind the pooler or balancer) that has caught up.
 CONNECTION_PATIENCE_SECONDS = 0.1
+
+# The server's replay position (on a primary, the fallback: its current WAL position), asked
+# again every millisecond until it reaches :mark or :slice seconds pass. pg_sleep sits in the
+# target list, so each step runs it afresh (a function scan would be rewound, not rerun).
+_POSITION = (
+    "COALESCE(pg_last_wal_replay_lsn(), "
+    "CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn() END)"
+)
+_WAIT_REPLAYED = text(
+    f"""
+    WITH RECURSIVE step(n, replayed) AS (
+        SELECT 0, {_POSITION}
+      UNION ALL
+        SELECT n + 1, CASE WHEN pg_sleep(:step)::text IS NOT NULL THEN {_POSITION} END
+        FROM step
+        WHERE NOT coalesce(replayed >= CAST(CAST(:mark AS text) AS pg_lsn), false)
+          AND clock_timestamp() < statement_timestamp() + make_interval(secs => :slice)
+    )
+    SELECT replayed::text AS replayed, n AS steps FROM step ORDER BY n DESC LIMIT 1
+    """
+)
+
+
+async def wait_replayed(conn: AsyncConnection, mark: int, within: float) -> tuple[int, bool]:
+    """The server's replay position once it reaches `mark` (or `within` seconds pass, at most
+    WAIT_SLICE_SECONDS), and whether it had to wait.
+
+    One round trip when the server has replayed the mark already (as it has for most reads),
+    with the simplest statement; two when it has not, the second waiting in the server.
+    """
+    asked = await replayed_lsn(conn)
+    position = parse_lsn(asked) if asked is not None else 0
+    if position >= mark or within <= 0:
+        return position, False
+    row = (
+        await conn.execute(
+            _WAIT_REPLAYED,
+            {
+                "mark": format_lsn(max(0, mark)),
+                "step": WAIT_STEP_SECONDS,
+                "slice": max(0.0, min(within, WAIT_SLICE_SECONDS)),
+            },
+        )
+    ).one()
+    return (parse_lsn(row.replayed) if row.replayed is not None else 0), True
 
 
 def replica_labels(urls: list[str]) -> list[str]:
@@ -88,10 +143,11 @@ class Replica:
     def saw(self, position: int) -> None:
         self.replayed = max(self.replayed, position)
 
-    async def poll_position(self) -> int:
-        """The server's replay position, asked once for every concurrent caller."""
+    async def poll_position(self, mark: int, within: float) -> int:
+        """The server's replay position, asked once for every concurrent caller: it waits in
+        the server until the first caller's mark is replayed (or `within`, at most a slice)."""
         if self._poll is None:
-            self._poll = asyncio.ensure_future(self._ask_position())
+            self._poll = asyncio.ensure_future(self._ask_position(mark, within))
             self._poll.add_done_callback(self._polled)
         return await asyncio.shield(self._poll)
 
@@ -100,11 +156,10 @@ class Replica:
         if not task.cancelled():
             task.exception()  # retrieved: a failed poll is the waiters' to report
 
-    async def _ask_position(self) -> int:
+    async def _ask_position(self, mark: int, within: float) -> int:
         async with self.engine.connect() as conn:
-            position = await replayed_lsn(conn)
-        if position is not None:
-            self.saw(parse_lsn(position))
+            position, _ = await wait_replayed(conn, mark, within)
+        self.saw(position)
         return self.replayed
 
 
@@ -188,10 +243,10 @@ class ReplicaSet:
         self, usable: list[Replica], mark: int, bound: float, poll_timeout: float
     ) -> Replica:
         deadline = time.monotonic() + bound
-        interval = POLL_FIRST_SECONDS
         candidates = list(usable)
         while True:
-            polls = {asyncio.ensure_future(r.poll_position()): r for r in candidates}
+            within = max(0.0, deadline - time.monotonic())
+            polls = {asyncio.ensure_future(r.poll_position(mark, within)): r for r in candidates}
             done, pending = await asyncio.wait(polls, timeout=poll_timeout)
             for task in pending:  # a hung server: leave it out; its poll ends in the background
                 task.cancel()
@@ -213,8 +268,6 @@ class ReplicaSet:
             if time.monotonic() >= deadline:
                 best = max(alive, key=lambda r: r.replayed)
                 raise ReplicaBehind(best, mark - best.replayed)
-            await asyncio.sleep(min(interval, max(0.0, deadline - time.monotonic())))
-            interval = min(interval * 2, POLL_MAX_SECONDS)
 
     def sampled(self, replica: Replica, lag: ReplicaLag | None) -> None:
         """A lag sample (None: the replica did not answer) updates the replica's standing."""
@@ -246,26 +299,26 @@ async def checked_read(
     A connection that stays behind is closed, so the next may reach a caught-up server.
     """
     deadline = time.monotonic() + bound
-    interval = POLL_FIRST_SECONDS
-    waited = False
+    told = False
     while True:
         async with replica.engine.connect() as conn:
+            # Reads run outside transactions (readmodel.engine): this one needs one.
+            await conn.execution_options(isolation_level="READ COMMITTED")
             stuck_since = time.monotonic()
             while True:
-                position = await replayed_lsn(conn)
-                seen = parse_lsn(position) if position is not None else 0
+                # A slice is far below REPLICA_TIMEOUT; on_wait then extends it by `bound`.
+                within = max(0.0, deadline - time.monotonic())
+                seen, waited = await wait_replayed(conn, mark, within)
                 replica.saw(seen)  # for the counters only: not trusted where it is a pooler
-                if seen >= mark:
-                    return await load(conn)
-                if waited is False:
-                    waited = True
+                if (waited or seen < mark) and not told:
+                    told = True
                     on_wait()
-                await conn.rollback()
-                now = time.monotonic()
-                if now >= deadline:
+                if seen >= mark:
+                    # The same transaction: this statement's snapshot is taken after the check.
+                    return await load(conn)
+                await conn.rollback()  # no snapshot held between slices
+                if time.monotonic() >= deadline:
                     raise ReplicaBehind(replica, mark - seen)
-                await asyncio.sleep(min(interval, deadline - now))
-                interval = min(interval * 2, POLL_MAX_SECONDS)
                 if time.monotonic() - stuck_since >= CONNECTION_PATIENCE_SECONDS:
                     await conn.invalidate()
                     break

@@ -7,7 +7,6 @@ import json
 from dataclasses import dataclass
 
 from sqlalchemy import Select, case, delete, func, or_, select, text, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.api import IDEMPOTENCY_HEADER
@@ -27,17 +26,40 @@ class Written:
     commit_lsn: str
 
 
+# Asked once the COMMIT has returned, so it is at or past the commit record whatever
+# synchronous_commit says (the insert position, unlike the write position, never lags it).
+_INSERT_LSN = text("SELECT pg_current_wal_insert_lsn()::text")
+
+
 async def _commit_lsn(session: AsyncSession) -> str:
     await session.commit()
-    # Taken after the commit on the same connection, so it is at or past the commit record.
-    lsn = await session.scalar(text("SELECT pg_current_wal_lsn()::text"))
-    await session.commit()
-    return str(lsn)
+    # Outside any transaction: one round trip, where a new transaction took three (BEGIN,
+    # SELECT, COMMIT). A transaction's own statements cannot know its commit record's LSN.
+    conn = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    return str(await conn.scalar(_INSERT_LSN))
 
 
 def _request_hash(data: TaskCreate) -> str:
     body = json.dumps(data.model_dump(), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(body.encode()).hexdigest()
+
+
+_TASK_FIELDS = ("id", "user_id", "title", "description", "completed", "created_at", "updated_at")
+_CREATE_CLAIMED = text(
+    f"""
+    WITH task AS (
+        INSERT INTO tasks (user_id, title, description)
+        VALUES (:user_id, :title, :description)
+        RETURNING {", ".join(_TASK_FIELDS)}
+    ), claim AS (
+        INSERT INTO idempotency_keys (user_id, key, request_hash, task_id)
+        SELECT :user_id, :key, :request_hash, task.id FROM task
+        ON CONFLICT DO NOTHING
+        RETURNING key
+    )
+    SELECT task.*, EXISTS (SELECT FROM claim) AS claimed FROM task
+    """
+)
 
 
 async def _insert_task(session: AsyncSession, user_id: int, data: TaskCreate) -> Task:
@@ -56,22 +78,25 @@ async def create_task(
         return Written(task, await _commit_lsn(session)), False
 
     request_hash = _request_hash(data)
-    # The primary key (user_id, key) serialises concurrent retries: the losers wait for the
-    # winner's commit, insert nothing, and read the winner's task below.
-    claimed = await session.scalar(
-        insert(IdempotencyKey)
-        .values(user_id=user_id, key=idempotency_key, request_hash=request_hash)
-        .on_conflict_do_nothing()
-        .returning(IdempotencyKey.key)
-    )
-    if claimed is not None:
-        task = await _insert_task(session, user_id, data)
+    # One statement inserts the task and claims the key for it. The primary key (user_id, key)
+    # serialises concurrent retries: the losers wait for the winner's commit, claim nothing,
+    # drop their task with the transaction, and read the winner's task below.
+    row = (
         await session.execute(
-            update(IdempotencyKey)
-            .where(IdempotencyKey.user_id == user_id, IdempotencyKey.key == idempotency_key)
-            .values(task_id=task.id)
+            _CREATE_CLAIMED,
+            {
+                "user_id": user_id,
+                "title": data.title,
+                "description": data.description,
+                "key": idempotency_key,
+                "request_hash": request_hash,
+            },
         )
+    ).one()
+    if row.claimed:
+        task = Task(**{name: row._mapping[name] for name in _TASK_FIELDS})
         return Written(task, await _commit_lsn(session)), False
+    await session.rollback()
 
     record = await session.get(IdempotencyKey, (user_id, idempotency_key))
     if record is None or record.request_hash != request_hash:

@@ -18,7 +18,7 @@ from typing import Any
 MODERN_VERSION = "2026-07-28"  # what mcp 2.x's Client negotiates with the gateway (server/discover)
 HANDSHAKE_VERSION = "2025-06-18"  # the initialize handshake, for the mcp 1.x peer
 
-_META = {
+MCP_META = {
     "io.modelcontextprotocol/protocolVersion": MODERN_VERSION,
     "io.modelcontextprotocol/clientInfo": {"name": "taskgate-bench", "version": "0.1.0"},
     "io.modelcontextprotocol/clientCapabilities": {},
@@ -128,7 +128,7 @@ class McpEndpoint:
     def rpc(self, method: str, params: dict[str, Any] | None = None, rid: int | None = 1) -> bytes:
         params = dict(params or {})
         if self.modern:
-            params["_meta"] = _META
+            params["_meta"] = MCP_META
         message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
         if rid is not None:
             message["id"] = rid
