@@ -36,6 +36,7 @@ from gateway.metrics_endpoint import MetricsEndpoint
 from gateway.ratelimit import CallLimits
 from gateway.replica_lag import sample_replica_lag
 from gateway.runtime import Runtime, RuntimeRef, open_runtime
+from gateway.stateless_get import RefuseStandaloneStream
 from gateway.tools.bench import register_bench_tools
 from gateway.tools.read import register_read_tools
 from gateway.tools.write import register_write_tools
@@ -157,4 +158,6 @@ def build_http_app(settings: Settings) -> Starlette:
     # Added first, so it runs inside StripHeaderWhitespace and sees the headers the SDK sees.
     install_fast_path(app, settings, server, ref, security)
     app.add_middleware(StripHeaderWhitespace)
+    if settings.mcp_stateless:
+        app.add_middleware(RefuseStandaloneStream, path=settings.mcp_path)
     return app

@@ -75,6 +75,15 @@ class Settings(BaseSettings):
     # Registers the no-op `ping` tool that the benchmark uses as the transport floor.
     mcp_bench_tools: bool = False
 
+    # Connections, per server process (taskgate/serving.py). Past either cap a new connection
+    # gets 503 and is closed; TRUSTED_PROXIES are exempt from the per-client one. A request's
+    # head and body must arrive within REQUEST_READ_TIMEOUT_SECONDS; idle keep-alive connections
+    # close after KEEP_ALIVE_TIMEOUT_SECONDS.
+    max_connections: int = Field(4096, ge=1)
+    max_connections_per_client: int = Field(256, ge=1)
+    request_read_timeout_seconds: float = Field(10.0, gt=0)
+    keep_alive_timeout_seconds: int = Field(15, ge=1)
+
     # Stdio credentials: a token, or an email and password logged in at start-up.
     gateway_token: SecretStr | None = None
     gateway_email: str | None = None
