@@ -16,6 +16,7 @@ from backend.metrics import BackendMetrics, RequestMetrics
 from backend.middleware import BodySizeLimit, UnhandledErrors
 from backend.oauth.envelope import OAuthErrorEnvelope
 from backend.oauth.server import install_oauth
+from backend.rate_limits import Buckets
 from backend.request_log import RequestLog
 from backend.routes import auth, health, tasks, users
 from backend.security import PasswordHashing
@@ -31,6 +32,12 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.sessions = create_session_factory(engine)
         app.state.hashing = PasswordHashing(settings)
         app.state.login_limits = LoginLimits(settings)
+        app.state.signup_limits = Buckets(
+            settings.signup_address_per_hour / 3600,
+            settings.signup_address_burst,
+            settings.login_limit_entries,
+            "sign-ups from this address",
+        )
         try:
             yield
         finally:

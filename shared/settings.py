@@ -108,7 +108,14 @@ class Settings(BaseSettings):
     login_backoff_max_seconds: float = Field(900.0, gt=0)
     login_failure_window_seconds: float = Field(3600.0, gt=0)
     login_limit_entries: int = Field(50_000, ge=1)  # per table, about 350 bytes each
+    # A browser that logged in keeps a signed device cookie this long: its own allowance of
+    # LOGIN_ACCOUNT_FAILURES, untouched by failures on its account or address from elsewhere.
+    login_device_cookie_days: int = Field(30, ge=1)
+    # Sign-ups per client address: a burst, then this many an hour (0 turns the limit off).
+    signup_address_burst: int = Field(10, ge=1)
+    signup_address_per_hour: float = Field(30.0, ge=0)
     # argon2 (64 MiB each) at most this many at once, so logins cannot starve other requests.
+    # Sign-ups use at most half of them, and a free one goes to a waiting login first.
     password_hash_concurrency: int = Field(2, ge=1)
     password_hash_queue: int = Field(256, ge=0)
 

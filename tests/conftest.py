@@ -15,17 +15,22 @@ from tests.support.config import TEST_JWT_SECRET, TEST_MCP_URL
 from tests.support.processes import running_backend
 from tests.support.redis import RedisServer, running_redis
 
+# What every process that tests spawn inherits: the shared audience, and sign-ups without a
+# per-address limit (every test signs up its users from 127.0.0.1; the limit has its own tests,
+# which set it back).
+SPAWNED_ENV = {"MCP_PUBLIC_URL": TEST_MCP_URL, "SIGNUP_ADDRESS_PER_HOUR": "0"}
+
 
 @pytest.fixture(scope="session", autouse=True)
-def _test_mcp_public_url() -> Iterator[None]:
-    """Backends and gateways that tests spawn inherit the shared audience from the environment."""
-    before = os.environ.get("MCP_PUBLIC_URL")
-    os.environ["MCP_PUBLIC_URL"] = TEST_MCP_URL
+def _spawned_env() -> Iterator[None]:
+    before = {name: os.environ.get(name) for name in SPAWNED_ENV}
+    os.environ.update(SPAWNED_ENV)
     yield
-    if before is None:
-        os.environ.pop("MCP_PUBLIC_URL", None)
-    else:
-        os.environ["MCP_PUBLIC_URL"] = before
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="session")

@@ -20,8 +20,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from mcp.server.auth.provider import construct_redirect_uri
 from pydantic import ValidationError
 
-from backend.deps import HashingDep, LoginLimitsDep, SessionDep, SettingsDep
-from backend.login_limits import client_address
+from backend.deps import HashingDep, LoginLimitsDep, SessionDep, SettingsDep, SignupLimitsDep
+from backend.login_limits import client_address, login_client
 from backend.oauth.provider import LOGIN_PATH, PendingAuthorization, TaskgateOAuthProvider
 from backend.services import users
 from shared.errors import ErrorCode, TaskgateError
@@ -166,7 +166,7 @@ async def log_in(
     try:  # the same per-account and per-address back-off as POST /api/v1/auth/token
         user = await limits.attempt(
             email,
-            client_address(request),
+            login_client(request),
             lambda: users.authenticate(session, hashing, email, password),
         )
     except TaskgateError as exc:
@@ -177,7 +177,9 @@ async def log_in(
         return page
     code = await _provider(request).issue_code(pending, user.id)
     target = construct_redirect_uri(pending.redirect_uri, code=code, state=pending.state)
-    return RedirectResponse(target, status_code=302, headers={"Cache-Control": "no-store"})
+    redirect = RedirectResponse(target, status_code=302, headers={"Cache-Control": "no-store"})
+    limits.remember_device(redirect, request, email)
+    return redirect
 
 
 @router.get(SIGNUP_PATH, response_class=HTMLResponse)
@@ -200,6 +202,7 @@ async def sign_up(
     settings: SettingsDep,
     session: SessionDep,
     hashing: HashingDep,
+    limits: SignupLimitsDep,
     signed: RequestField,
     csrf: CsrfField,
     email: EmailField,
@@ -207,6 +210,12 @@ async def sign_up(
 ) -> Response:
     _check_csrf(request, settings, csrf)
     _pending(request, signed)
+    try:
+        limits.take(client_address(request))
+    except TaskgateError as exc:
+        page = _signup_page(request, settings, signed, exc.message, exc.http_status)
+        page.headers["Retry-After"] = str(exc.details["retry_after_seconds"])
+        return page
     try:
         data = UserCreate(email=email, password=password)
     except ValidationError:
