@@ -15,6 +15,7 @@ from backend.login_limits import LoginLimits
 from backend.metrics import BackendMetrics, RequestMetrics
 from backend.middleware import BodySizeLimit, UnhandledErrors
 from backend.oauth.envelope import OAuthErrorEnvelope
+from backend.oauth.registration import REGISTER_PATH, REGISTRATION_MAX_BYTES
 from backend.oauth.server import install_oauth
 from backend.rate_limits import Buckets
 from backend.request_log import RequestLog
@@ -49,7 +50,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.log = logging.getLogger("backend")
     install_error_handlers(app)
     # Added last, so outermost: even the size limit's failures leave as an envelope.
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        smaller={REGISTER_PATH: REGISTRATION_MAX_BYTES},
+    )
     app.add_middleware(UnhandledErrors)
     app.add_middleware(OAuthErrorEnvelope)  # OAuth's error bodies also carry the envelope
     metrics = BackendMetrics(CollectorRegistry())

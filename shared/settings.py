@@ -128,6 +128,13 @@ class Settings(BaseSettings):
     backend_token_ttl_seconds: int = Field(300, ge=1)
     oauth_refresh_ttl_seconds: int = Field(30 * 24 * 3600, ge=60)
     oauth_code_ttl_seconds: int = Field(60, ge=1, le=600)
+    # Dynamic client registration: per client address a burst, then this many an hour (0 turns
+    # the limit off); at most this many clients that no login has completed yet; a client with
+    # no live refresh token this many days after it registered is pruned.
+    oauth_registration_burst: int = Field(10, ge=1)
+    oauth_registrations_per_hour: float = Field(30.0, ge=0)
+    oauth_unverified_clients_max: int = Field(1000, ge=1)
+    oauth_client_stale_days: int = Field(90, ge=1)
 
     # Read cache and read-your-writes.
     cache_ttl: float = Field(5.0, ge=0)

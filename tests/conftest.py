@@ -15,10 +15,14 @@ from tests.support.config import TEST_JWT_SECRET, TEST_MCP_URL
 from tests.support.processes import running_backend
 from tests.support.redis import RedisServer, running_redis
 
-# What every process that tests spawn inherits: the shared audience, and sign-ups without a
-# per-address limit (every test signs up its users from 127.0.0.1; the limit has its own tests,
-# which set it back).
-SPAWNED_ENV = {"MCP_PUBLIC_URL": TEST_MCP_URL, "SIGNUP_ADDRESS_PER_HOUR": "0"}
+# What every process that tests spawn inherits: the shared audience, and sign-ups and client
+# registrations without a per-address limit (every test signs up its users from 127.0.0.1; the
+# limits have their own tests, which set them).
+SPAWNED_ENV = {
+    "MCP_PUBLIC_URL": TEST_MCP_URL,
+    "SIGNUP_ADDRESS_PER_HOUR": "0",
+    "OAUTH_REGISTRATIONS_PER_HOUR": "0",
+}
 
 
 @pytest.fixture(scope="session", autouse=True)
