@@ -39,6 +39,12 @@ def create_app(settings: Settings) -> FastAPI:
             settings.login_limit_entries,
             "sign-ups from this address",
         )
+        app.state.user_limits = Buckets(
+            settings.rest_rate_limit_per_user,
+            settings.rest_rate_limit_burst,
+            settings.login_limit_entries,
+            "requests from this user",
+        )
         try:
             yield
         finally:

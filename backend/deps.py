@@ -113,6 +113,9 @@ async def get_current_user(
         ) from None
     except jwt.InvalidTokenError:
         raise TaskgateError(ErrorCode.UNAUTHORIZED, "token is not valid") from None
+    # Before the database: a user over their allowance costs a token check, not a query.
+    user_limits: Buckets = request.app.state.user_limits
+    user_limits.take(claims.user_id)
     user = await session.get(User, claims.user_id)
     if user is None:
         raise TaskgateError(ErrorCode.UNAUTHORIZED, "the token's user no longer exists")

@@ -150,6 +150,10 @@ class Settings(BaseSettings):
     # 0 turns the limit off. Far above an agent's pace and the load test's (64 agents).
     rate_limit_per_user: float = Field(50.0, ge=0)
     rate_limit_burst: int = Field(100, ge=1)
+    # The backend's REST API, per user and second, with a burst; per backend process, counted
+    # before the request touches the database. 0 turns it off.
+    rest_rate_limit_per_user: float = Field(20.0, ge=0)
+    rest_rate_limit_burst: int = Field(40, ge=1)
 
     # Operators: the admin API (off while ADMIN_TOKEN is unset), TTL sharing, lag sampling.
     admin_token: SecretStr | None = None

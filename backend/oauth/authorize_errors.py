@@ -4,8 +4,9 @@ through that client.
 OAuth sends most /authorize errors (a bad scope, a missing PKCE challenge) to the redirect URI.
 For a client that anyone may register with any https URI, that makes /authorize an open
 redirect that needs no login: a link on our host that lands on the attacker's page. Until a
-login has completed through the client, such an error is answered here instead (400, the OAuth
-error fields and the envelope), and the browser stays on our host.
+login has completed through the client, such an error for a redirect off this machine is
+answered here instead (400, the OAuth error fields and the envelope), and the browser stays on
+our host.
 """
 
 from __future__ import annotations
@@ -17,18 +18,26 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.datastructures import State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from backend.oauth.clients import LOOPBACK_HOSTS
 from backend.oauth.registration import is_verified
 
 _REDIRECTS = frozenset({302, 303, 307})
 
 
 def _error_of(start: Message) -> str | None:
-    """The OAuth `error` a redirect carries to the client, if it is an error redirect."""
+    """The OAuth `error` a redirect carries to a client off this machine, if it is one.
+
+    An error for a loopback redirect URI (a native app's listener, RFC 8252) goes back as OAuth
+    says: it cannot take the browser to another site, and the app needs it to tell its user.
+    """
     if start["status"] not in _REDIRECTS:
         return None
     for name, value in start.get("headers", []):
         if name.lower() == b"location":
-            errors = parse_qs(urlsplit(value.decode("latin-1")).query).get("error")
+            target = urlsplit(value.decode("latin-1"))
+            if target.scheme == "http" and (target.hostname or "") in LOOPBACK_HOSTS:
+                return None
+            errors = parse_qs(target.query).get("error")
             return errors[0] if errors else None
     return None
 
