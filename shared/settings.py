@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
+import re
+from collections import Counter
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -15,6 +18,11 @@ CACHE_MAX_BYTES_DEFAULT = 64 * 2**20
 CACHE_MAX_ENTRY_BYTES_DEFAULT = 512 * 2**10
 # Shorter secrets fall to an offline brute force of one captured HS256 token.
 MIN_SECRET_CHARS = 32
+# A secret's entropy as estimated from its characters' frequencies; 32 random hex digits
+# estimate about 120 bits, 32 times one character 0.
+MIN_SECRET_BITS = 80
+# Words that mark a value someone meant to replace (compared without case or separators).
+_PLACEHOLDER_WORDS = ("changeme", "secret", "password", "placeholder", "replaceme", "example")
 
 
 class InsecureSettings(ValueError):
@@ -209,30 +217,24 @@ class Settings(BaseSettings):
         return self
 
     def require_production_secrets(self) -> None:
-        """Refuse a missing, placeholder or short JWT_SECRET or ADMIN_TOKEN.
+        """Refuse a missing, placeholder, short or predictable JWT_SECRET or ADMIN_TOKEN.
 
         Called by the command line before a server starts, not on construction, so tests and
         tools build Settings freely. The default JWT_SECRET is a public placeholder.
         """
-        jwt_secret = self.jwt_secret.get_secret_value()
-        if _placeholder(jwt_secret):
-            raise InsecureSettings(
-                "JWT_SECRET is unset or a placeholder: set it to a random string of at least "
-                f"{MIN_SECRET_CHARS} characters (python -c 'import secrets; "
-                "print(secrets.token_urlsafe(32))')"
-            )
-        if len(jwt_secret) < MIN_SECRET_CHARS:
-            raise InsecureSettings(
-                f"JWT_SECRET is {len(jwt_secret)} characters: set it to a random string of at "
-                f"least {MIN_SECRET_CHARS}"
-            )
+        how = (
+            f"set it to a random string of at least {MIN_SECRET_CHARS} characters (python -c "
+            "'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+        weakness = secret_weakness(self.jwt_secret.get_secret_value())
+        if weakness:
+            raise InsecureSettings(f"JWT_SECRET is {weakness}: {how}")
         # An empty ADMIN_TOKEN turns the admin API off, as an unset one does.
         admin_token = self.admin_token.get_secret_value() if self.admin_token else ""
-        if admin_token and (_placeholder(admin_token) or len(admin_token) < MIN_SECRET_CHARS):
+        weakness = secret_weakness(admin_token) if admin_token else None
+        if weakness:
             raise InsecureSettings(
-                f"ADMIN_TOKEN is a placeholder or shorter than {MIN_SECRET_CHARS} characters: "
-                f"set it to a random string of at least {MIN_SECRET_CHARS}, or unset it to turn "
-                "the admin API off"
+                f"ADMIN_TOKEN is {weakness}: {how}, or unset it to turn the admin API off"
             )
 
     @property
@@ -250,5 +252,20 @@ class Settings(BaseSettings):
         return self.mcp_public_url or f"http://{self.mcp_host}:{self.mcp_port}{self.mcp_path}"
 
 
-def _placeholder(secret: str) -> bool:
-    return "change-me" in secret.lower()
+def secret_weakness(secret: str) -> str | None:
+    """Why `secret` would not hold against a guess, or None when it would.
+
+    Placeholders are matched case-insensitively with separators ignored ("CHANGE_ME",
+    "change-me", "ChangeMe"); entropy is estimated from the secret's own character frequencies
+    (Shannon), which a repeated character or a short repeated pattern brings near zero.
+    """
+    compact = re.sub(r"[\W_]+", "", secret.lower())
+    if not secret.strip() or any(word in compact for word in _PLACEHOLDER_WORDS):
+        return "unset or a placeholder"
+    if len(secret) < MIN_SECRET_CHARS:
+        return f"{len(secret)} characters, under {MIN_SECRET_CHARS}"
+    counts = Counter(secret)
+    bits = -sum(n * math.log2(n / len(secret)) for n in counts.values())
+    if bits < MIN_SECRET_BITS or secret in (secret + secret)[1:-1]:
+        return "too predictable (repeated characters or a repeated pattern)"
+    return None
