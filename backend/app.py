@@ -22,6 +22,7 @@ from backend.request_log import RequestLog
 from backend.routes import auth, health, tasks, users
 from backend.security import PasswordHashing
 from shared.api import API_PREFIX
+from shared.metrics_endpoint import MetricsEndpoint
 from shared.settings import Settings
 
 
@@ -46,7 +47,8 @@ def create_app(settings: Settings) -> FastAPI:
             "requests from this user",
         )
         try:
-            yield
+            with metrics_endpoint.own_port():
+                yield
         finally:
             app.state.hashing.close()
             await engine.dispose()
@@ -64,9 +66,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(UnhandledErrors)
     app.add_middleware(OAuthErrorEnvelope)  # OAuth's error bodies also carry the envelope
     metrics = BackendMetrics(CollectorRegistry())
+    metrics_endpoint = MetricsEndpoint.for_backend(settings, metrics.registry)
     app.add_middleware(RequestMetrics, metrics=metrics)
     app.add_middleware(RequestLog)  # outermost: logs the status the client gets
-    app.add_route("/metrics", metrics.scrape, include_in_schema=False)
+    app.add_route("/metrics", metrics_endpoint.scrape, include_in_schema=False)
     for router in (users.router, auth.router, tasks.router):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(health.router)

@@ -174,6 +174,9 @@ class Settings(BaseSettings):
     # set, /metrics on the MCP port needs it as a bearer token. Neither: public on the MCP port.
     metrics_port: int = Field(0, ge=0, le=65535)
     metrics_token: SecretStr | None = None
+    # The backend's /metrics: on this port only (BACKEND_HOST) when set, else on the backend's
+    # port, behind METRICS_TOKEN when that is set.
+    backend_metrics_port: int = Field(0, ge=0, le=65535)
     log_level: str = "INFO"
     log_json: bool = False
 

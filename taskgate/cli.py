@@ -36,10 +36,10 @@ def _backend(args: argparse.Namespace) -> None:
     from backend.app import create_app
     from taskgate.serving import serve
 
-    settings = _production_settings()
+    settings = _production_settings(**({"backend_host": args.host} if args.host else {}))
     configure_logging(settings.log_level, settings.log_json)
     port = args.port if args.port is not None else settings.backend_port
-    serve(create_app(settings), settings, args.host or settings.backend_host, port)
+    serve(create_app(settings), settings, settings.backend_host, port)
 
 
 def _gateway(args: argparse.Namespace) -> None:

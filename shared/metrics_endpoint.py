@@ -1,10 +1,10 @@
-"""Where Prometheus scrapes the gateway: /metrics on the MCP port, behind a token, or a port
-of its own.
+"""Where Prometheus scrapes a server: /metrics on its own port, behind a token, or a port of
+its own. The gateway and the backend each use one.
 
-The operator picks: METRICS_PORT serves the metrics on that port only (MCP_HOST), for a
-network that only the scraper reaches; METRICS_TOKEN makes /metrics on the MCP port ask for
-it as a bearer token. With neither, /metrics is public on the MCP port (counters and lag, no
-user data), as before.
+The operator picks: METRICS_PORT (the gateway's) or BACKEND_METRICS_PORT serves the metrics on
+that port only (on the server's host), for a network that only the scraper reaches;
+METRICS_TOKEN makes /metrics on the server's port ask for it as a bearer token. With neither,
+/metrics is public on the server's port (counters and lag, no user data), as before.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from contextlib import contextmanager
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.exposition import start_http_server
+from pydantic import SecretStr
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -26,17 +27,45 @@ log = logging.getLogger(__name__)
 
 
 class MetricsEndpoint:
-    def __init__(self, settings: Settings, registry: CollectorRegistry) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        port: int,
+        host: str,
+        token: SecretStr | None,
+        server: str,
+    ) -> None:
         self._registry = registry
-        self._port = settings.metrics_port
-        self._host = settings.mcp_host
-        token = settings.metrics_token.get_secret_value() if settings.metrics_token else ""
-        self._token = token.encode()
+        self._port = port
+        self._host = host
+        self._token = (token.get_secret_value() if token else "").encode()
+        self._server = server  # "gateway" or "backend", in the not_found message
+
+    @classmethod
+    def for_gateway(cls, settings: Settings, registry: CollectorRegistry) -> MetricsEndpoint:
+        return cls(
+            registry,
+            port=settings.metrics_port,
+            host=settings.mcp_host,
+            token=settings.metrics_token,
+            server="gateway",
+        )
+
+    @classmethod
+    def for_backend(cls, settings: Settings, registry: CollectorRegistry) -> MetricsEndpoint:
+        return cls(
+            registry,
+            port=settings.backend_metrics_port,
+            host=settings.backend_host,
+            token=settings.metrics_token,
+            server="backend",
+        )
 
     def _check(self, request: Request) -> None:
         if self._port:
             raise TaskgateError(
-                ErrorCode.NOT_FOUND, "metrics are served on the gateway's metrics port"
+                ErrorCode.NOT_FOUND, f"metrics are served on the {self._server}'s metrics port"
             )
         if not self._token:
             return
@@ -47,7 +76,7 @@ class MetricsEndpoint:
             raise TaskgateError(ErrorCode.UNAUTHORIZED, "a valid metrics bearer token is required")
 
     async def scrape(self, request: Request) -> Response:
-        """GET /metrics on the MCP port."""
+        """GET /metrics on the server's port."""
         try:
             self._check(request)
         except TaskgateError as exc:
@@ -59,7 +88,7 @@ class MetricsEndpoint:
 
     @contextmanager
     def own_port(self) -> Iterator[None]:
-        """While the gateway runs: the metrics port's server, when METRICS_PORT is set."""
+        """While the server runs: the metrics port's server, when its port is set."""
         if not self._port:
             yield
             return
