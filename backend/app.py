@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,6 +19,7 @@ from backend.middleware import BodySizeLimit, UnhandledErrors
 from backend.oauth.envelope import OAuthErrorEnvelope
 from backend.oauth.registration import REGISTER_PATH, REGISTRATION_MAX_BYTES
 from backend.oauth.server import install_oauth
+from backend.pruning import prune_periodically
 from backend.rate_limits import Buckets
 from backend.request_log import RequestLog
 from backend.routes import auth, health, tasks, users
@@ -46,10 +49,14 @@ def create_app(settings: Settings) -> FastAPI:
             settings.login_limit_entries,
             "requests from this user",
         )
+        pruning = asyncio.create_task(prune_periodically(app.state.sessions, settings))
         try:
             with metrics_endpoint.own_port():
                 yield
         finally:
+            pruning.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pruning
             app.state.hashing.close()
             await engine.dispose()
 

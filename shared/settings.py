@@ -143,6 +143,11 @@ class Settings(BaseSettings):
     oauth_registrations_per_hour: float = Field(30.0, ge=0)
     oauth_unverified_clients_max: int = Field(1000, ge=1)
     oauth_client_stale_days: int = Field(90, ge=1)
+    # The backend deletes what outlived its use this often (backend/pruning.py): expired refresh
+    # tokens and codes, idempotency keys older than IDEMPOTENCY_KEY_HOURS (a retry after that
+    # creates a new task), stale clients.
+    prune_interval_seconds: float = Field(3600.0, gt=0)
+    idempotency_key_hours: float = Field(24.0, gt=0)
 
     # Read cache and read-your-writes.
     cache_ttl: float = Field(5.0, ge=0)
