@@ -11,6 +11,7 @@ from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBea
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.login_limits import LoginLimits
+from backend.rate_limits import Buckets
 from backend.security import PasswordHashing
 from backend.sessions import CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE, csrf_token_matches
 from shared.api import LOGIN_PATH
@@ -54,10 +55,16 @@ async def get_login_limits(request: Request) -> LoginLimits:
     return limits
 
 
+async def get_signup_limits(request: Request) -> Buckets:
+    limits: Buckets = request.app.state.signup_limits
+    return limits
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 HashingDep = Annotated[PasswordHashing, Depends(get_hashing)]
 LoginLimitsDep = Annotated[LoginLimits, Depends(get_login_limits)]
+SignupLimitsDep = Annotated[Buckets, Depends(get_signup_limits)]
 
 
 def _token_from(
@@ -106,6 +113,9 @@ async def get_current_user(
         ) from None
     except jwt.InvalidTokenError:
         raise TaskgateError(ErrorCode.UNAUTHORIZED, "token is not valid") from None
+    # Before the database: a user over their allowance costs a token check, not a query.
+    user_limits: Buckets = request.app.state.user_limits
+    user_limits.take(claims.user_id)
     user = await session.get(User, claims.user_id)
     if user is None:
         raise TaskgateError(ErrorCode.UNAUTHORIZED, "the token's user no longer exists")

@@ -9,14 +9,10 @@ import time
 from collections.abc import Iterable
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Histogram,
-    generate_latest,
 )
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -58,9 +54,6 @@ class BackendMetrics:
             for method in methods - {"HEAD"}:
                 for status in declared:
                     self.requests.labels(method, path, str(status))
-
-    async def scrape(self, _: Request) -> Response:
-        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 class RequestMetrics:

@@ -53,27 +53,29 @@ class BodySizeLimit:
     body parser would turn an error raised mid-stream into a generic 400.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, smaller: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
-        self._too_large = _envelope_bytes(
-            ErrorCode.BAD_REQUEST,
-            "request body is too large",
-            {"max_bytes": str(max_bytes)},
+        self._smaller = smaller or {}  # tighter bounds for some paths
+
+    def _too_large(self, max_bytes: int) -> bytes:
+        return _envelope_bytes(
+            ErrorCode.BAD_REQUEST, "request body is too large", {"max_bytes": str(max_bytes)}
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self._smaller.get(scope["path"], self.max_bytes)
         for name, value in scope.get("headers", []):
             declared = content_length(value) if name == b"content-length" else None
-            if declared is not None and declared > self.max_bytes:
-                await _send_json(send, 413, self._too_large)
+            if declared is not None and declared > max_bytes:
+                await _send_json(send, 413, self._too_large(max_bytes))
                 return
-        read = await read_body(receive, self.max_bytes)
+        read = await read_body(receive, max_bytes)
         if read.too_large:
-            await _send_json(send, 413, self._too_large)
+            await _send_json(send, 413, self._too_large(max_bytes))
             return
         if read.body is None:
             return  # the client went away before sending its body

@@ -34,13 +34,14 @@ from gateway.metrics import (
     ToolCallObserver,
     backend_error_counter,
 )
-from gateway.metrics_endpoint import MetricsEndpoint
 from gateway.ratelimit import CallLimits
 from gateway.replica_lag import sample_replica_lag
 from gateway.runtime import Runtime, RuntimeRef, open_runtime
+from gateway.stateless_get import RefuseStandaloneStream
 from gateway.tools.bench import register_bench_tools
 from gateway.tools.read import register_read_tools
 from gateway.tools.write import register_write_tools
+from shared.metrics_endpoint import MetricsEndpoint
 from shared.settings import Settings
 
 # The tool list changes only when the gateway is redeployed; each client keeps its own copy
@@ -61,7 +62,7 @@ def build_server(settings: Settings) -> tuple[TaskgateMCP, RuntimeRef]:
     registry = CollectorRegistry()
     metrics = GatewayMetrics(registry)
     registry.register(ReadModelCollector(ref))
-    metrics_endpoint = MetricsEndpoint(settings, registry)
+    metrics_endpoint = MetricsEndpoint.for_gateway(settings, registry)
 
     @asynccontextmanager
     async def lifespan(_server: object) -> AsyncIterator[Runtime]:
@@ -160,4 +161,6 @@ def build_http_app(settings: Settings) -> Starlette:
     # Added first, so it runs inside StripHeaderWhitespace and sees the headers the SDK sees.
     install_fast_path(app, settings, server, ref, security)
     app.add_middleware(StripHeaderWhitespace)
+    if settings.mcp_stateless:
+        app.add_middleware(RefuseStandaloneStream, path=settings.mcp_path)
     return app

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
+import re
+from collections import Counter
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -15,6 +18,11 @@ CACHE_MAX_BYTES_DEFAULT = 64 * 2**20
 CACHE_MAX_ENTRY_BYTES_DEFAULT = 512 * 2**10
 # Shorter secrets fall to an offline brute force of one captured HS256 token.
 MIN_SECRET_CHARS = 32
+# A secret's entropy as estimated from its characters' frequencies; 32 random hex digits
+# estimate about 120 bits, 32 times one character 0.
+MIN_SECRET_BITS = 80
+# Words that mark a value someone meant to replace (compared without case or separators).
+_PLACEHOLDER_WORDS = ("changeme", "secret", "password", "placeholder", "replaceme", "example")
 
 
 class InsecureSettings(ValueError):
@@ -75,6 +83,15 @@ class Settings(BaseSettings):
     # Registers the no-op `ping` tool that the benchmark uses as the transport floor.
     mcp_bench_tools: bool = False
 
+    # Connections, per server process (taskgate/serving.py). Past either cap a new connection
+    # gets 503 and is closed; TRUSTED_PROXIES are exempt from the per-client one. A request's
+    # head and body must arrive within REQUEST_READ_TIMEOUT_SECONDS; idle keep-alive connections
+    # close after KEEP_ALIVE_TIMEOUT_SECONDS.
+    max_connections: int = Field(4096, ge=1)
+    max_connections_per_client: int = Field(256, ge=1)
+    request_read_timeout_seconds: float = Field(10.0, gt=0)
+    keep_alive_timeout_seconds: int = Field(15, ge=1)
+
     # Stdio credentials: a token, or an email and password logged in at start-up.
     gateway_token: SecretStr | None = None
     gateway_email: str | None = None
@@ -99,7 +116,14 @@ class Settings(BaseSettings):
     login_backoff_max_seconds: float = Field(900.0, gt=0)
     login_failure_window_seconds: float = Field(3600.0, gt=0)
     login_limit_entries: int = Field(50_000, ge=1)  # per table, about 350 bytes each
+    # A browser that logged in keeps a signed device cookie this long: its own allowance of
+    # LOGIN_ACCOUNT_FAILURES, untouched by failures on its account or address from elsewhere.
+    login_device_cookie_days: int = Field(30, ge=1)
+    # Sign-ups per client address: a burst, then this many an hour (0 turns the limit off).
+    signup_address_burst: int = Field(10, ge=1)
+    signup_address_per_hour: float = Field(30.0, ge=0)
     # argon2 (64 MiB each) at most this many at once, so logins cannot starve other requests.
+    # Sign-ups use at most half of them, and a free one goes to a waiting login first.
     password_hash_concurrency: int = Field(2, ge=1)
     password_hash_queue: int = Field(256, ge=0)
 
@@ -112,6 +136,18 @@ class Settings(BaseSettings):
     backend_token_ttl_seconds: int = Field(300, ge=1)
     oauth_refresh_ttl_seconds: int = Field(30 * 24 * 3600, ge=60)
     oauth_code_ttl_seconds: int = Field(60, ge=1, le=600)
+    # Dynamic client registration: per client address a burst, then this many an hour (0 turns
+    # the limit off); at most this many clients that no login has completed yet; a client with
+    # no live refresh token this many days after it registered is pruned.
+    oauth_registration_burst: int = Field(10, ge=1)
+    oauth_registrations_per_hour: float = Field(30.0, ge=0)
+    oauth_unverified_clients_max: int = Field(1000, ge=1)
+    oauth_client_stale_days: int = Field(90, ge=1)
+    # The backend deletes what outlived its use this often (backend/pruning.py): expired refresh
+    # tokens and codes, idempotency keys older than IDEMPOTENCY_KEY_HOURS (a retry after that
+    # creates a new task), stale clients.
+    prune_interval_seconds: float = Field(3600.0, gt=0)
+    idempotency_key_hours: float = Field(24.0, gt=0)
 
     # Read cache and read-your-writes.
     cache_ttl: float = Field(5.0, ge=0)
@@ -130,6 +166,10 @@ class Settings(BaseSettings):
     # Calls (and other MCP requests) one user may have running at once in one gateway; past
     # it, rate_limited. 0 turns the cap off, and so does RATE_LIMIT_PER_USER=0.
     rate_limit_in_flight: int = Field(8, ge=0)
+    # The backend's REST API, per user and second, with a burst; per backend process, counted
+    # before the request touches the database. 0 turns it off.
+    rest_rate_limit_per_user: float = Field(20.0, ge=0)
+    rest_rate_limit_burst: int = Field(40, ge=1)
 
     # Operators: the admin API (off while ADMIN_TOKEN is unset), TTL sharing, lag sampling.
     admin_token: SecretStr | None = None
@@ -142,6 +182,9 @@ class Settings(BaseSettings):
     # set, /metrics on the MCP port needs it as a bearer token. Neither: public on the MCP port.
     metrics_port: int = Field(0, ge=0, le=65535)
     metrics_token: SecretStr | None = None
+    # The backend's /metrics: on this port only (BACKEND_HOST) when set, else on the backend's
+    # port, behind METRICS_TOKEN when that is set.
+    backend_metrics_port: int = Field(0, ge=0, le=65535)
     log_level: str = "INFO"
     log_json: bool = False
 
@@ -185,30 +228,24 @@ class Settings(BaseSettings):
         return self
 
     def require_production_secrets(self) -> None:
-        """Refuse a missing, placeholder or short JWT_SECRET or ADMIN_TOKEN.
+        """Refuse a missing, placeholder, short or predictable JWT_SECRET or ADMIN_TOKEN.
 
         Called by the command line before a server starts, not on construction, so tests and
         tools build Settings freely. The default JWT_SECRET is a public placeholder.
         """
-        jwt_secret = self.jwt_secret.get_secret_value()
-        if _placeholder(jwt_secret):
-            raise InsecureSettings(
-                "JWT_SECRET is unset or a placeholder: set it to a random string of at least "
-                f"{MIN_SECRET_CHARS} characters (python -c 'import secrets; "
-                "print(secrets.token_urlsafe(32))')"
-            )
-        if len(jwt_secret) < MIN_SECRET_CHARS:
-            raise InsecureSettings(
-                f"JWT_SECRET is {len(jwt_secret)} characters: set it to a random string of at "
-                f"least {MIN_SECRET_CHARS}"
-            )
+        how = (
+            f"set it to a random string of at least {MIN_SECRET_CHARS} characters (python -c "
+            "'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+        weakness = secret_weakness(self.jwt_secret.get_secret_value())
+        if weakness:
+            raise InsecureSettings(f"JWT_SECRET is {weakness}: {how}")
         # An empty ADMIN_TOKEN turns the admin API off, as an unset one does.
         admin_token = self.admin_token.get_secret_value() if self.admin_token else ""
-        if admin_token and (_placeholder(admin_token) or len(admin_token) < MIN_SECRET_CHARS):
+        weakness = secret_weakness(admin_token) if admin_token else None
+        if weakness:
             raise InsecureSettings(
-                f"ADMIN_TOKEN is a placeholder or shorter than {MIN_SECRET_CHARS} characters: "
-                f"set it to a random string of at least {MIN_SECRET_CHARS}, or unset it to turn "
-                "the admin API off"
+                f"ADMIN_TOKEN is {weakness}: {how}, or unset it to turn the admin API off"
             )
 
     @property
@@ -226,5 +263,20 @@ class Settings(BaseSettings):
         return self.mcp_public_url or f"http://{self.mcp_host}:{self.mcp_port}{self.mcp_path}"
 
 
-def _placeholder(secret: str) -> bool:
-    return "change-me" in secret.lower()
+def secret_weakness(secret: str) -> str | None:
+    """Why `secret` would not hold against a guess, or None when it would.
+
+    Placeholders are matched case-insensitively with separators ignored ("CHANGE_ME",
+    "change-me", "ChangeMe"); entropy is estimated from the secret's own character frequencies
+    (Shannon), which a repeated character or a short repeated pattern brings near zero.
+    """
+    compact = re.sub(r"[\W_]+", "", secret.lower())
+    if not secret.strip() or any(word in compact for word in _PLACEHOLDER_WORDS):
+        return "unset or a placeholder"
+    if len(secret) < MIN_SECRET_CHARS:
+        return f"{len(secret)} characters, under {MIN_SECRET_CHARS}"
+    counts = Counter(secret)
+    bits = -sum(n * math.log2(n / len(secret)) for n in counts.values())
+    if bits < MIN_SECRET_BITS or secret in (secret + secret)[1:-1]:
+        return "too predictable (repeated characters or a repeated pattern)"
+    return None

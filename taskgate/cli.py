@@ -31,14 +31,6 @@ Run `taskgate COMMAND --help` for a command's options.
 """
 
 
-def _proxy_options(settings: Settings) -> dict[str, object]:
-    # uvicorn believes X-Forwarded-For from loopback by default, so any local client could name
-    # itself; only the proxies an operator lists are believed.
-    if not settings.trusted_proxies:
-        return {"proxy_headers": False}
-    return {"proxy_headers": True, "forwarded_allow_ips": settings.trusted_proxies}
-
-
 def _production_settings(**overrides: object) -> Settings:
     """Settings for a server process: one clear line and exit 2 on a missing or weak secret."""
     settings = load_settings(**overrides)
@@ -51,26 +43,14 @@ def _production_settings(**overrides: object) -> Settings:
 
 
 def _backend(args: argparse.Namespace) -> None:
-    import uvicorn
-
     from backend.app import create_app
-    from taskgate.serving import SERVING_LOOP, freeze_startup_heap
+    from taskgate.serving import serve
 
-    settings = _production_settings()
+    settings = _production_settings(**({"backend_host": args.host} if args.host else {}))
     check_database_urls([("DATABASE_URL", settings.database_url)])
     configure_logging(settings.log_level, settings.log_json)
     port = args.port if args.port is not None else settings.backend_port
-    app = create_app(settings)
-    freeze_startup_heap()
-    uvicorn.run(
-        app,
-        host=args.host or settings.backend_host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        loop=SERVING_LOOP,
-        **_proxy_options(settings),  # type: ignore[arg-type]
-    )
+    serve(create_app(settings), settings, settings.backend_host, port)
 
 
 def _gateway(args: argparse.Namespace) -> None:
@@ -92,21 +72,9 @@ def _gateway(args: argparse.Namespace) -> None:
         server, _ = build_server(settings)
         server.run("stdio")
         return
-    import uvicorn
+    from taskgate.serving import serve
 
-    from taskgate.serving import SERVING_LOOP, freeze_startup_heap
-
-    app = build_http_app(settings)
-    freeze_startup_heap()
-    uvicorn.run(
-        app,
-        host=settings.mcp_host,
-        port=settings.mcp_port,
-        log_config=None,
-        access_log=False,
-        loop=SERVING_LOOP,
-        **_proxy_options(settings),  # type: ignore[arg-type]
-    )
+    serve(build_http_app(settings), settings, settings.mcp_host, settings.mcp_port)
 
 
 def _migrate(args: argparse.Namespace) -> None:

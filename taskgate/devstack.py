@@ -18,6 +18,7 @@ import httpx
 
 from shared.api import API_PREFIX, LOGIN_PATH
 from shared.migrate import upgrade_to_head
+from taskgate.dev_logs import copy_to_rotating_log
 from taskgate.pgpair import PgPair, free_port
 from taskgate.redis_server import RedisServer
 
@@ -51,20 +52,18 @@ def spawn_component(
 ) -> Component:
     """Start `taskgate <args>` in a child process; wait_healthy waits for it.
 
-    With `log`, the child's stdout and stderr go to that file (rewritten), else to ours.
+    With `log`, the child's stdout and stderr go to that file, size-capped and rotated
+    (taskgate.dev_logs), else to ours.
     """
-    out = log.open("wb") if log is not None else None
-    try:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "taskgate", *args],
-            env={**os.environ, **env},
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT if out is not None else None,
-        )
-    finally:
-        if out is not None:
-            out.close()  # the child holds its own copy
+    process = subprocess.Popen(
+        [sys.executable, "-m", "taskgate", *args],
+        env={**os.environ, **env},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE if log is not None else None,
+        stderr=subprocess.STDOUT if log is not None else None,
+    )
+    if log is not None and process.stdout is not None:
+        copy_to_rotating_log(process.stdout, log)
     return Component(name, process, health_url, log)
 
 

@@ -17,6 +17,11 @@ import redis
 from taskgate.pgpair import free_port
 
 START_TIMEOUT_SECONDS = 10.0
+# Redis holds the shared cache and the rate-limit buckets, all with TTLs: at the cap the least
+# recently used of those is evicted, so a flood of distinct keys cannot grow it without bound.
+# The same cap and policy as compose.yaml's Redis.
+MAX_MEMORY = "256mb"
+MAX_MEMORY_POLICY = "volatile-lru"
 
 
 class RedisServerError(RuntimeError):
@@ -58,6 +63,10 @@ class RedisServer:
             "",
             "--appendonly",
             "no",
+            "--maxmemory",
+            MAX_MEMORY,
+            "--maxmemory-policy",
+            MAX_MEMORY_POLICY,
         ]
         if self.logfile is not None:
             args += ["--logfile", str(self.logfile)]

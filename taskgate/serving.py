@@ -1,13 +1,44 @@
-"""How `taskgate gateway` and `taskgate backend` serve HTTP: on which event loop, and with their
-start-up heap frozen.
+"""How `taskgate gateway` and `taskgate backend` serve HTTP: on which event loop, with their
+start-up heap frozen, and with every connection bounded.
 
-Both remove the tail latency under many connections (tests/bench/TAIL.md); the backend meets
-the same burst of new connections when a gateway's pool opens.
+The bounds live in the HTTP protocol (a subclass of uvicorn's httptools protocol), not in the
+app, because a connection that never finishes its request head never reaches the app:
+
+- at most MAX_CONNECTIONS open, and MAX_CONNECTIONS_PER_CLIENT from one peer address (trusted
+  proxies excepted); past either, the connection gets a canned 503 with Retry-After and is
+  closed at once, before anything is read, so a flood costs a file descriptor for microseconds;
+- a request's head and body must both arrive within REQUEST_READ_TIMEOUT_SECONDS of its first
+  byte (of the connection, for the first request), whatever trickles in meanwhile; then 408 and
+  close (slowloris, slow body). uvicorn has no such timer: only one for idle keep-alive;
+- a request head over MAX_HEAD_BYTES is refused (httptools itself has no bound);
+- idle keep-alive connections close after KEEP_ALIVE_TIMEOUT_SECONDS (uvicorn's own timer);
+- accept() failing for want of descriptors (EMFILE) is logged once per interval with a count,
+  not once per retry.
+
+uvicorn's limit_concurrency was not enough: it counts connections but answers only once a
+request head is complete, so connections that never send one are held without bound.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import ipaddress
+import json
+import logging
+import resource
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from shared.errors import ErrorCode, ErrorEnvelope
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
 
 # uvicorn's "auto" picks uvloop. Its libuv accepts one connection per loop iteration (libuv 1.45,
 # "don't accept() connections in a loop"), and under load an iteration first runs every queued
@@ -15,6 +46,230 @@ import gc
 # calls (about 2 s for the 64th). asyncio's loop accepts every queued connection in one tick, and
 # with httptools it serves as many calls a second here.
 SERVING_LOOP = "asyncio"
+# Descriptors kept for what is not a client connection: database pools, the backend client,
+# Redis, log files. MAX_CONNECTIONS is lowered to fit the process's descriptor limit minus this.
+FD_RESERVE = 256
+# A request head (request line and headers) larger than this is refused with 400.
+MAX_HEAD_BYTES = 64 * 1024
+# Refusals and accept errors are logged at most once per this many seconds, with a count.
+LOG_INTERVAL_SECONDS = 10.0
+RETRY_AFTER_SECONDS = 1
+
+
+def _canned(status: int, reason: str, code: ErrorCode, message: str, **details: Any) -> bytes:
+    body = json.dumps(
+        ErrorEnvelope(error_code=code, message=message, details=details).model_dump(mode="json")
+    ).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n"
+    )
+    if "retry_after_seconds" in details:
+        head += f"retry-after: {details['retry_after_seconds']}\r\n"
+    return head.encode() + b"\r\n" + body
+
+
+TOO_MANY_CONNECTIONS = _canned(
+    503,
+    "Service Unavailable",
+    ErrorCode.RATE_LIMITED,
+    f"too many connections; retry in {RETRY_AFTER_SECONDS} s",
+    retry_after_seconds=RETRY_AFTER_SECONDS,
+)
+REQUEST_TOO_SLOW = _canned(
+    408,
+    "Request Timeout",
+    ErrorCode.BAD_REQUEST,
+    "the request was not received in time",
+)
+
+
+class ThrottledLog:
+    """Counts events by kind and logs one warning per kind and interval, with the count."""
+
+    def __init__(
+        self, interval: float = LOG_INTERVAL_SECONDS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._interval = interval
+        self._clock = clock
+        self._counts: Counter[str] = Counter()
+        self._logged_at: dict[str, float] = {}
+
+    def note(self, kind: str) -> None:
+        self._counts[kind] += 1
+        now = self._clock()
+        if now - self._logged_at.get(kind, -self._interval) >= self._interval:
+            log.warning("%s (%d since the last such line)", kind, self._counts.pop(kind))
+            self._logged_at[kind] = now
+
+
+def proxy_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's X-Forwarded-For handling: believed from TRUSTED_PROXIES only.
+
+    uvicorn believes it from loopback by default, so any local client could name itself.
+    """
+    if not settings.trusted_proxies:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": settings.trusted_proxies}
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    max_connections: int
+    max_per_client: int
+    read_timeout: float
+    trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    trust_all: bool
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ConnectionLimits:
+        names = [name.strip() for name in settings.trusted_proxies.split(",") if name.strip()]
+        networks = []
+        for name in names:
+            try:
+                networks.append(ipaddress.ip_network(name, strict=False))
+            except ValueError:
+                continue  # "*" or a unix socket name
+        return cls(
+            max_connections=_fitting_descriptors(settings.max_connections),
+            max_per_client=settings.max_connections_per_client,
+            read_timeout=settings.request_read_timeout_seconds,
+            trusted=tuple(networks),
+            trust_all="*" in names,
+        )
+
+    def is_trusted(self, peer: str) -> bool:
+        if self.trust_all:
+            return True
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        return any(address in network for network in self.trusted)
+
+
+def _fitting_descriptors(wanted: int) -> int:
+    """`wanted`, lowered to fit the descriptor limit (raised to its hard limit first)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    if soft == resource.RLIM_INFINITY or wanted <= soft - FD_RESERVE:
+        return wanted
+    fitted = max(1, soft - FD_RESERVE)
+    log.warning(
+        "MAX_CONNECTIONS=%d does not fit the open-file limit %d; serving at most %d",
+        wanted,
+        soft,
+        fitted,
+    )
+    return fitted
+
+
+def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol with the bounds above; one class per server."""
+    per_client: Counter[str] = Counter()
+    refusals = ThrottledLog()
+
+    class GuardedHttpToolsProtocol(HttpToolsProtocol):
+        _refused = False
+        _peer = ""
+        _deadline: asyncio.TimerHandle | None = None
+        _head_bytes = 0
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            peer = transport.get_extra_info("peername")
+            self._peer = str(peer[0]) if isinstance(peer, tuple) else ""
+            over_client = per_client[self._peer] >= limits.max_per_client and not limits.is_trusted(
+                self._peer
+            )
+            if len(self.connections) >= limits.max_connections or over_client:
+                self._refused = True
+                transport.write(TOO_MANY_CONNECTIONS)
+                transport.close()
+                refusals.note(
+                    "connections refused: too many from one client"
+                    if over_client
+                    else "connections refused: MAX_CONNECTIONS reached"
+                )
+                return
+            per_client[self._peer] += 1
+            super().connection_made(transport)
+            self._arm_deadline()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._refused:
+                return
+            self._disarm_deadline()
+            per_client[self._peer] -= 1
+            if per_client[self._peer] <= 0:
+                del per_client[self._peer]
+            super().connection_lost(exc)
+
+        def on_message_begin(self) -> None:
+            self._head_bytes = 0
+            self._arm_deadline()
+            super().on_message_begin()
+
+        def on_url(self, url: bytes) -> None:
+            self._count_head(len(url))
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._count_head(len(name) + len(value))
+            super().on_header(name, value)
+
+        def on_message_complete(self) -> None:
+            self._disarm_deadline()
+            super().on_message_complete()
+
+        def _count_head(self, size: int) -> None:
+            self._head_bytes += size
+            if self._head_bytes > MAX_HEAD_BYTES:
+                # httptools turns this into HttpParserCallbackError: uvicorn answers 400, closes.
+                raise ValueError("request head too large")
+
+        def _arm_deadline(self) -> None:
+            if self._deadline is None:
+                self._deadline = self.loop.call_later(limits.read_timeout, self._read_timed_out)
+
+        def _disarm_deadline(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _read_timed_out(self) -> None:
+            self._deadline = None
+            if self.transport.is_closing():
+                return
+            cycle = self.cycle
+            if cycle is not None and not cycle.response_complete:
+                cycle.keep_alive = False
+                if cycle.response_started:  # the app answered early; only the body is late
+                    self.transport.close()
+                    return
+                cycle.disconnected = True  # the app sees http.disconnect; its reply is dropped
+                cycle.message_event.set()
+            refusals.note("connections closed: request not received within its timeout")
+            self.transport.write(REQUEST_TOO_SLOW)
+            self.transport.close()
+
+    return GuardedHttpToolsProtocol
+
+
+def throttle_accept_errors(
+    loop: asyncio.AbstractEventLoop, accept_errors: ThrottledLog | None = None
+) -> None:
+    """asyncio logs a traceback on every failed accept() retry; log once per interval instead."""
+    accept_errors = accept_errors or ThrottledLog()
+
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if str(context.get("message", "")).startswith("socket.accept() out of system resource"):
+            accept_errors.note(f"accept() failed: {context.get('exception')}")
+            return
+        loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handle)
 
 
 def freeze_startup_heap() -> None:
@@ -25,3 +280,29 @@ def freeze_startup_heap() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+def serve(app: Any, settings: Settings, host: str, port: int) -> None:
+    """Serve `app` on host:port until SIGINT/SIGTERM, with the bounds above."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        loop=SERVING_LOOP,
+        http=guarded_protocol(ConnectionLimits.from_settings(settings)),
+        timeout_keep_alive=int(settings.keep_alive_timeout_seconds),
+        **proxy_options(settings),
+    )
+    server = uvicorn.Server(config)
+    freeze_startup_heap()
+
+    async def run() -> None:
+        throttle_accept_errors(asyncio.get_running_loop())
+        await server.serve()
+
+    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+        runner.run(run())

@@ -58,16 +58,26 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(name)
 
 
+# What every process that tests spawn inherits: the shared audience, and sign-ups and client
+# registrations without a per-address limit (every test signs up its users from 127.0.0.1; the
+# limits have their own tests, which set them).
+SPAWNED_ENV = {
+    "MCP_PUBLIC_URL": TEST_MCP_URL,
+    "SIGNUP_ADDRESS_PER_HOUR": "0",
+    "OAUTH_REGISTRATIONS_PER_HOUR": "0",
+}
+
+
 @pytest.fixture(scope="session", autouse=True)
-def _test_mcp_public_url() -> Iterator[None]:
-    """Backends and gateways that tests spawn inherit the shared audience from the environment."""
-    before = os.environ.get("MCP_PUBLIC_URL")
-    os.environ["MCP_PUBLIC_URL"] = TEST_MCP_URL
+def _spawned_env() -> Iterator[None]:
+    before = {name: os.environ.get(name) for name in SPAWNED_ENV}
+    os.environ.update(SPAWNED_ENV)
     yield
-    if before is None:
-        os.environ.pop("MCP_PUBLIC_URL", None)
-    else:
-        os.environ["MCP_PUBLIC_URL"] = before
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,9 @@ from shared.settings import Settings
 from shared.tokens import GATEWAY_CLIENT_ID, TOKEN_EXCHANGE_GRANT, gateway_client_secret
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "[::1]", "::1", "localhost"})
-# Schemes a redirect must never use: they run code or read files instead of reaching a client.
-_FORBIDDEN_SCHEMES = frozenset({"javascript", "data", "file", "vbscript", "blob", "about"})
+# OAuth 2.1 and RFC 8252: a redirect reaches a web client (https) or a native app's loopback
+# listener (http on 127.0.0.1, [::1], or localhost). Nothing else: no custom or script schemes.
+_SCHEMES = frozenset({"http", "https"})
 
 
 def _is_loopback(url: AnyUrl) -> bool:
@@ -25,11 +26,26 @@ def _without_port(url: AnyUrl) -> tuple[str, str, str, str]:
     return parts.scheme, parts.hostname or "", parts.path or "/", parts.query
 
 
+def redirect_problem(uri: AnyUrl) -> str | None:
+    """Why `uri` may not be a redirect URI, or None when it may."""
+    if uri.scheme not in _SCHEMES:
+        return "a redirect URI must be https, or http on loopback"
+    if uri.username or uri.password:
+        return "a redirect URI must not carry a user name or password"
+    if uri.fragment is not None or "#" in str(uri):
+        return "a redirect URI must not have a fragment"
+    if uri.scheme == "http" and not _is_loopback(uri):
+        return "an http redirect URI must be on loopback; use https"
+    return None
+
+
 class TaskgateClient(OAuthClientInformationFull):
     """A client whose redirect URIs are matched exactly, except that a loopback URI's port may
     differ from the registered one (RFC 8252 section 7.3: native apps pick a free port)."""
 
     def validate_redirect_uri(self, redirect_uri: AnyUrl | None) -> AnyUrl:
+        if redirect_uri is not None and redirect_problem(redirect_uri):
+            raise InvalidRedirectUriError("redirect_uri is not registered for this client")
         if redirect_uri is not None and _is_loopback(redirect_uri):
             wanted = _without_port(redirect_uri)
             for registered in self.redirect_uris or []:
@@ -44,14 +60,11 @@ class TaskgateClient(OAuthClientInformationFull):
 
 
 def check_redirect_uris(client: OAuthClientInformationFull) -> None:
-    """OAuth 2.1 section 2.3.1: https, or http on loopback only, or a native app's own scheme."""
+    """Every redirect URI of a registration passes `redirect_problem`."""
     for uri in client.redirect_uris or []:
-        if uri.scheme in _FORBIDDEN_SCHEMES or uri.fragment:
-            raise RegistrationError("invalid_redirect_uri", "this redirect URI is not allowed")
-        if uri.scheme == "http" and not _is_loopback(uri):
-            raise RegistrationError(
-                "invalid_redirect_uri", "an http redirect URI must be on loopback; use https"
-            )
+        problem = redirect_problem(uri)
+        if problem:
+            raise RegistrationError("invalid_redirect_uri", problem)
 
 
 def gateway_client(settings: Settings) -> TaskgateClient:

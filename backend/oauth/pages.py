@@ -20,9 +20,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from mcp.server.auth.provider import construct_redirect_uri
 from pydantic import ValidationError
 
-from backend.deps import HashingDep, LoginLimitsDep, SessionDep, SettingsDep
-from backend.login_limits import client_address
+from backend.deps import HashingDep, LoginLimitsDep, SessionDep, SettingsDep, SignupLimitsDep
+from backend.login_limits import client_address, login_client
 from backend.oauth.provider import LOGIN_PATH, PendingAuthorization, TaskgateOAuthProvider
+from backend.oauth.registration import clean_display_text
 from backend.services import users
 from shared.errors import ErrorCode, TaskgateError
 from shared.rules import EMAIL_MAX, PASSWORD_MAX, PASSWORD_MIN
@@ -62,6 +63,21 @@ def _pending(request: Request, signed: str) -> PendingAuthorization:
             "this login link has expired or is not valid; start again from your MCP client",
         )
     return pending
+
+
+def plain_origin(url: str) -> str:
+    """Where a redirect goes, as scheme://host[:port] with the host in ASCII (punycode), so a
+    look-alike of another site's name shows as what it is."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        host = host.encode("ascii", "backslashreplace").decode("ascii")
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}"
 
 
 def _csrf_for(settings: Settings, nonce: str) -> str:
@@ -127,12 +143,11 @@ async def _login_page(
 ) -> HTMLResponse:
     pending = _pending(request, signed)
     client = await _provider(request).get_client(pending.client_id)
-    name = (client.client_name if client else None) or pending.client_id
-    back_to = urlsplit(pending.redirect_uri).netloc or pending.redirect_uri
+    name = clean_display_text((client.client_name if client else None) or "")
     signup = f"{SIGNUP_PATH}?{urlencode({'request': signed})}"
     intro = (
-        f"<p><b>{escape(name[:100])}</b> asks to use taskgate as you. After you log in, you go "
-        f"back to <b>{escape(back_to[:200])}</b>.</p>"
+        f"<p><b>{escape(name or pending.client_id)}</b> asks to use taskgate as you. After you "
+        f"log in, you go back to <b>{escape(plain_origin(pending.redirect_uri))}</b>.</p>"
     )
     after = f'<p>No account? <a href="{escape(signup)}">Sign up</a></p>'
     return _page(
@@ -166,7 +181,7 @@ async def log_in(
     try:  # the same per-account and per-address back-off as POST /api/v1/auth/token
         user = await limits.attempt(
             email,
-            client_address(request),
+            login_client(request),
             lambda: users.authenticate(session, hashing, email, password),
         )
     except TaskgateError as exc:
@@ -177,7 +192,9 @@ async def log_in(
         return page
     code = await _provider(request).issue_code(pending, user.id)
     target = construct_redirect_uri(pending.redirect_uri, code=code, state=pending.state)
-    return RedirectResponse(target, status_code=302, headers={"Cache-Control": "no-store"})
+    redirect = RedirectResponse(target, status_code=302, headers={"Cache-Control": "no-store"})
+    limits.remember_device(redirect, request, email)
+    return redirect
 
 
 @router.get(SIGNUP_PATH, response_class=HTMLResponse)
@@ -200,6 +217,7 @@ async def sign_up(
     settings: SettingsDep,
     session: SessionDep,
     hashing: HashingDep,
+    limits: SignupLimitsDep,
     signed: RequestField,
     csrf: CsrfField,
     email: EmailField,
@@ -207,6 +225,12 @@ async def sign_up(
 ) -> Response:
     _check_csrf(request, settings, csrf)
     _pending(request, signed)
+    try:
+        limits.take(client_address(request))
+    except TaskgateError as exc:
+        page = _signup_page(request, settings, signed, exc.message, exc.http_status)
+        page.headers["Retry-After"] = str(exc.details["retry_after_seconds"])
+        return page
     try:
         data = UserCreate(email=email, password=password)
     except ValidationError:

@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.datastructures import State
 
 from backend.oauth.clients import TaskgateClient, check_redirect_uris, gateway_client
+from backend.oauth.registration import check_registration, make_room_for_unverified
 from shared.models import OAuthClient, OAuthCode, OAuthRefreshToken
 from shared.schemas import storable
 from shared.settings import Settings
@@ -121,6 +122,7 @@ class TaskgateOAuthProvider(
 
     async def register_client(self, client_info: OAuthClientInformationFull) -> None:
         check_redirect_uris(client_info)
+        client_info = check_registration(client_info)
         info = client_info.model_dump(mode="json", exclude_none=True)
         text = json.dumps(info, ensure_ascii=False)  # escapes NUL as \u0000, which JSONB refuses
         try:  # JSONB takes neither NUL nor a lone surrogate: refuse them instead of failing
@@ -130,6 +132,7 @@ class TaskgateOAuthProvider(
                 "invalid_client_metadata", "metadata must be valid Unicode text without NUL"
             ) from None
         async with self._sessions() as session:
+            await make_room_for_unverified(session, self._settings.oauth_unverified_clients_max)
             session.add(OAuthClient(client_id=client_info.client_id, info=info))
             await session.commit()
 

@@ -12,9 +12,16 @@ from pydantic import AnyHttpUrl
 from starlette.routing import BaseRoute, Route
 
 from backend.oauth import pages
+from backend.oauth.authorize_errors import NoErrorRedirectBeforeLogin
 from backend.oauth.provider import TaskgateOAuthProvider
+from backend.oauth.registration import RegistrationThrottle, registration_buckets
 from backend.oauth.token import TokenEndpoint
-from shared.api import OAUTH_METADATA_PATH, OAUTH_TOKEN_PATH
+from shared.api import (
+    OAUTH_AUTHORIZE_PATH,
+    OAUTH_METADATA_PATH,
+    OAUTH_REGISTER_PATH,
+    OAUTH_TOKEN_PATH,
+)
 from shared.settings import Settings
 from shared.tokens import TOKEN_EXCHANGE_GRANT
 
@@ -53,6 +60,10 @@ def install_oauth(app: FastAPI, settings: Settings) -> None:
     }
     for route in create_auth_routes(provider, issuer, None, registration, revocation):
         path = getattr(route, "path", "")
+        if path == OAUTH_REGISTER_PATH and isinstance(route, Route):
+            route.app = RegistrationThrottle(route.app, registration_buckets(settings))
+        if path == OAUTH_AUTHORIZE_PATH and isinstance(route, Route):
+            route.app = NoErrorRedirectBeforeLogin(route.app, app.state)
         app.router.routes.append(ours.pop(path, route))
     app.router.routes.extend(ours.values())
     app.include_router(pages.router)

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request, Response, status
 
 from backend.deps import HashingDep, LoginLimitsDep, SessionDep, SettingsDep
-from backend.login_limits import client_address
+from backend.login_limits import DEVICE_COOKIE, login_client
 from backend.openapi import COMMON_ERRORS, error_responses
 from backend.services import users
 from backend.sessions import CSRF_COOKIE, SESSION_COOKIE, clear_session_cookies, set_session_cookies
@@ -26,7 +26,8 @@ router = APIRouter(prefix="/auth", tags=["auth"], responses=error_responses(*COM
             "headers": {
                 "Set-Cookie": {
                     "description": f"`{SESSION_COOKIE}` (HttpOnly) and `{CSRF_COOKIE}`, "
-                    "both SameSite=Strict.",
+                    f"both SameSite=Strict; and `{DEVICE_COOKIE}` (HttpOnly), which lets this "
+                    "client log in while its address or account backs off.",
                     "schema": {"type": "string"},
                 }
             },
@@ -58,7 +59,8 @@ async def login(
     token for MCP, which this API refuses (one audience per token).
 
     Failed logins back off per account and per client address: `429 rate_limited` with
-    `Retry-After` and `details.retry_after_seconds`.
+    `Retry-After` and `details.retry_after_seconds`. A client that sends back the device cookie
+    of an earlier login is judged by its own failures alone.
     """
     audience = request.app.state.oauth_provider.audience_for(resource)
     if resource is None:
@@ -71,12 +73,13 @@ async def login(
         )
     user = await limits.attempt(
         username,
-        client_address(request),
+        login_client(request),
         lambda: users.authenticate(session, hashing, username, password),
     )
     token = issue_token(settings, user.id, audience=audience)
     if audience == settings.jwt_audience:
         set_session_cookies(response, request, settings, token)
+    limits.remember_device(response, request, username)
     return TokenOut(access_token=token, expires_in=settings.jwt_ttl_seconds)
 
 

@@ -12,20 +12,29 @@ from tests.support.ports import free_port
 
 
 @contextmanager
-def running_backend(
+def backend_process(
     env: dict[str, str], timeout: float = 90.0, port: int | None = None
-) -> Iterator[str]:
-    """A backend process with `env` (plus the test JWT secret); yields its base URL. `port`: one
-    chosen beforehand (its URL already in `env`, as the OAuth issuer)."""
+) -> Iterator[tuple[Component, str]]:
+    """A backend process with `env` (plus the test JWT secret): the process and its base URL.
+    `port`: one chosen beforehand (its URL already in `env`, as the OAuth issuer)."""
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     env = {"JWT_SECRET": TEST_JWT_SECRET, "LOG_LEVEL": "WARNING", **env}
     backend = spawn_component("backend", ["backend", "--port", str(port)], env, f"{url}/healthz")
     try:
         wait_healthy(backend, timeout=timeout)
-        yield url
+        yield backend, url
     finally:
         backend.stop()
+
+
+@contextmanager
+def running_backend(
+    env: dict[str, str], timeout: float = 90.0, port: int | None = None
+) -> Iterator[str]:
+    """A backend process with `env` (plus the test JWT secret); yields its base URL."""
+    with backend_process(env, timeout, port) as (_, url):
+        yield url
 
 
 @contextmanager

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from tests.support.commands import assert_one_line, taskgate
+from tests.support.config import TEST_JWT_SECRET
 from tests.support.ports import free_port
 
-SECRET = "s" * 40
+SECRET = TEST_JWT_SECRET
 
 
 COMMANDS = [

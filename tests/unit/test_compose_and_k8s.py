@@ -177,7 +177,8 @@ def test_k8s_runs_several_probed_gateways_with_resources() -> None:
         deployment = next(d for d in docs[file] if d["kind"] == kind)
         pod = deployment["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
-        (container,) = pod["containers"]
+        containers = {c["name"]: c for c in pod["containers"]}
+        container = containers[file.removesuffix(".yaml")]
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
         assert container["resources"]["requests"] and container["resources"]["limits"]

@@ -6,8 +6,8 @@ from __future__ import annotations
 from prometheus_client import generate_latest
 
 from backend.app import create_app
-from backend.metrics import BackendMetrics
 from gateway.server import build_server
+from shared.metrics_endpoint import MetricsEndpoint
 from shared.settings import Settings
 from tests.support.dashboard import Selector, dashboard_panels, exposed_series, selectors_of
 
@@ -40,7 +40,7 @@ def _fresh_exposition() -> str:
     app = create_app(settings)
     (scrape,) = [r for r in app.routes if getattr(r, "path", None) == "/metrics"]
     backend_metrics = scrape.endpoint.__self__  # type: ignore[attr-defined]
-    assert isinstance(backend_metrics, BackendMetrics)
+    assert isinstance(backend_metrics, MetricsEndpoint)
     return gateway + generate_latest(backend_metrics.registry).decode()
 
 

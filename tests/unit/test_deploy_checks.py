@@ -134,7 +134,7 @@ def test_k8s_gateways_are_scraped_on_their_metrics_port() -> None:
     config = documents[("ConfigMap", "taskgate")]["data"]
     gateway = documents[("Deployment", "taskgate-gateway")]["spec"]["template"]
     annotations = gateway["metadata"]["annotations"]
-    (container,) = gateway["spec"]["containers"]
+    (container,) = [c for c in gateway["spec"]["containers"] if c["name"] == "gateway"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert int(annotations["prometheus.io/port"]) == int(config["METRICS_PORT"]) == ports["metrics"]
 

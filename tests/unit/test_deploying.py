@@ -142,14 +142,16 @@ def test_compose_publishes_on_loopback_by_default_and_everywhere_when_told() -> 
     assert default.returncode == 0, default.stderr
     config = yaml.safe_load(default.stdout)
     published = {name: _published(config, name) for name in config["services"]}
-    assert published["backend"] and published["gateway"]
+    # Clients reach taskgate through its edge proxies only.
+    assert published["backend-proxy"] and published["gateway-proxy"]
+    assert not published["backend"] and not published["gateway"]
     for name, ports in published.items():
         assert all(host == "127.0.0.1" for host, _ in ports), (name, ports)
 
     everywhere = _compose("config", JWT_SECRET="x" * 32, TASKGATE_BIND="0.0.0.0")
     assert everywhere.returncode == 0, everywhere.stderr
     opened = yaml.safe_load(everywhere.stdout)
-    for name in ("backend", "gateway"):
+    for name in ("backend-proxy", "gateway-proxy"):
         assert {host for host, _ in _published(opened, name)} == {"0.0.0.0"}, name
     # The databases, Redis and the observability tools stay on loopback whatever is set.
     for name in ("replica", "prometheus", "grafana"):
@@ -167,10 +169,9 @@ def test_gateways_scale_with_no_edit() -> None:
     config = yaml.safe_load(_compose("config", JWT_SECRET="x" * 32).stdout)
     gateway = config["services"]["gateway"]
     assert "container_name" not in gateway  # a fixed name allows one container
-    ((_, published),) = _published(config, "gateway")
-    first, _, last = published.partition("-")
-    assert last, f"gateway publishes one fixed port ({published}): a second one could not bind"
-    assert int(last) - int(first) + 1 >= 3
+    # A gateway publishes no port (a second one could not bind it): the proxy reaches them all.
+    assert not _published(config, "gateway")
+    assert config["services"]["gateway-proxy"]["environment"]["PROXY_UPSTREAM"] == "gateway:8001"
     assert "docker compose up -d --scale gateway=3" in DEPLOYING.read_text()
 
 

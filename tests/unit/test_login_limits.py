@@ -1,16 +1,20 @@
-"""The login limiter's rules, on a fake clock: back-off per account and per address, a success
-starts the account afresh, and its memory stays bounded against a caller who invents keys."""
+"""The login limiter's rules, on a fake clock: back-off per account and per address counted from
+failures only, a success that never renews a wait, a device cookie that keeps its own allowance,
+and memory that stays bounded against a caller who invents keys."""
 
 from __future__ import annotations
 
+import asyncio
 import tracemalloc
 from typing import Any
 
 import pytest
 
-from backend.login_limits import LoginLimits
+from backend.login_limits import LoginClient, LoginLimits
 from shared.errors import ErrorCode, TaskgateError
 from shared.settings import Settings
+
+HERE = LoginClient("192.0.2.1")
 
 
 class Clock:
@@ -26,21 +30,27 @@ def limits_for(clock: Clock, **changes: Any) -> LoginLimits:
     return LoginLimits(settings, clock)
 
 
-def admitted(limits: LoginLimits, email: str, address: str = "192.0.2.1", times: int = 1) -> int:
-    """How many of `times` attempts in a row the limiter lets through (it stops at the first
-    refusal), so a test states what it expects instead of relying on no exception."""
-    for done in range(times):
-        try:
-            limits.begin(email, address)
-        except TaskgateError as refused:
-            assert refused.code is ErrorCode.RATE_LIMITED
-            return done
-    return times
+async def _wrong() -> None:
+    raise TaskgateError(ErrorCode.UNAUTHORIZED, "email or password is wrong")
 
 
-def refused_for(limits: LoginLimits, email: str, address: str = "192.0.2.1") -> int:
+async def _right() -> str:
+    return "user"
+
+
+def fail(limits: LoginLimits, email: str, client: LoginClient = HERE) -> None:
+    with pytest.raises(TaskgateError) as failed:
+        asyncio.run(limits.attempt(email, client, _wrong))
+    assert failed.value.code is ErrorCode.UNAUTHORIZED, failed.value.message
+
+
+def succeed(limits: LoginLimits, email: str, client: LoginClient = HERE) -> None:
+    assert asyncio.run(limits.attempt(email, client, _right)) == "user"
+
+
+def refused_for(limits: LoginLimits, email: str, client: LoginClient = HERE) -> int:
     with pytest.raises(TaskgateError) as refused:
-        limits.begin(email, address)
+        asyncio.run(limits.attempt(email, client, _right))
     assert refused.value.code is ErrorCode.RATE_LIMITED
     seconds = refused.value.details["retry_after_seconds"]
     assert isinstance(seconds, int) and seconds >= 1
@@ -51,14 +61,14 @@ def test_an_account_backs_off_after_its_free_failures_and_the_wait_doubles() -> 
     clock = Clock()
     limits = limits_for(clock)
     for _ in range(5):
-        limits.begin("victim@example.com", "192.0.2.1")  # five wrong passwords
+        fail(limits, "victim@example.com")
     assert refused_for(limits, "victim@example.com") == 1
     assert refused_for(limits, "VICTIM@example.com ") == 1  # case and spaces change nothing
     clock.now += 1.0
-    limits.begin("victim@example.com", "192.0.2.1")  # a sixth wrong one, after the wait
+    fail(limits, "victim@example.com")  # a sixth wrong one, after the wait
     assert refused_for(limits, "victim@example.com") == 2
     clock.now += 2.0
-    limits.begin("victim@example.com", "192.0.2.1")
+    fail(limits, "victim@example.com")
     assert refused_for(limits, "victim@example.com") == 4
 
 
@@ -68,50 +78,113 @@ def test_the_back_off_stops_at_its_maximum() -> None:
     waits = []
     for _ in range(40):
         try:
-            limits.begin("victim@example.com", "192.0.2.1")
+            asyncio.run(limits.attempt("victim@example.com", HERE, _wrong))
         except TaskgateError as refused:
-            waits.append(refused.details["retry_after_seconds"])
-            clock.now += refused.details["retry_after_seconds"]
+            if refused.code is ErrorCode.RATE_LIMITED:
+                waits.append(refused.details["retry_after_seconds"])
+                clock.now += refused.details["retry_after_seconds"]
     assert waits[:6] == [1, 2, 4, 8, 16, 32] and set(waits[6:]) == {60}
 
 
-def test_a_success_starts_the_account_afresh_and_other_accounts_are_unaffected() -> None:
+def test_a_success_never_renews_the_address_back_off() -> None:
     clock = Clock()
-    limits = limits_for(clock)
-    assert admitted(limits, "victim@example.com", times=4) == 4
-    assert admitted(limits, "other@example.com") == 1
-    limits.succeeded("other@example.com", "192.0.2.1")
-    assert admitted(limits, "victim@example.com") == 1
-    limits.succeeded("victim@example.com", "192.0.2.1")  # the fifth was right
-    # Five free failures again, then the first wait: no count was carried over.
-    assert admitted(limits, "victim@example.com", times=5) == 5
-    assert refused_for(limits, "victim@example.com") == 1
+    limits = limits_for(clock, login_address_failures=50)
+    failures = 0
+    while failures < 55:  # as the attack: 55 wrong passwords over many accounts, one address
+        try:
+            asyncio.run(limits.attempt(f"guess{failures}@example.com", HERE, _wrong))
+        except TaskgateError as exc:
+            if exc.code is ErrorCode.RATE_LIMITED:
+                clock.now += exc.details["retry_after_seconds"]
+            else:
+                failures += 1
+    wait = refused_for(limits, "alice@example.com")
+    clock.now += wait
+    # Once the wait is over, every right password gets in, one after another.
+    for name in ("alice", "bob", "carol", "dave"):
+        succeed(limits, f"{name}@example.com")
+
+
+def test_a_success_starts_the_account_afresh_and_other_accounts_are_unaffected() -> None:
+    limits = limits_for(Clock())
+    for _ in range(4):
+        fail(limits, "victim@example.com")
+    succeed(limits, "other@example.com")
+    succeed(limits, "victim@example.com")  # the fifth was right
+    for _ in range(4):
+        fail(limits, "victim@example.com")
+    succeed(limits, "victim@example.com")
 
 
 def test_parallel_guesses_are_counted_before_their_passwords_are_checked() -> None:
     limits = limits_for(Clock())
-    # None of the five has finished (no success or failure reported), yet the sixth waits.
-    assert admitted(limits, "victim@example.com", times=5) == 5
-    assert refused_for(limits, "victim@example.com") == 1
+
+    async def guesses() -> list[object]:
+        release = asyncio.Event()
+
+        async def slow_wrong() -> None:
+            await release.wait()
+            await _wrong()
+
+        started = [
+            asyncio.create_task(limits.attempt("victim@example.com", HERE, slow_wrong))
+            for _ in range(5)
+        ]
+        await asyncio.sleep(0)
+        sixth = limits.attempt("victim@example.com", HERE, _right)
+        outcome: list[object] = []
+        try:
+            await sixth
+        except TaskgateError as refused:
+            outcome.append(refused.code)
+        release.set()
+        outcome += await asyncio.gather(*started, return_exceptions=True)
+        return outcome
+
+    outcome = asyncio.run(guesses())
+    assert outcome[0] is ErrorCode.RATE_LIMITED  # five in flight: the sixth waits its turn
 
 
 def test_one_address_backs_off_across_many_accounts_and_others_are_unaffected() -> None:
     limits = limits_for(Clock(), login_address_failures=10)
     for n in range(10):
-        assert admitted(limits, f"user{n}@example.com", "198.51.100.7") == 1
-    assert refused_for(limits, "fresh@example.com", "198.51.100.7") == 1
-    assert admitted(limits, "fresh@example.com", "198.51.100.8") == 1
+        fail(limits, f"user{n}@example.com", LoginClient("198.51.100.7"))
+    refused_for(limits, "fresh@example.com", LoginClient("198.51.100.7"))
+    succeed(limits, "fresh@example.com", LoginClient("198.51.100.8"))
+
+
+def test_a_known_device_logs_in_while_its_account_and_address_are_attacked() -> None:
+    clock = Clock()
+    limits = limits_for(clock, login_address_failures=10)
+    cookie = limits.device_cookie("victim@example.com")
+    device = LoginClient("198.51.100.7", cookie)
+    for n in range(10):
+        fail(limits, f"user{n}@example.com", LoginClient("198.51.100.7"))
+    for _ in range(5):
+        fail(limits, "victim@example.com", LoginClient("203.0.113.9"))
+    refused_for(limits, "victim@example.com", LoginClient("198.51.100.7"))
+    succeed(limits, "victim@example.com", device)
+    # The cookie is for this account only, and a forged one counts for nothing.
+    refused_for(limits, "user1@example.com", LoginClient("198.51.100.7", cookie))
+    refused_for(limits, "victim@example.com", LoginClient("198.51.100.7", cookie[:-2] + "AA"))
+    # A device that fails as often as an account may backs off too.
+    for _ in range(5):
+        fail(limits, "victim@example.com", device)
+    refused_for(limits, "victim@example.com", device)
 
 
 def test_the_tables_stay_bounded_against_a_caller_who_invents_keys() -> None:
-    clock = Clock()
-    limits = limits_for(clock, login_limit_entries=2000)
+    limits = limits_for(Clock(), login_limit_entries=2000)
+
+    async def invent_keys() -> None:
+        for n in range(20_000):
+            address = f"10.{n // 65536}.{n // 256 % 256}.{n % 256}"
+            with pytest.raises(TaskgateError):
+                await limits.attempt(f"{n}{'x' * 300}@example.com", LoginClient(address), _wrong)
+
     tracemalloc.start()
     try:
-        for n in range(20_000):
-            limits.begin(
-                f"{n}{'x' * 300}@example.com", f"10.{n // 65536}.{n // 256 % 256}.{n % 256}"
-            )
+        asyncio.run(invent_keys())
         size, _ = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -123,9 +196,10 @@ def test_the_tables_stay_bounded_against_a_caller_who_invents_keys() -> None:
 def test_failures_are_forgotten_after_the_window() -> None:
     clock = Clock()
     limits = limits_for(clock, login_failure_window_seconds=900, login_backoff_max_seconds=900)
-    assert admitted(limits, "victim@example.com", times=5) == 5
+    for _ in range(5):
+        fail(limits, "victim@example.com")
     refused_for(limits, "victim@example.com")
     clock.now += 901
-    # A fresh count: five free failures, then the first wait, as for a new account.
-    assert admitted(limits, "victim@example.com", times=5) == 5
-    assert refused_for(limits, "victim@example.com") == 1
+    for _ in range(4):  # a fresh count: four are free again
+        fail(limits, "victim@example.com")
+    succeed(limits, "victim@example.com")

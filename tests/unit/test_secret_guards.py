@@ -15,7 +15,7 @@ from shared.settings import InsecureSettings, Settings
 from taskgate.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
-GOOD_SECRET = "g" * 40
+GOOD_SECRET = "Jq7-vR2mXw9LpK4zT8bN1cH5fD3sG6yA0eU"
 K8S_SECRET = next(
     d
     for d in yaml.safe_load_all((ROOT / "deploy/k8s/config.yaml").read_text())
@@ -32,6 +32,23 @@ REFUSED = {
     "jwt secret the k8s placeholder": ({"JWT_SECRET": K8S_SECRET["JWT_SECRET"]}, "JWT_SECRET"),
     "jwt secret short": ({"JWT_SECRET": "s" * 31}, "JWT_SECRET"),
     "admin token short": ({"JWT_SECRET": GOOD_SECRET, "ADMIN_TOKEN": "k7Qz9-short"}, "ADMIN_TOKEN"),
+    "jwt secret 40 spaces": ({"JWT_SECRET": " " * 40}, "JWT_SECRET"),
+    "jwt secret one repeated character": ({"JWT_SECRET": "a" * 32}, "JWT_SECRET"),
+    "jwt secret a repeated pattern": ({"JWT_SECRET": "k7Qz" * 10}, "JWT_SECRET"),
+    "jwt secret changeme repeated": ({"JWT_SECRET": "changeme" * 5}, "JWT_SECRET"),
+    "jwt secret CHANGE_ME with a tail": (
+        {"JWT_SECRET": "CHANGE_ME_" + "Jq7vR2mXw9LpK4zT8bN1cH5f"},
+        "JWT_SECRET",
+    ),
+    "jwt secret a password": ({"JWT_SECRET": "Pass.Word-Jq7vR2mXw9LpK4zT8bN1cH5f"}, "JWT_SECRET"),
+    "admin token one repeated character": (
+        {"JWT_SECRET": GOOD_SECRET, "ADMIN_TOKEN": "a" * 32},
+        "ADMIN_TOKEN",
+    ),
+    "admin token CHANGE_ME with a tail": (
+        {"JWT_SECRET": GOOD_SECRET, "ADMIN_TOKEN": "change_me_" + "Jq7vR2mXw9LpK4zT8bN1cH5f"},
+        "ADMIN_TOKEN",
+    ),
     "admin token the k8s placeholder": (
         {"JWT_SECRET": GOOD_SECRET, "ADMIN_TOKEN": K8S_SECRET["ADMIN_TOKEN"]},
         "ADMIN_TOKEN",
@@ -103,7 +120,7 @@ def test_the_gateway_on_stdio_is_guarded_too(tmp_path: Path) -> None:
 
 
 def test_strong_secrets_and_an_unset_or_empty_admin_token_pass() -> None:
-    for admin_token in (None, "", "a" * 32):
+    for admin_token in (None, "", "Zx8-Lm3qRt7WpK2vN9bC4hJ6fD1sG5yA0eT"):
         Settings(
             _env_file=None,
             jwt_secret=GOOD_SECRET,

@@ -5,7 +5,9 @@ test counts loop iterations, not milliseconds."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
+import logging
 import socket
 from secrets import token_urlsafe
 from typing import Any
@@ -14,8 +16,9 @@ import pytest
 import uvicorn
 from uvicorn.config import Config
 
+from shared.settings import Settings
 from taskgate.cli import main
-from taskgate.serving import SERVING_LOOP
+from taskgate.serving import SERVING_LOOP, ThrottledLog, throttle_accept_errors
 
 CONNECTIONS = 32
 TICKS = 8  # asyncio needs three (accept, transport, connection_made); libuv accepts one a tick
@@ -30,10 +33,12 @@ def test_each_server_freezes_its_startup_heap_and_serves_on_the_accepting_loop(
     monkeypatch.setenv("JWT_SECRET", token_urlsafe(32))
     seen: dict[str, Any] = {}
 
-    def fake_run(app: object, **options: Any) -> None:
-        seen.update(options, frozen=gc.get_freeze_count(), app=app)
+    async def fake_serve(server: uvicorn.Server, sockets: object = None) -> None:
+        config = server.config
+        seen.update(frozen=gc.get_freeze_count(), app=config.app, loop=config.loop)
+        seen.update(http=config.http, keep_alive=config.timeout_keep_alive)
 
-    monkeypatch.setattr(uvicorn, "run", fake_run)
+    monkeypatch.setattr(uvicorn.Server, "serve", fake_serve)
     gc.unfreeze()
     try:
         main(command)
@@ -43,6 +48,8 @@ def test_each_server_freezes_its_startup_heap_and_serves_on_the_accepting_loop(
     finally:
         gc.unfreeze()
     assert seen["loop"] == SERVING_LOOP
+    assert seen["http"].__name__ == "GuardedHttpToolsProtocol"  # the connection bounds
+    assert seen["keep_alive"] == Settings(_env_file=None).keep_alive_timeout_seconds
 
 
 class _Counting(asyncio.Protocol):
@@ -79,3 +86,25 @@ def test_the_gateway_loop_accepts_every_queued_connection_in_a_few_iterations() 
     assert factory is not None
     with asyncio.Runner(loop_factory=factory) as runner:
         assert runner.run(_accepted_within(TICKS)) == CONNECTIONS
+
+
+def test_accept_errors_are_logged_once_per_interval_with_their_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [0.0]
+    loop = asyncio.new_event_loop()
+    try:
+        throttle_accept_errors(loop, ThrottledLog(10.0, clock=lambda: now[0]))
+        emfile = OSError(errno.EMFILE, "Too many open files")
+        context = {"message": "socket.accept() out of system resource", "exception": emfile}
+        with caplog.at_level(logging.WARNING, logger="taskgate.serving"):
+            for _ in range(1000):
+                loop.call_exception_handler(context)
+            now[0] = 10.0
+            loop.call_exception_handler(context)
+    finally:
+        loop.close()
+    lines = [r.getMessage() for r in caplog.records if "accept() failed" in r.getMessage()]
+    assert len(lines) == 2, lines
+    assert "Too many open files" in lines[0] and "(1 since" in lines[0]
+    assert "(1000 since" in lines[1]

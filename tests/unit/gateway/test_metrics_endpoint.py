@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, Counter
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from gateway.metrics_endpoint import MetricsEndpoint
+from shared.metrics_endpoint import MetricsEndpoint
 from shared.settings import Settings
 from tests.support.ports import free_port
 
@@ -18,7 +18,7 @@ TOKEN = "metrics-" + "m" * 32
 def _endpoint(**settings: object) -> MetricsEndpoint:
     registry = CollectorRegistry()
     Counter("taskgate_probe", "A counter for this test.", registry=registry).inc()
-    return MetricsEndpoint(Settings(_env_file=None, **settings), registry)  # type: ignore[arg-type]
+    return MetricsEndpoint.for_gateway(Settings(_env_file=None, **settings), registry)  # type: ignore[arg-type]
 
 
 async def _scrape(
