@@ -224,6 +224,24 @@ SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
             ),
             ("oauth_refresh_ttl_seconds", "lifetime of refresh tokens (rotated on each use)"),
             ("oauth_code_ttl_seconds", "lifetime of authorization codes (single use)"),
+            (
+                "login_device_cookie_days",
+                "a browser that logged in keeps its own login allowance this long (a signed "
+                "device cookie), whatever failures its account or address sees elsewhere",
+            ),
+            (
+                "oauth_client_stale_days",
+                "a client with no live refresh token this long after registering is pruned",
+            ),
+            (
+                "prune_interval_seconds",
+                "how often the backend deletes expired refresh tokens, codes, idempotency keys "
+                "and stale clients",
+            ),
+            (
+                "idempotency_key_hours",
+                "how long a create's idempotency key is kept (a retry after that creates anew)",
+            ),
         ],
     ),
     (
@@ -256,6 +274,37 @@ SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
             ),
             ("rate_limit_burst", "calls allowed at once above that rate"),
             (
+                "rate_limit_in_flight",
+                "MCP requests one user may have running at once in one gateway; `0`: no cap",
+            ),
+            (
+                "rest_rate_limit_per_user",
+                "the backend's REST API: requests per second per user, per backend process; "
+                "`0` turns it off",
+            ),
+            ("rest_rate_limit_burst", "REST requests allowed at once above that rate"),
+            ("max_connections", "open connections per server process; past it, 503 and close"),
+            (
+                "max_connections_per_client",
+                "open connections per client address (`TRUSTED_PROXIES` exempt)",
+            ),
+            (
+                "request_read_timeout_seconds",
+                "a request's head and body must arrive within this, or the connection closes",
+            ),
+            ("keep_alive_timeout_seconds", "idle keep-alive connections close after this"),
+            ("signup_address_per_hour", "sign-ups per client address per hour; `0`: no limit"),
+            ("signup_address_burst", "sign-ups allowed at once above that rate"),
+            (
+                "oauth_registrations_per_hour",
+                "OAuth client registrations per client address per hour; `0`: no limit",
+            ),
+            ("oauth_registration_burst", "registrations allowed at once above that rate"),
+            (
+                "oauth_unverified_clients_max",
+                "registered clients that no login has completed yet, at most",
+            ),
+            (
                 "trusted_proxies",
                 "proxies whose `X-Forwarded-For` is believed (addresses or networks, "
                 "comma-separated); empty: the socket's peer",
@@ -280,7 +329,11 @@ SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
             ),
             (
                 "metrics_token",
-                "`/metrics` on the MCP port then needs this bearer token",
+                "`/metrics` on the MCP port (and the backend's port) then needs this bearer token",
+            ),
+            (
+                "backend_metrics_port",
+                "serve the backend's `/metrics` on this port only; `0`: on the backend's port",
             ),
             ("log_level", "`DEBUG`, `INFO`, `WARNING`, ..."),
             ("log_json", "one JSON object per log line"),
