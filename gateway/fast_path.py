@@ -24,7 +24,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,9 +65,8 @@ from gateway.metrics import ToolCallObserver
 from gateway.ratelimit import CallLimits
 from gateway.request_id import bind_request_id, reset_request_id
 from gateway.runtime import RuntimeRef
-from gateway.tools.read import CachedReadOf, cached_reads
+from gateway.tools.read import CachedReadOf
 from shared.errors import TaskgateError
-from shared.rules import READ_TOOLS
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -153,6 +152,7 @@ class CachedAnswers:
         ref: RuntimeRef,
         verifier: TokenVerifier | None,
         security: TransportSecuritySettings,
+        lookups: Mapping[str, CachedReadOf],
     ) -> None:
         self.path = settings.mcp_path
         # AUTH_MODE=user_param: the caller is the `user_id` argument, and the SDK checks no token.
@@ -170,7 +170,7 @@ class CachedAnswers:
             ["tool"],
             registry=self.observer.metrics.registry,
         )
-        self.tools = _served_tools(server)
+        self.tools = _served_tools(server, lookups)
         self.security = TransportSecurityMiddleware(security)
         self.transport = StreamableHTTPServerTransport(
             mcp_session_id=None, is_json_response_enabled=True, security_settings=security
@@ -393,6 +393,7 @@ def install_fast_path(
     server: TaskgateMCP,
     ref: RuntimeRef,
     security: TransportSecuritySettings,
+    lookups: Mapping[str, CachedReadOf],
 ) -> bool:
     """Put the fast path in front of the SDK's MCP endpoint, where it can answer as the SDK
     does: stateless, JSON responses, and the authentication it knows (a bearer checked by the
@@ -415,22 +416,23 @@ def install_fast_path(
         and known_auth
     ):
         return False
-    answers = CachedAnswers(settings, server, ref, verifier, security)
+    answers = CachedAnswers(settings, server, ref, verifier, security, lookups)
     app.add_middleware(FastPath, answers=answers)
     return True
 
 
-def _served_tools(server: TaskgateMCP) -> dict[str, ServedTool]:
-    """The read tools the path answers: registered, with a cache look-up, and no Mcp-Param
-    headers to check (no x-mcp-header in their input schemas)."""
-    lookups = cached_reads()
+def _served_tools(
+    server: TaskgateMCP, lookups: Mapping[str, CachedReadOf]
+) -> dict[str, ServedTool]:
+    """The read tools the path answers: every one in the table of read tools
+    (gateway.tools.read), but any with Mcp-Param headers to check (x-mcp-header)."""
     served: dict[str, ServedTool] = {}
-    for name in READ_TOOLS:
+    for name, lookup in lookups.items():
         tool = server._tool_manager.get_tool(name)
-        if tool is None or name not in lookups or x_mcp_header_map(tool.parameters):
+        if tool is None or x_mcp_header_map(tool.parameters):
             continue
         properties = frozenset(tool.parameters.get("properties", {}))
-        served[name] = ServedTool(tool, properties, lookups[name])
+        served[name] = ServedTool(tool, properties, lookup)
     return served
 
 

@@ -36,8 +36,9 @@ from gateway.metrics_endpoint import MetricsEndpoint
 from gateway.ratelimit import CallLimits
 from gateway.replica_lag import sample_replica_lag
 from gateway.runtime import Runtime, RuntimeRef, open_runtime
+from gateway.served_app import ServedApp, load_served_app
 from gateway.tools.bench import register_bench_tools
-from gateway.tools.read import register_read_tools
+from gateway.tools.read import CachedReadOf, register_read_tools
 from gateway.tools.write import register_write_tools
 from shared.settings import Settings
 
@@ -45,16 +46,19 @@ from shared.settings import Settings
 # ("private": the list sits behind the caller's authorization).
 TOOLS_LIST_HINT = CacheHint(ttl_ms=300_000, scope="private")
 
-INSTRUCTIONS = (
-    "Manage your own tasks. Write tools (create_task, update_task, complete_task, delete_task) "
-    "change tasks; read tools (list_tasks, get_task, get_user_stats) read them, and always show "
-    "your own latest writes. Failures come back as an error result whose text is a JSON envelope "
-    "{status, error_code, message, details}."
-)
+
+def build_server(
+    settings: Settings, app: ServedApp | None = None
+) -> tuple[TaskgateMCP, RuntimeRef]:
+    """The server, and the holder of its Runtime (filled while the server's lifespan runs).
+    `app`: the app spec served (loaded from TASKGATE_APP when not given)."""
+    server, ref, _ = _build(settings, app or load_served_app(settings))
+    return server, ref
 
 
-def build_server(settings: Settings) -> tuple[TaskgateMCP, RuntimeRef]:
-    """The server, and the holder of its Runtime (filled while the server's lifespan runs)."""
+def _build(
+    settings: Settings, app: ServedApp
+) -> tuple[TaskgateMCP, RuntimeRef, dict[str, CachedReadOf]]:
     ref = RuntimeRef()
     registry = CollectorRegistry()
     metrics = GatewayMetrics(registry)
@@ -64,7 +68,7 @@ def build_server(settings: Settings) -> tuple[TaskgateMCP, RuntimeRef]:
     @asynccontextmanager
     async def lifespan(_server: object) -> AsyncIterator[Runtime]:
         async with (
-            open_runtime(settings, on_response=[backend_error_counter(metrics)]) as rt,
+            open_runtime(settings, app.reads, on_response=[backend_error_counter(metrics)]) as rt,
             contextlib.AsyncExitStack() as background,
         ):
             background.enter_context(ref.holding(rt))
@@ -92,22 +96,22 @@ def build_server(settings: Settings) -> tuple[TaskgateMCP, RuntimeRef]:
     server = TaskgateMCP(
         observer=ToolCallObserver(metrics),
         limits=CallLimits(settings, lambda: ref.get().buckets, metrics.rate_limited),
-        name="taskgate",
-        instructions=INSTRUCTIONS,
+        name=app.spec.name,
+        instructions=app.spec.instructions,
         version="0.1.0",
         token_verifier=verifier,
         auth=auth,
         lifespan=lifespan,
         cache_hints={"tools/list": TOOLS_LIST_HINT},
     )
-    register_read_tools(server, settings, ref)
-    register_write_tools(server, settings, ref)
+    lookups = register_read_tools(server, settings, ref, app.reads)
+    register_write_tools(server, settings, ref, app.writes)
     if settings.mcp_bench_tools:
         register_bench_tools(server)
     add_health_routes(server, ref)  # /healthz, /readyz
     add_admin_routes(server, AdminApi(settings, ref))  # /admin/cache...
     server.custom_route("/metrics", methods=["GET"])(metrics_endpoint.scrape)
-    return server, ref
+    return server, ref, lookups
 
 
 async def _cancelled(task: asyncio.Task[None]) -> None:
@@ -143,10 +147,10 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
     )
 
 
-def build_http_app(settings: Settings) -> Starlette:
-    server, ref = build_server(settings)
+def build_http_app(settings: Settings, app: ServedApp | None = None) -> Starlette:
+    server, ref, lookups = _build(settings, app or load_served_app(settings))
     security = transport_security(settings)
-    app = server.streamable_http_app(
+    http_app = server.streamable_http_app(
         streamable_http_path=settings.mcp_path,
         stateless_http=settings.mcp_stateless,
         json_response=settings.mcp_json_response,
@@ -155,6 +159,6 @@ def build_http_app(settings: Settings) -> Starlette:
         host=settings.mcp_host,
     )
     # Added first, so it runs inside StripHeaderWhitespace and sees the headers the SDK sees.
-    install_fast_path(app, settings, server, ref, security)
-    app.add_middleware(StripHeaderWhitespace)
-    return app
+    install_fast_path(http_app, settings, server, ref, security, lookups)
+    http_app.add_middleware(StripHeaderWhitespace)
+    return http_app

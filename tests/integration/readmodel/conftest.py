@@ -11,11 +11,11 @@ from readmodel.cache import ReadCache, TtlPolicy, build_cache, is_redis
 from readmodel.consistency import format_lsn
 from readmodel.engine import create_read_engine
 from readmodel.marks import Marks, RedisMarks
-from readmodel.reader import TaskReader
 from shared.settings import Settings
 from taskgate.pgpair import READER_ROLE, PgPair
 from tests.support.readmodel import (
     MakeReader,
+    TaskReader,
     primary_position_of,
     wait_replayed,
 )

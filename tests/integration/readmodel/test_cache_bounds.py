@@ -9,13 +9,13 @@ from sqlalchemy import text
 
 from readmodel.cache import NAMESPACE, ReadCache, TtlPolicy, build_cache
 from readmodel.engine import create_read_engine
-from readmodel.reader import TaskReader
 from shared.errors import ErrorCode, TaskgateError
 from shared.settings import Settings
 from taskgate.pgpair import PgPair
 from tests.support.readmodel import (
     MakeReader,
     QueryCounter,
+    TaskReader,
     insert_tasks,
     new_user,
     wait_replayed,

@@ -13,7 +13,7 @@ async def test_a_content_length_that_is_not_ascii_digits_goes_to_the_sdk() -> No
     settings = Settings(_env_file=None)
     server, ref = build_server(settings)
     answers = CachedAnswers(
-        settings, server, ref, server._token_verifier, transport_security(settings)
+        settings, server, ref, server._token_verifier, transport_security(settings), {}
     )
     reached: list[Scope] = []
 

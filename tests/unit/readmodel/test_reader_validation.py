@@ -10,9 +10,10 @@ import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from readmodel.cache import ReadCache, TtlPolicy, build_cache
-from readmodel.reader import TaskReader, _within
+from readmodel.reader import _within
 from shared.cursor import Keyset, encode_cursor
 from shared.errors import ErrorCode, TaskgateError
+from tests.support.readmodel import TaskReader
 
 SECRET = b"unit-secret"
 
