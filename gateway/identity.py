@@ -16,6 +16,7 @@ import jwt
 from mcp.server.auth.middleware.auth_context import get_access_token
 from pydantic import Field
 
+from gateway.app_auth import AppAuthFor
 from gateway.auth import BearerAuth, ExchangeAuth, LoginAuth, TokenExchanger
 from gateway.backend_client import BackendClient
 from shared.errors import ErrorCode, TaskgateError
@@ -61,9 +62,12 @@ def _user_of(settings: Settings, token: str, what: str, *, gateway: bool = False
 class Identity:
     """Resolves the caller of each tool call, by AUTH_MODE and transport."""
 
-    def __init__(self, settings: Settings, backend: BackendClient) -> None:
+    def __init__(
+        self, settings: Settings, backend: BackendClient, auth_for: AppAuthFor | None = None
+    ) -> None:
         self._settings = settings
         self._backend = backend
+        self._auth_for = auth_for  # the app spec's way to call the app; None: token exchange
         self._exchanger = TokenExchanger(settings)
         self._token_caller: Caller | None = None
         self._login: LoginAuth | None = None
@@ -101,8 +105,11 @@ class Identity:
             return self._trusted_caller()
         access = get_access_token()
         if access is not None and access.subject is not None:
+            user_id = int(access.subject)
+            if self._auth_for is not None:
+                return Caller(user_id, self._auth_for(user_id, access.token))
             # Never passed through: the backend gets a token exchanged for it.
-            return Caller(int(access.subject), ExchangeAuth(self._exchanger, access.token))
+            return Caller(user_id, ExchangeAuth(self._exchanger, access.token))
         if self._token_caller is not None:
             return self._token_caller
         if self._config_error is not None:
@@ -123,6 +130,8 @@ class Identity:
             raise TaskgateError(
                 ErrorCode.VALIDATION_ERROR, "user_id is required", {"field": "user_id"}
             )
+        if self._auth_for is not None:
+            return Caller(user_id, self._auth_for(user_id, None))
         token = issue_token(self._settings, user_id, ttl_seconds=SERVICE_TOKEN_TTL)
         return Caller(user_id, BearerAuth(token))
 

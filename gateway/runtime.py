@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
+from gateway.app_auth import AppAuthFor
 from gateway.backend_client import BackendClient, ResponseHook, create_http_client
 from gateway.identity import Identity
 from gateway.ratelimit import Buckets, build_buckets
@@ -56,10 +57,13 @@ async def _shared_ttl_store(settings: Settings, cache: ReadCache) -> TtlStore | 
 
 @asynccontextmanager
 async def open_runtime(
-    settings: Settings, reads: ReadTools, on_response: Sequence[ResponseHook] = ()
+    settings: Settings,
+    reads: ReadTools,
+    on_response: Sequence[ResponseHook] = (),
+    auth_for: AppAuthFor | None = None,
 ) -> AsyncIterator[Runtime]:
     """`reads`: the app spec's read tools; `on_response`: httpx hooks for every backend answer
-    (the metrics count 5xx)."""
+    (the metrics count 5xx); `auth_for`: how the spec says to call the app."""
     http = create_http_client(settings, on_response)
     backend = BackendClient(http)
     replicas = ReplicaSet.of(
@@ -93,7 +97,7 @@ async def open_runtime(
             fallback=fallback,
             marks=marks,
         )
-        identity = Identity(settings, backend)
+        identity = Identity(settings, backend, auth_for)
         await identity.start()
         await marks.prepare()
         buckets = build_buckets(settings, cache.cache, cache.shared)

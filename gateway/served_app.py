@@ -5,6 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.app_auth import (
+    AppAuthFor,
+    AppAuthInvalid,
+    ClaimVerifier,
+    app_auth_for,
+    token_verifier,
+)
 from gateway.openapi_tools import OpenApiError, WriteOperation, write_operations
 from readmodel.reads import CompiledRead, SpecError, compile_reads
 from shared.appspec import AppSpec
@@ -21,6 +28,8 @@ class ServedApp:
     spec: AppSpec
     reads: dict[str, CompiledRead]
     writes: list[WriteOperation]
+    verifier: ClaimVerifier | None  # the app's own tokens; None: taskgate's JwtVerifier
+    auth_for: AppAuthFor | None  # how calls reach the app; None: token exchange
 
 
 def load_served_app(settings: Settings) -> ServedApp:
@@ -29,7 +38,8 @@ def load_served_app(settings: Settings) -> ServedApp:
         spec = load_spec(settings.taskgate_app)
         reads = compile_reads(spec)
         writes = write_operations(openapi_document(spec), spec.writes)
-    except (SpecLoadError, SpecError, OpenApiError) as exc:
+        verifier, auth_for = token_verifier(spec), app_auth_for(spec)
+    except (SpecLoadError, SpecError, OpenApiError, AppAuthInvalid) as exc:
         raise AppSpecInvalid(f"app spec {where}: {exc}") from None
     shared = sorted(set(reads) & {op.name for op in writes})
     if shared:
@@ -40,4 +50,4 @@ def load_served_app(settings: Settings) -> ServedApp:
             f"CACHE_TTL_OVERRIDES names tools that are not read tools of {where}: {unknown}; "
             f"its read tools are: {sorted(reads)}"
         )
-    return ServedApp(spec, reads, writes)
+    return ServedApp(spec, reads, writes, verifier, auth_for)

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
+from mcp.server.auth.provider import TokenVerifier
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.caching import CacheHint
 from mcp.server.transport_security import TransportSecuritySettings
@@ -85,9 +86,9 @@ def _build(
             yield rt
 
     auth = None
-    verifier = None
+    verifier: TokenVerifier | None = None
     if settings.auth_mode == "token":
-        verifier = JwtVerifier(settings)
+        verifier = app.verifier or JwtVerifier(settings)
         auth = AuthSettings(
             issuer_url=settings.backend_url,  # the backend is the authorization server
             resource_server_url=settings.mcp_url,

@@ -3,8 +3,8 @@
 A user's app often has packages named like taskgate's own (`backend`, `shared`, `gateway`). The
 spec is imported with those names out of sys.modules, from the app's folder, and taskgate's are
 put back after: the user's modules stay reachable through the objects the spec holds (models,
-schemas, the app), never by name. `taskgate.spec` is imported first, so the spec gets the same
-API objects the gateway checks against.
+schemas, the app), never by name. `taskgate.spec` and `taskgate.fastapi` are imported first,
+so the spec gets the same API objects the gateway checks against.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from shared.appspec import AppSpec
 
 # taskgate's top-level packages that a user's app may also have.
 _OWN_PACKAGES = frozenset({"backend", "gateway", "readmodel", "shared"})
-PUBLIC_API = "taskgate.spec"
+# What a user's spec and app import of taskgate's: loaded before the swap, so they are found.
+PUBLIC_API = ("taskgate.spec", "taskgate.fastapi")
 
 
 class SpecLoadError(ValueError):
@@ -35,7 +36,8 @@ def _own(name: str) -> bool:
 
 @contextmanager
 def _isolated(app_dir: str) -> Iterator[None]:
-    importlib.import_module(PUBLIC_API)
+    for name in PUBLIC_API:
+        importlib.import_module(name)
     saved = {name: module for name, module in sys.modules.items() if _own(name)}
     for name in saved:
         del sys.modules[name]
@@ -65,7 +67,7 @@ def load_spec(reference: str | None, app_dir: str | None = None) -> AppSpec:
     with _isolated(folder):
         try:
             module = importlib.import_module(module_name)
-        except ImportError as exc:
+        except Exception as exc:  # whatever the spec's module raises, said at start
             raise SpecLoadError(f"cannot import {module_name} from {folder}: {exc}") from exc
         spec = getattr(module, attribute, None)
         if not isinstance(spec, AppSpec):
@@ -95,7 +97,7 @@ def _openapi_of(spec: AppSpec, folder: str) -> dict[str, Any]:
     module_name, _, attribute = spec.openapi.partition(":")
     try:
         app = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as exc:
+    except Exception as exc:  # whatever the app's module raises, said at start
         raise SpecLoadError(f"cannot import the app {spec.openapi}: {exc}") from exc
     openapi = getattr(app, "openapi", None)
     if not callable(openapi):
