@@ -54,8 +54,9 @@ def _isolated(app_dir: str) -> Iterator[None]:
 
 
 def load_spec(reference: str | None, app_dir: str | None = None) -> AppSpec:
-    """The spec `module:attribute` names (from `app_dir`, the working folder by default), or the
-    task service's when `reference` is None."""
+    """The spec `module:attribute` names (from `app_dir`, the working folder by default; or
+    `path/to/module.py:attribute`, from that file's folder), or the task service's when
+    `reference` is None."""
     if reference is None:
         from shared.task_service import TASKS
 
@@ -64,6 +65,9 @@ def load_spec(reference: str | None, app_dir: str | None = None) -> AppSpec:
     if not module_name or not attribute:
         raise SpecLoadError(f"--app must be module:attribute, not {reference!r}")
     folder = os.path.abspath(app_dir or os.getcwd())
+    if "/" in module_name or module_name.endswith(".py"):  # a path: its folder is the app's
+        folder = os.path.abspath(os.path.join(folder, os.path.dirname(module_name)))
+        module_name = os.path.basename(module_name).removesuffix(".py")
     with _isolated(folder):
         try:
             module = importlib.import_module(module_name)
