@@ -69,7 +69,12 @@ def _build(
     @asynccontextmanager
     async def lifespan(_server: object) -> AsyncIterator[Runtime]:
         async with (
-            open_runtime(settings, app.reads, on_response=[backend_error_counter(metrics)]) as rt,
+            open_runtime(
+                settings,
+                app.reads,
+                on_response=[backend_error_counter(metrics)],
+                auth_for=app.auth_for,
+            ) as rt,
             contextlib.AsyncExitStack() as background,
         ):
             background.enter_context(ref.holding(rt))
