@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
@@ -63,22 +64,30 @@ def _backend(args: argparse.Namespace) -> None:
 
 
 def _gateway(args: argparse.Namespace) -> None:
-    overrides = {"mcp_transport": args.transport} if args.transport else {}
+    overrides: dict[str, object] = {"mcp_transport": args.transport} if args.transport else {}
     if args.port is not None:
         overrides["mcp_port"] = args.port
+    if args.app is not None:
+        overrides["taskgate_app"] = args.app
     settings = _production_settings(**overrides)
     configure_logging(settings.log_level, settings.log_json)
+    from gateway.served_app import AppSpecInvalid, load_served_app
     from gateway.server import build_http_app, build_server
 
+    try:
+        served = load_served_app(settings)
+    except AppSpecInvalid as exc:
+        print(f"taskgate gateway: {exc}", file=sys.stderr)
+        sys.exit(2)
     if settings.mcp_transport == "stdio":
-        server, _ = build_server(settings)
+        server, _ = build_server(settings, served)
         server.run("stdio")
         return
     import uvicorn
 
     from taskgate.serving import SERVING_LOOP, freeze_startup_heap
 
-    app = build_http_app(settings)
+    app = build_http_app(settings, served)
     freeze_startup_heap()
     uvicorn.run(
         app,
@@ -119,7 +128,9 @@ def _connect(args: argparse.Namespace) -> None:
 def _dev(args: argparse.Namespace) -> None:
     from taskgate.dev import DevOptions, run_dev
 
-    options = DevOptions(args.mcp_port, args.backend_port, args.replicas, args.gateways)
+    options = DevOptions(
+        args.mcp_port, args.backend_port, args.replicas, args.gateways, app=args.app
+    )
     sys.exit(run_dev(options))
 
 
@@ -180,6 +191,12 @@ def parser() -> argparse.ArgumentParser:
         default=1,
         help="gateways on --mcp-port, +1, ...; more than one share a Redis (default 1)",
     )
+    dev.add_argument(
+        "--app",
+        metavar="MODULE:ATTRIBUTE",
+        default=os.environ.get("TASKGATE_APP") or None,
+        help="serve your own FastAPI app, described by this app spec (default: the task service)",
+    )
     dev.set_defaults(func=_dev)
 
     backend = sub.add_parser("backend", help="run the FastAPI backend (DATABASE_URL)")
@@ -190,6 +207,9 @@ def parser() -> argparse.ArgumentParser:
     gateway = sub.add_parser("gateway", help="run the MCP gateway")
     gateway.add_argument("--transport", choices=["stdio", "http"])
     gateway.add_argument("--port", type=int)
+    gateway.add_argument(
+        "--app", metavar="MODULE:ATTRIBUTE", help="the app spec to serve (TASKGATE_APP)"
+    )
     gateway.set_defaults(func=_gateway)
 
     migrate = sub.add_parser("migrate", help="migrate DATABASE_URL to the latest schema")

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from shared.spec_loader import SpecLoadError
+from taskgate.app_stack import AppStartError, load_user_app
 from taskgate.devenv import dev_dir, dev_env_path, write_dev_env
 from taskgate.devstack import DEMO_EMAIL, Stack, demo_token, running_stack, say
 from taskgate.pgpair import SUPERUSER, PgPairError
@@ -32,6 +34,7 @@ class DevOptions:
     backend_port: int
     replicas: int = 1
     gateways: int = 1
+    app: str | None = None  # --app module:attribute; the task service when None
 
     @property
     def mcp_ports(self) -> list[int]:
@@ -77,15 +80,16 @@ def check_ports(options: DevOptions) -> None:
             )
 
 
-def dev_settings(stack: Stack, token: str, password: str) -> dict[str, str]:
-    """What .taskgate/dev.env holds: the contract in DESIGN.md, in a stable order."""
+def dev_settings(stack: Stack, token: str, password: str | None) -> dict[str, str]:
+    """What .taskgate/dev.env holds: the contract in DESIGN.md, in a stable order. No password:
+    a user's app (--app), whose accounts are its own, has no demo account."""
     values: dict[str, str] = {}
     for index, url in enumerate(stack.mcp_urls, start=1):
         values["MCP_URL" if index == 1 else f"MCP_URL_{index}"] = url
+    values["MCP_TOKEN"] = token
+    if password is not None:
+        values.update(DEMO_EMAIL=DEMO_EMAIL, DEMO_PASSWORD=password)
     values.update(
-        MCP_TOKEN=token,
-        DEMO_EMAIL=DEMO_EMAIL,
-        DEMO_PASSWORD=password,
         FASTAPI_BASE_URL=stack.env["FASTAPI_BASE_URL"],
         DATABASE_URL=stack.env["DATABASE_URL"],
         READ_DATABASE_URL=stack.env["READ_DATABASE_URL"],
@@ -136,6 +140,11 @@ def run_dev(options: DevOptions) -> int:
     except (PortBusy, RedisServerError) as exc:
         print(f"taskgate dev: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        app = load_user_app(options.app) if options.app else None
+    except (SpecLoadError, AppStartError) as exc:
+        print(f"taskgate dev: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     started = time.monotonic()
     # Ctrl-C must work even when a parent shell started us with SIGINT ignored.
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -157,9 +166,15 @@ def run_dev(options: DevOptions) -> int:
             replicas=options.replicas,
             gateways=options.gateways,
             log_dir=logs,
+            app=app,
         ) as stack:
-            password = secrets.token_urlsafe(16)
-            token = demo_token(stack.backend_url, password, resource=stack.mcp_url)
+            password: str | None
+            if app is None:
+                password = secrets.token_urlsafe(16)
+                token = demo_token(stack.backend_url, password, resource=stack.mcp_url)
+            else:  # the app's own accounts: no demo account, a token for user 1
+                password = None
+                token = app.token(stack.env["JWT_SECRET"], stack.mcp_url)
             settings_file = dev_env_path()
             write_dev_env(settings_file, dev_settings(stack, token, password))
             print(banner(stack, token, settings_file, time.monotonic() - started), flush=True)

@@ -26,7 +26,7 @@ def notes_env(database_url: str) -> dict[str, str]:
     """What the app reads, and what the gateway's spec reads of it (secrets, auth choice)."""
     return {
         "NOTES_SECRET": NOTES_SECRET,
-        "NOTES_DATABASE_URL": database_url,
+        "DATABASE_URL": database_url,
         "NOTES_SERVICE_USER": SERVICE_USER,
         "NOTES_SERVICE_PASSWORD": SERVICE_PASSWORD,
     }

@@ -29,11 +29,15 @@ from shared.models import Note, Tag
 from shared.schemas import NoteChange, NoteIn, NoteOut, TagIn, TagOut
 from taskgate.fastapi import install_commit_lsn
 
-SECRET = os.environ["NOTES_SECRET"]
 SESSION_COOKIE = "notes_session"
 _sessions: set[str] = set()  # service sessions; a real app keeps them in its database
-engine = create_async_engine(os.environ["NOTES_DATABASE_URL"])
+# Created here, connected on first use.
+engine = create_async_engine(os.environ.get("DATABASE_URL", "postgresql+asyncpg:///notes"))
 sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+
+def _secret() -> str:
+    return os.environ["NOTES_SECRET"]
 
 
 @asynccontextmanager
@@ -60,7 +64,7 @@ def caller(
         return x_acting_user
     _scheme, _, token = (authorization or "").partition(" ")
     try:
-        return int(jwt.decode(token, SECRET, algorithms=["HS256"])["uid"])
+        return int(jwt.decode(token, _secret(), algorithms=["HS256"])["uid"])
     except (jwt.InvalidTokenError, KeyError, ValueError):
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "not signed in") from None
 
@@ -164,15 +168,15 @@ async def exchange(
     authorization: Annotated[str | None, Header()] = None,
 ) -> dict[str, object]:
     """RFC 8693 token exchange for taskgate's gateway client (its secret derived from ours)."""
-    client = hmac.new(SECRET.encode(), b"oauth-client-secret:taskgate-gateway", hashlib.sha256)
+    client = hmac.new(_secret().encode(), b"oauth-client-secret:taskgate-gateway", hashlib.sha256)
     basic = base64.b64encode(f"taskgate-gateway:{client.hexdigest()}".encode()).decode()
     if not secrets.compare_digest(authorization or "", f"Basic {basic}"):
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown client")
     try:
-        uid = int(jwt.decode(subject_token, SECRET, algorithms=["HS256"])["uid"])
+        uid = int(jwt.decode(subject_token, _secret(), algorithms=["HS256"])["uid"])
     except (jwt.InvalidTokenError, KeyError, ValueError):
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "invalid_grant") from None
-    token = jwt.encode({"uid": uid, "exp": int(time.time()) + 300}, SECRET, "HS256")
+    token = jwt.encode({"uid": uid, "exp": int(time.time()) + 300}, _secret(), "HS256")
     return {"access_token": token, "token_type": "Bearer", "expires_in": 300}
 
 
