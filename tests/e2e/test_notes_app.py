@@ -11,6 +11,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from unittest import mock
 
+import httpx
 import pytest
 
 from shared.spec_loader import load_spec
@@ -142,6 +143,14 @@ async def test_reads_are_cached_until_the_caller_writes(notes: Notes) -> None:
         ok(await client.call_tool("create_note", {"title": "through"}))
         titles = [n["title"] for n in ok(await client.call_tool("list_notes", {}))["notes"]]
         assert titles == ["through", "behind"]
+    # The cache hits were answered in front of the MCP SDK, as the task service's are.
+    async with httpx.AsyncClient(timeout=10) as http:
+        metrics = (await http.get(notes.one.removesuffix("/mcp") + "/metrics")).text
+    answered = [
+        line for line in metrics.splitlines()
+        if line.startswith('taskgate_fast_path_answers_total{tool="list_notes"}')
+    ]  # fmt: skip
+    assert answered and float(answered[0].split()[-1]) >= 1, metrics[:2000]
 
 
 async def test_another_owners_notes_and_tags_are_never_reachable(notes: Notes) -> None:
