@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal, get_args, get_origin
@@ -74,7 +74,8 @@ class CompiledRead:
 
     def scope(self, arguments: Mapping[str, Any]) -> str:
         """The filter arguments, canonical: one cache key part, and what a cursor is bound to."""
-        return json.dumps([self.name, [_jsonable(arguments[f]) for f in self.filters]])
+        values = [_jsonable(arguments[f]) for f in self.filters]
+        return json.dumps([self.name, values], default=str)  # a UUID or a Decimal, as text
 
     def statement(self, user_id: int, arguments: Mapping[str, Any], after: Any = None) -> Any:
         query = self.tool.query(**{f: arguments[f] for f in self.filters})
@@ -264,7 +265,3 @@ def _jsonable(value: Any) -> Any:
 
 def jsonable_row(row: Mapping[Any, Any]) -> dict[str, Any]:
     return {k: _jsonable(v) for k, v in row.items()}
-
-
-def read_tool_names(reads: ReadTools) -> Sequence[str]:
-    return tuple(reads)
