@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -176,3 +177,19 @@ def test_a_spec_that_cannot_be_imported_says_so_at_start() -> None:
         load_spec("no_colon")
     with pytest.raises(SpecLoadError, match="cannot import"):
         load_spec("no_such_module_here:SPEC")
+
+
+def test_the_gateway_command_refuses_a_bad_spec_in_one_line_before_serving() -> None:
+    env = {**os.environ, "JWT_SECRET": "s" * 40, "MCP_PORT": "1"}
+    env.pop("TASKGATE_APP", None)
+    done = subprocess.run(
+        [sys.executable, "-P", "-m", "taskgate", "gateway", "--app", "no_such_spec:SPEC"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("taskgate gateway: app spec no_such_spec:SPEC: cannot import")
+    assert "Traceback" not in done.stderr
