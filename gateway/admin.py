@@ -89,10 +89,10 @@ class AdminApi:
 
     async def set_ttl(self, rt: Runtime, update: TtlUpdate, actor: str) -> TtlChange:
         if update.tool is not None and update.tool not in rt.reader.tools:
-            raise TaskgateError(
-                ErrorCode.VALIDATION_ERROR,
-                f"tool must be one of the read tools: {', '.join(rt.reader.tools)}",
-                {"field": "tool"},
+            known = ", ".join(rt.reader.tools)
+            raise validation_error(
+                [{"loc": ("tool",), "type": "unknown_read_tool", "msg": f"one of {known}"}],
+                f"tool must be one of the read tools: {known}",
             )
         policy, store = rt.reader.cache.ttl, rt.ttl_store
         if store is not None:
