@@ -1,4 +1,5 @@
-"""Opaque keyset cursors: the (created_at, id) of a page's last row, signed against forgery."""
+"""Opaque keyset cursors: the order values of a page's last row, signed against forgery and
+bound to their scope (the filter they page: a status, a read tool's arguments)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import base64
 import hashlib
 import hmac
 import json
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from shared.errors import ErrorCode, TaskgateError
@@ -17,52 +17,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
 
 
-@dataclass(frozen=True)
-class Keyset:
-    created_at: datetime
-    id: int
-
-
 def _tag(secret: bytes, payload: bytes) -> bytes:
     return hmac.new(secret, payload, hashlib.sha256).digest()[:_TAG_BYTES]
-
-
-def encode_cursor(secret: bytes, status: str, keyset: Keyset) -> str:
-    micros = (keyset.created_at - _EPOCH) // _MICRO
-    payload = json.dumps([status, micros, keyset.id], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(_tag(secret, payload) + payload).decode().rstrip("=")
-
-
-def decode_cursor(secret: bytes, status: str, cursor: str) -> Keyset:
-    """The keyset of a cursor made by encode_cursor for this status, or a validation_error."""
-    invalid = TaskgateError(
-        ErrorCode.VALIDATION_ERROR,
-        "cursor is not valid: pass the next_cursor of a previous page with the same status",
-        {"field": "cursor"},
-    )
-    if len(cursor) > CURSOR_MAX:
-        raise invalid
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-    except (ValueError, TypeError):
-        raise invalid from None
-    tag, payload = raw[:_TAG_BYTES], raw[_TAG_BYTES:]
-    if not hmac.compare_digest(tag, _tag(secret, payload)):
-        raise invalid
-    try:
-        cursor_status, micros, task_id = json.loads(payload)
-    except (ValueError, TypeError):
-        raise invalid from None
-    if cursor_status != status or not isinstance(micros, int) or not isinstance(task_id, int):
-        raise invalid
-    try:
-        created = _EPOCH + micros * _MICRO
-    except OverflowError:
-        raise invalid from None
-    return Keyset(created_at=created, id=task_id)
-
-
-# -- keyset cursors of any declared order (the read model's page tools) -------------------------
 
 
 def _value_json(value: object) -> object:

@@ -8,13 +8,13 @@ filtering the N-1 pages before it (tests check both sides' plans).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Select, tuple_
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import UnaryExpression
 
-from shared.cursor import Keyset
 from shared.models import Task
 from shared.rules import Status
 
@@ -55,11 +55,13 @@ def keyset_page(
 NEWEST_FIRST = (Task.created_at.desc(), Task.id.desc())
 
 
-def newest_first(query: S, user_id: int, status: Status, after: Keyset | None, rows: int) -> S:
+# The (created_at, id) of the last task of a page.
+TaskKeyset = tuple[datetime, int]
+
+
+def newest_first(query: S, user_id: int, status: Status, after: TaskKeyset | None, rows: int) -> S:
     """`query` limited to the user's tasks of `status` after the keyset, newest first."""
     query = query.where(Task.user_id == user_id)
     if status != "all":
         query = query.where(Task.completed == (status == "completed"))
-    return keyset_page(
-        query, NEWEST_FIRST, None if after is None else (after.created_at, after.id), rows
-    )
+    return keyset_page(query, NEWEST_FIRST, after, rows)

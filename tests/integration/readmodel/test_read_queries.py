@@ -6,12 +6,13 @@ from typing import Any
 
 import pytest
 
-from shared.cursor import Keyset, encode_cursor
+from shared.cursor import encode_keyset
 from shared.errors import ErrorCode, TaskgateError
 from shared.schemas import TaskOut, TaskPage, UserStats
 from taskgate.pgpair import PgPair
 from tests.support.plans import crowd_tasks, indexes_used, plan_of, scans, starts_at_keyset
 from tests.support.readmodel import (
+    TASK_READS,
     MakeReader,
     TaskReader,
     insert_tasks,
@@ -86,7 +87,8 @@ async def test_forged_or_malformed_cursors_are_validation_errors(
     reader = await make_reader(cache_ttl=0)
     good = (await reader.list_tasks(user, "all", 2, None))["next_cursor"]
     assert good is not None
-    other_secret = encode_cursor(b"not-the-secret", "all", Keyset(_far_past(), 1))
+    scope = TASK_READS["list_tasks"].scope({"status": "all"})
+    other_secret = encode_keyset(b"not-the-secret", scope, (_far_past(), 1))
     for bad in (
         "garbage",
         "",
