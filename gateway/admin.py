@@ -23,7 +23,6 @@ from readmodel.ttl import TtlChange, changed, replace_policy
 from shared.api import ADMIN_ACTOR_HEADER, ADMIN_CACHE_PATH, ADMIN_FLUSH_PATH, ADMIN_TTL_PATH
 from shared.asgi_body import content_length, read_body
 from shared.errors import ErrorCode, TaskgateError, validation_error
-from shared.rules import READ_TOOLS, ReadTool
 from shared.settings import Settings
 from shared.tokens import require_static_bearer
 
@@ -40,7 +39,7 @@ class TtlUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     ttl: float | None = Field(ge=0, le=MAX_TTL_SECONDS, allow_inf_nan=False)
-    tool: ReadTool | None = None
+    tool: str | None = Field(None, min_length=1, max_length=100)  # a read tool of the app
     flush: bool = False
 
 
@@ -80,7 +79,7 @@ class AdminApi:
         hit_ratio = round(stats.get("hits", 0) / lookups, 4) if lookups else None
         return {
             "ttl": cache.ttl.as_dict(),
-            "effective_ttl": {tool: cache.ttl.ttl_for(tool) for tool in READ_TOOLS},
+            "effective_ttl": {tool: cache.ttl.ttl_for(tool) for tool in rt.reader.tools},
             "shared": rt.ttl_store is not None,
             "sync_seconds": self._sync_seconds if rt.ttl_store is not None else None,
             "stats": {**stats, "hit_ratio": hit_ratio},
@@ -88,6 +87,12 @@ class AdminApi:
         }
 
     async def set_ttl(self, rt: Runtime, update: TtlUpdate, actor: str) -> TtlChange:
+        if update.tool is not None and update.tool not in rt.reader.tools:
+            known = ", ".join(rt.reader.tools)
+            raise validation_error(
+                [{"loc": ("tool",), "type": "unknown_read_tool", "msg": f"one of {known}"}],
+                f"tool must be one of the read tools: {known}",
+            )
         policy, store = rt.reader.cache.ttl, rt.ttl_store
         if store is not None:
             await store.refresh()  # start from what the other gateways hold

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -15,15 +14,14 @@ from pydantic import BaseModel, ValidationError
 from gateway.auth import ExchangeRefused, LoginAuth, LoginRefused
 from gateway.request_id import send_request_id
 from readmodel.lsn import parse_lsn
-from shared.api import (
-    API_PREFIX,
-    IDEMPOTENCY_HEADER,
-    LIVENESS_PATH,
-    LSN_HEADER,
-    WAL_POSITION_PATH,
+from shared.api import IDEMPOTENCY_HEADER, LIVENESS_PATH, WAL_POSITION_PATH
+from shared.errors import (
+    ErrorCode,
+    ErrorEnvelope,
+    TaskgateError,
+    error_code_for_status,
+    validation_error,
 )
-from shared.errors import ErrorCode, ErrorEnvelope, TaskgateError, error_code_for_status
-from shared.schemas import TaskCreate, TaskOut, TaskUpdate
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,18 +34,7 @@ _MAYBE_SENT = (httpx.ReadTimeout, httpx.WriteTimeout, httpx.ReadError, httpx.Wri
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
-TASKS_PATH = f"{API_PREFIX}/tasks"
-
 ResponseHook = Callable[[httpx.Response], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class WriteReply(Generic[T]):
-    """The backend's reply to a write, and the WAL position of its commit (X-Commit-LSN; None
-    when the reply had none)."""
-
-    value: T
-    commit_lsn: str | None
 
 
 def create_http_client(
@@ -73,13 +60,34 @@ def create_http_client(
     )
 
 
+def _detail_error(status: int, detail: Any) -> TaskgateError | None:
+    """FastAPI's own error bodies: {"detail": "text"}, and its 422 list of validation errors."""
+    if isinstance(detail, str) and status < 500:
+        return TaskgateError(error_code_for_status(status), detail[:500], {"status": status})
+    if isinstance(detail, list) and detail and all(isinstance(e, dict) for e in detail):
+        error = validation_error(detail, "the app refused the arguments", located=True)
+        first = error.details["errors"][0]
+        error.message = f"the app refused the arguments: {first['field']}: {first['message']}"
+        return error
+    return None
+
+
 def error_from_response(response: httpx.Response) -> TaskgateError:
-    """The backend's envelope passes through unchanged; anything else maps by status."""
+    """The app's envelope passes through unchanged; FastAPI's {"detail": ...} bodies map to it;
+    anything else maps by status."""
     try:
         return TaskgateError.from_envelope(ErrorEnvelope.model_validate_json(response.content))
     except ValidationError:
         pass
     status = response.status_code
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and "detail" in body:
+        mapped = _detail_error(status, body["detail"])
+        if mapped is not None:
+            return mapped
     if status == 401:
         return TaskgateError(ErrorCode.UNAUTHORIZED, "the backend refused the credentials")
     if status >= 500:
@@ -131,49 +139,11 @@ def _checked(response: httpx.Response) -> httpx.Response:
     return response
 
 
-def _write_reply(response: httpx.Response, model: type[M]) -> WriteReply[M]:
-    try:
-        value = model.model_validate_json(response.content)
-    except ValidationError:
-        raise TaskgateError(
-            ErrorCode.SERVER_ERROR,
-            f"the backend answered with a body that is not a {model.__name__}",
-        ) from None
-    return WriteReply(value, response.headers.get(LSN_HEADER))
-
-
-def _task_path(task_id: int) -> str:
-    return f"{TASKS_PATH}/{task_id}"
-
-
 class BackendClient:
     """Calls the backend's REST API with the caller's credentials (an httpx.Auth)."""
 
     def __init__(self, http: httpx.AsyncClient) -> None:
         self.http = http
-
-    async def create_task(
-        self, auth: httpx.Auth, task: TaskCreate, idempotency_key: str
-    ) -> WriteReply[TaskOut]:
-        body = task.model_dump(mode="json")
-        reply = await self.send(
-            "POST", TASKS_PATH, auth, json=body, idempotency_key=idempotency_key
-        )
-        return _write_reply(reply, TaskOut)
-
-    async def update_task(
-        self, auth: httpx.Auth, task_id: int, changes: TaskUpdate
-    ) -> WriteReply[TaskOut]:
-        body = changes.model_dump(mode="json")  # MISSING fields are left out
-        return _write_reply(await self.send("PATCH", _task_path(task_id), auth, json=body), TaskOut)
-
-    async def complete_task(self, auth: httpx.Auth, task_id: int) -> WriteReply[TaskOut]:
-        reply = await self.send("POST", f"{_task_path(task_id)}/complete", auth)
-        return _write_reply(reply, TaskOut)
-
-    async def delete_task(self, auth: httpx.Auth, task_id: int) -> WriteReply[None]:
-        reply = await self.send("DELETE", _task_path(task_id), auth)
-        return WriteReply(None, reply.headers.get(LSN_HEADER))
 
     async def send(
         self,
@@ -182,6 +152,7 @@ class BackendClient:
         auth: httpx.Auth,
         *,
         json: Any = None,
+        params: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
     ) -> httpx.Response:
         """One call, answered below 400 or raised as a TaskgateError. With an idempotency key, a
@@ -192,7 +163,7 @@ class BackendClient:
         for attempt in range(1, attempts + 1):
             try:
                 response = await self.http.request(
-                    method, path, json=json, headers=headers, auth=auth
+                    method, path, json=json, params=params, headers=headers, auth=auth
                 )
             except LoginRefused as exc:
                 raise _login_error(exc) from None

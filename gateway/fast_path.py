@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -53,10 +53,9 @@ from gateway.sdk_fence import (
     TransportChecks,
     body_of,
 )
-from gateway.tools.read import CachedReadOf, cached_reads
+from gateway.tools.read import CachedReadOf
 from shared.asgi_body import content_length, read_body, replaying
 from shared.errors import TaskgateError
-from shared.rules import READ_TOOLS
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -142,6 +141,7 @@ class CachedAnswers:
         ref: RuntimeRef,
         verifier: TokenVerifier | None,
         security: TransportSecuritySettings,
+        lookups: Mapping[str, CachedReadOf],
     ) -> None:
         self.path = settings.mcp_path
         self.gate = server.gate  # the SDK path's gate: counted and limited alike
@@ -161,7 +161,7 @@ class CachedAnswers:
             ["tool"],
             registry=self.gate.observer.metrics.registry,
         )
-        self.tools = _served_tools(server)
+        self.tools = _served_tools(server, lookups)
         self.checks = TransportChecks(security)
         self.rebinding = security.enable_dns_rebinding_protection
         self.host_ok = _Permitted(security.allowed_hosts, self.checks.host_ok)
@@ -384,6 +384,7 @@ def install_fast_path(
     server: TaskgateMCP,
     ref: RuntimeRef,
     security: TransportSecuritySettings,
+    lookups: Mapping[str, CachedReadOf],
 ) -> bool:
     """Put the fast path in front of the SDK's MCP endpoint, where it can answer as the SDK
     does: stateless, JSON responses, and the authentication it knows (a bearer checked by the
@@ -409,7 +410,7 @@ def install_fast_path(
         return False
     enabled = server.gate.observer.metrics.fast_path_enabled
     try:
-        answers = CachedAnswers(settings, server, ref, verifier, security)
+        answers = CachedAnswers(settings, server, ref, verifier, security, lookups)
     except Exception as exc:  # an SDK whose internals the fence no longer finds
         log.error("the fast path stays off: %s: %s", type(exc).__name__, exc)
         enabled.set(0)
@@ -427,17 +428,18 @@ def install_fast_path(
     return True
 
 
-def _served_tools(server: TaskgateMCP) -> dict[str, ServedTool]:
-    """The read tools the path answers: registered, with a cache look-up, and no Mcp-Param
-    headers to check (no x-mcp-header in their input schemas)."""
-    lookups = cached_reads()
+def _served_tools(
+    server: TaskgateMCP, lookups: Mapping[str, CachedReadOf]
+) -> dict[str, ServedTool]:
+    """The read tools the path answers: every one in the table of read tools
+    (gateway.tools.read), but any with Mcp-Param headers to check (x-mcp-header)."""
     served: dict[str, ServedTool] = {}
-    for name in READ_TOOLS:
+    for name, lookup in lookups.items():
         tool = sdk_fence.registered_tool(server, name)
-        if tool is None or name not in lookups or sdk_fence.declares_param_headers(tool):
+        if tool is None or sdk_fence.declares_param_headers(tool):
             continue
         properties = frozenset(tool.parameters.get("properties", {}))
-        served[name] = ServedTool(tool, properties, lookups[name])
+        served[name] = ServedTool(tool, properties, lookup)
     return served
 
 

@@ -22,6 +22,7 @@ import jwt
 from mcp.server.auth.provider import AccessToken
 from pydantic import BeforeValidator, Field
 
+from gateway.app_auth import AppAuthFor
 from gateway.auth import BearerAuth, ExchangeAuth, LoginAuth, TokenExchanger
 from gateway.backend_client import BackendClient
 from shared.errors import ErrorCode, TaskgateError
@@ -154,9 +155,12 @@ def _user_of(settings: Settings, token: str, what: str, *, gateway: bool = False
 class Identity:
     """Resolves the caller of each tool call, by AUTH_MODE and transport."""
 
-    def __init__(self, settings: Settings, backend: BackendClient) -> None:
+    def __init__(
+        self, settings: Settings, backend: BackendClient, auth_for: AppAuthFor | None = None
+    ) -> None:
         self._settings = settings
         self._backend = backend
+        self._auth_for = auth_for  # the app spec's way to call the app; None: token exchange
         self._exchanger = TokenExchanger(settings)
         self._token_caller: Caller | None = None
         self._login: LoginAuth | None = None
@@ -195,9 +199,11 @@ class Identity:
         if self._settings.auth_mode == "user_param":
             return self._trusted_caller(principal)
         if principal is not None and principal.user_id is not None and principal.access:
+            user_id, token = principal.user_id, principal.access.token
+            if self._auth_for is not None:
+                return Caller(user_id, self._auth_for(user_id, token))
             # Never passed through: the backend gets a token exchanged for it.
-            token = principal.access.token
-            return Caller(principal.user_id, ExchangeAuth(self._exchanger, token))
+            return Caller(user_id, ExchangeAuth(self._exchanger, token))
         if self._token_caller is not None:
             return self._token_caller
         if self._config_error is not None:
@@ -217,8 +223,11 @@ class Identity:
             raise TaskgateError(
                 ErrorCode.VALIDATION_ERROR, "user_id is required", {"field": "user_id"}
             )
-        token = issue_token(self._settings, principal.user_id, ttl_seconds=SERVICE_TOKEN_TTL)
-        return Caller(principal.user_id, BearerAuth(token))
+        user_id = principal.user_id
+        if self._auth_for is not None:
+            return Caller(user_id, self._auth_for(user_id, None))
+        token = issue_token(self._settings, user_id, ttl_seconds=SERVICE_TOKEN_TTL)
+        return Caller(user_id, BearerAuth(token))
 
 
 def identified(settings: Settings) -> Callable[[Callable[P, Awaitable[R]]], Callable[..., Any]]:

@@ -22,7 +22,6 @@ from gateway.backend_client import ResponseHook
 from gateway.runtime import RuntimeRef
 from readmodel.cache import BoundedMemoryCache
 from shared.errors import ErrorCode
-from shared.rules import READ_TOOLS
 
 log = logging.getLogger("gateway.calls")
 
@@ -172,6 +171,6 @@ class ReadModelCollector(Collector):
         ttl = GaugeMetricFamily(
             "taskgate_cache_ttl_seconds", "The cache TTL in force, per read tool.", labels=["tool"]
         )
-        for tool in READ_TOOLS:
+        for tool in rt.reader.tools:
             ttl.add_metric([tool], rt.reader.cache.ttl.ttl_for(tool))
         yield ttl

@@ -8,13 +8,16 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
+from gateway.app_auth import AppAuthFor
 from gateway.backend_client import BackendClient, ResponseHook, create_http_client
 from gateway.identity import Identity
 from gateway.ratelimit import Buckets, build_buckets
 from readmodel.cache import ReadCache, TtlPolicy, build_cache, is_redis
 from readmodel.engine import create_read_engine
+from readmodel.lsn import format_lsn
 from readmodel.marks import Marks, RedisMarks
-from readmodel.reader import TaskReader
+from readmodel.reader import Reader
+from readmodel.reads import ReadTools
 from readmodel.replicas import ReplicaSet
 from readmodel.ttl import TtlStore
 from shared.settings import Settings
@@ -26,10 +29,19 @@ log = logging.getLogger(__name__)
 class Runtime:
     settings: Settings
     backend: BackendClient
-    reader: TaskReader
+    reader: Reader
     identity: Identity
     buckets: Buckets | None  # tool calls per user; None when RATE_LIMIT_PER_USER is 0
     ttl_store: TtlStore | None  # the fleet's TTL policy, with a shared (Redis) cache only
+
+    async def primary_position(self) -> str | None:
+        """The primary's WAL position now, for a write whose reply carried no commit position;
+        None (the write leaves no mark) when the app cannot say."""
+        try:
+            return format_lsn(await self.backend.wal_position())
+        except Exception as exc:
+            log.warning("cannot ask the app for the primary's position (%s)", type(exc).__name__)
+            return None
 
 
 async def _shared_ttl_store(settings: Settings, cache: ReadCache) -> TtlStore | None:
@@ -45,9 +57,13 @@ async def _shared_ttl_store(settings: Settings, cache: ReadCache) -> TtlStore | 
 
 @asynccontextmanager
 async def open_runtime(
-    settings: Settings, on_response: Sequence[ResponseHook] = ()
+    settings: Settings,
+    reads: ReadTools,
+    on_response: Sequence[ResponseHook] = (),
+    auth_for: AppAuthFor | None = None,
 ) -> AsyncIterator[Runtime]:
-    """`on_response`: httpx hooks for every backend answer (the metrics count 5xx)."""
+    """`reads`: the app spec's read tools; `on_response`: httpx hooks for every backend answer
+    (the metrics count 5xx); `auth_for`: how the spec says to call the app."""
     http = create_http_client(settings, on_response)
     backend = BackendClient(http)
     replicas = ReplicaSet.of(
@@ -71,7 +87,8 @@ async def open_runtime(
     shared_marks = RedisMarks.from_url(settings.cache_url) if is_redis(settings.cache_url) else None
     marks = Marks(shared_marks, primary_position=backend.wal_position)
     try:
-        reader = TaskReader(
+        reader = Reader(
+            reads,
             replicas,
             cache,
             cursor_secret=settings.jwt_secret.get_secret_value().encode(),
@@ -80,7 +97,7 @@ async def open_runtime(
             fallback=fallback,
             marks=marks,
         )
-        identity = Identity(settings, backend)
+        identity = Identity(settings, backend, auth_for)
         await identity.start()
         await marks.prepare()
         buckets = build_buckets(settings, cache.cache, cache.shared)

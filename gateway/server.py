@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
+from mcp.server.auth.provider import TokenVerifier
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.caching import CacheHint
 from mcp.server.transport_security import TransportSecuritySettings
@@ -37,9 +38,10 @@ from gateway.metrics import (
 from gateway.ratelimit import CallLimits
 from gateway.replica_lag import sample_replica_lag
 from gateway.runtime import Runtime, RuntimeRef, open_runtime
+from gateway.served_app import ServedApp, load_served_app
 from gateway.stateless_get import RefuseStandaloneStream
 from gateway.tools.bench import register_bench_tools
-from gateway.tools.read import register_read_tools
+from gateway.tools.read import CachedReadOf, register_read_tools
 from gateway.tools.write import register_write_tools
 from shared.metrics_endpoint import MetricsEndpoint
 from shared.settings import Settings
@@ -48,16 +50,19 @@ from shared.settings import Settings
 # ("private": the list sits behind the caller's authorization).
 TOOLS_LIST_HINT = CacheHint(ttl_ms=300_000, scope="private")
 
-INSTRUCTIONS = (
-    "Manage your own tasks. Write tools (create_task, update_task, complete_task, delete_task) "
-    "change tasks; read tools (list_tasks, get_task, get_user_stats) read them, and always show "
-    "your own latest writes. Failures come back as an error result whose text is a JSON envelope "
-    "{status, error_code, message, details}."
-)
+
+def build_server(
+    settings: Settings, app: ServedApp | None = None
+) -> tuple[TaskgateMCP, RuntimeRef]:
+    """The server, and the holder of its Runtime (filled while the server's lifespan runs).
+    `app`: the app spec served (loaded from TASKGATE_APP when not given)."""
+    server, ref, _ = _build(settings, app or load_served_app(settings))
+    return server, ref
 
 
-def build_server(settings: Settings) -> tuple[TaskgateMCP, RuntimeRef]:
-    """The server, and the holder of its Runtime (filled while the server's lifespan runs)."""
+def _build(
+    settings: Settings, app: ServedApp
+) -> tuple[TaskgateMCP, RuntimeRef, dict[str, CachedReadOf]]:
     ref = RuntimeRef()
     registry = CollectorRegistry()
     metrics = GatewayMetrics(registry)
@@ -67,7 +72,12 @@ def build_server(settings: Settings) -> tuple[TaskgateMCP, RuntimeRef]:
     @asynccontextmanager
     async def lifespan(_server: object) -> AsyncIterator[Runtime]:
         async with (
-            open_runtime(settings, on_response=[backend_error_counter(metrics)]) as rt,
+            open_runtime(
+                settings,
+                app.reads,
+                on_response=[backend_error_counter(metrics)],
+                auth_for=app.auth_for,
+            ) as rt,
             contextlib.AsyncExitStack() as background,
         ):
             background.enter_context(ref.holding(rt))
@@ -84,9 +94,9 @@ def build_server(settings: Settings) -> tuple[TaskgateMCP, RuntimeRef]:
             yield rt
 
     auth = None
-    verifier = None
+    verifier: TokenVerifier | None = None
     if settings.auth_mode == "token":
-        verifier = JwtVerifier(settings)
+        verifier = app.verifier or JwtVerifier(settings)
         auth = AuthSettings(
             issuer_url=settings.backend_url,  # the backend is the authorization server
             resource_server_url=settings.mcp_url,
@@ -95,8 +105,8 @@ def build_server(settings: Settings) -> tuple[TaskgateMCP, RuntimeRef]:
     limits = CallLimits(settings, lambda: ref.get().buckets, metrics.rate_limited)
     server = TaskgateMCP(
         gate=CallGate(settings, ToolCallObserver(metrics), limits),
-        name="taskgate",
-        instructions=INSTRUCTIONS,
+        name=app.spec.name,
+        instructions=app.spec.instructions,
         version="0.1.0",
         token_verifier=verifier,
         auth=auth,
@@ -104,14 +114,14 @@ def build_server(settings: Settings) -> tuple[TaskgateMCP, RuntimeRef]:
         cache_hints={"tools/list": TOOLS_LIST_HINT},
         middleware=[MethodLimits(limits)],
     )
-    register_read_tools(server, settings, ref)
-    register_write_tools(server, settings, ref)
+    lookups = register_read_tools(server, settings, ref, app.reads)
+    register_write_tools(server, settings, ref, app.writes)
     if settings.mcp_bench_tools:
         register_bench_tools(server)
     add_health_routes(server, ref)  # /healthz, /readyz
     add_admin_routes(server, AdminApi(settings, ref))  # /admin/cache...
     server.custom_route("/metrics", methods=["GET"])(metrics_endpoint.scrape)
-    return server, ref
+    return server, ref, lookups
 
 
 async def _cancelled(task: asyncio.Task[None]) -> None:
@@ -147,10 +157,10 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
     )
 
 
-def build_http_app(settings: Settings) -> Starlette:
-    server, ref = build_server(settings)
+def build_http_app(settings: Settings, app: ServedApp | None = None) -> Starlette:
+    server, ref, lookups = _build(settings, app or load_served_app(settings))
     security = transport_security(settings)
-    app = server.streamable_http_app(
+    http_app = server.streamable_http_app(
         streamable_http_path=settings.mcp_path,
         stateless_http=settings.mcp_stateless,
         json_response=settings.mcp_json_response,
@@ -159,8 +169,8 @@ def build_http_app(settings: Settings) -> Starlette:
         host=settings.mcp_host,
     )
     # Added first, so it runs inside StripHeaderWhitespace and sees the headers the SDK sees.
-    install_fast_path(app, settings, server, ref, security)
-    app.add_middleware(StripHeaderWhitespace)
+    install_fast_path(http_app, settings, server, ref, security, lookups)
+    http_app.add_middleware(StripHeaderWhitespace)
     if settings.mcp_stateless:
-        app.add_middleware(RefuseStandaloneStream, path=settings.mcp_path)
-    return app
+        http_app.add_middleware(RefuseStandaloneStream, path=settings.mcp_path)
+    return http_app

@@ -10,25 +10,21 @@ bounded time for one to, then to the primary fallback, or answers replica_unavai
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from readmodel import queries
 from readmodel.cache import ReadCache
 from readmodel.lsn import format_lsn, parse_lsn
 from readmodel.marks import Marks, MarksUnknown, ReadMark
+from readmodel.reads import CompiledRead, ReadTools, jsonable_row
 from readmodel.replicas import Replica, ReplicaBehind, ReplicaSet, checked_read
-from shared.cursor import Keyset, decode_cursor, encode_cursor
 from shared.errors import ErrorCode, TaskgateError, rate_limited
-from shared.rules import LIMIT_MAX, LIMIT_MIN, MAX_ID, STATUSES, Status
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +54,7 @@ class CachedRead:
     stored: bytes
 
 
-# What get_task caches for an id that is not the caller's (encode_entry({})).
+# What a "one" tool caches for an id that is not the caller's (encode_entry({})).
 _EMPTY = b"{}"
 
 
@@ -67,13 +63,19 @@ def _key(tool: str, user_id: int, mark: ReadMark, args: str) -> str:
     return f"{tool}:{user_id}:{mark.position:x}:{args}"
 
 
-def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
+def _missing(read: CompiledRead, args: Mapping[str, Any]) -> str:
+    try:
+        return read.tool.missing.format(**args)
+    except (KeyError, IndexError, ValueError):
+        return read.tool.missing
 
 
-class TaskReader:
+class Reader:
+    """Answers a spec's read tools (readmodel.reads) for one caller at a time."""
+
     def __init__(
         self,
+        tools: ReadTools,
         replicas: ReplicaSet,
         cache: ReadCache,
         cursor_secret: bytes,
@@ -82,6 +84,7 @@ class TaskReader:
         fallback: AsyncEngine | None = None,
         marks: Marks | None = None,
     ) -> None:
+        self.tools = tools
         self.replicas = replicas
         self.fallback = fallback
         self.cache = cache
@@ -119,101 +122,67 @@ class TaskReader:
 
     # -- the read tools ----------------------------------------------------------
 
-    async def list_tasks(
-        self, user_id: int, status: Status, limit: int, cursor: str | None
-    ) -> dict[str, Any]:
-        args, after = self._list_tasks_args(status, limit, cursor)
+    def tool(self, name: str) -> CompiledRead:
+        try:
+            return self.tools[name]
+        except KeyError:
+            raise TaskgateError(
+                ErrorCode.NOT_FOUND, f"unknown read tool: {name[:100]}", {"tool": name[:100]}
+            ) from None
+
+    async def read(self, name: str, user_id: int, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """The tool's answer for the caller: from the cache, else from a replica that has
+        replayed the caller's writes. Arguments are checked by the tool's own model."""
+        read = self.tool(name)
+        args = read.checked(arguments)
+        after = read.cursor_after(self._secret, args) if read.tool.shape == "page" else None
 
         async def load(conn: AsyncConnection) -> dict[str, Any]:
-            # One row more than asked says whether a next page exists, so the last page has
-            # no cursor to an empty page.
-            rows = await queries.list_tasks_for(conn, user_id, status, limit + 1, after)
-            page, more = rows[:limit], len(rows) > limit
-            next_cursor = None
-            if more:
-                last = page[-1]
-                next_cursor = encode_cursor(
-                    self._secret, status, Keyset(last["created_at"], last["id"])
-                )
-            return {"tasks": [_jsonable(r) for r in page], "next_cursor": next_cursor}
+            return await self._load(conn, read, user_id, args, after)
 
-        result: dict[str, Any] = await self._cached("list_tasks", user_id, args, load)
+        key_part = read.key_part(args, after)
+        result: dict[str, Any] = await self._cached(name, user_id, key_part, load)
+        if read.tool.shape == "one" and not result:
+            raise TaskgateError(ErrorCode.NOT_FOUND, _missing(read, args), args)
         return result
 
-    def _list_tasks_args(
-        self, status: Status, limit: int, cursor: str | None
-    ) -> tuple[str, Keyset | None]:
-        """list_tasks' arguments checked, as their cache key part and the decoded keyset."""
-        if status not in STATUSES:
-            raise TaskgateError(
-                ErrorCode.VALIDATION_ERROR,
-                f"status must be {', '.join(map(repr, STATUSES[:-1]))} or {STATUSES[-1]!r}",
-                {"field": "status"},
-            )
-        if not LIMIT_MIN <= limit <= LIMIT_MAX:
-            raise TaskgateError(
-                ErrorCode.VALIDATION_ERROR,
-                f"limit must be between {LIMIT_MIN} and {LIMIT_MAX}",
-                {"field": "limit"},
-            )
-        after = decode_cursor(self._secret, status, cursor) if cursor is not None else None
-        # The key holds the decoded keyset, never the cursor's text: the decoder is lenient
-        # (padding, stray characters), and one page must not fill many keys.
-        keyset = None if after is None else [after.created_at.isoformat(), after.id]
-        return json.dumps([status, limit, keyset]), after
-
-    async def get_task(self, user_id: int, task_id: int) -> dict[str, Any]:
-        args = self._get_task_args(task_id)
-
-        async def load(conn: AsyncConnection) -> dict[str, Any]:
-            row = await queries.get_task_for(conn, user_id, task_id)
+    async def _load(
+        self,
+        conn: AsyncConnection,
+        read: CompiledRead,
+        user_id: int,
+        args: dict[str, Any],
+        after: tuple[Any, ...] | None,
+    ) -> dict[str, Any]:
+        rows = (await conn.execute(read.statement(user_id, args, after))).mappings().all()
+        shape = read.tool.shape
+        if shape == "one":
             # A miss is cached too ({}), so probing for ids does not reach the replica each time.
-            return _jsonable(row) if row else {}
-
-        task: dict[str, Any] = await self._cached("get_task", user_id, args, load)
-        if not task:
-            raise TaskgateError(
-                ErrorCode.NOT_FOUND, f"task {task_id} not found", {"task_id": task_id}
-            )
-        return task
-
-    @staticmethod
-    def _get_task_args(task_id: int) -> str:
-        if not 1 <= task_id <= MAX_ID:
-            raise TaskgateError(
-                ErrorCode.VALIDATION_ERROR, "task_id must be a positive id", {"field": "task_id"}
-            )
-        return str(task_id)
-
-    async def get_user_stats(self, user_id: int) -> dict[str, int]:
-        async def load(conn: AsyncConnection) -> dict[str, int]:
-            return await queries.user_stats_for(conn, user_id)
-
-        stats: dict[str, int] = await self._cached("get_user_stats", user_id, "", load)
-        return stats
+            return jsonable_row(rows[0]) if rows else {}
+        if shape == "row":
+            return jsonable_row(rows[0]) if rows else {}
+        # One row more than asked says whether a next page exists, so the last page has no
+        # cursor to an empty page.
+        limit = args["limit"]
+        page, more = rows[:limit], len(rows) > limit
+        next_cursor = read.next_cursor(self._secret, args, page[-1]) if more else None
+        return {read.tool.items: [jsonable_row(r) for r in page], "next_cursor": next_cursor}
 
     # -- cache hits alone (gateway.fast_path) -----------------------------------------
 
-    async def cached_list_tasks(
-        self, user_id: int, status: Status, limit: int, cursor: str | None
+    async def cached(
+        self, name: str, user_id: int, arguments: Mapping[str, Any]
     ) -> CachedRead | None:
-        """What list_tasks would answer from the cache, or None; never reads the database."""
-        args, _ = self._list_tasks_args(status, limit, cursor)
-        return await self._peek("list_tasks", user_id, args)
-
-    async def cached_get_task(self, user_id: int, task_id: int) -> CachedRead | None:
-        """What get_task would answer from the cache, or None. A cached miss is None too:
-        its not_found is get_task's to raise."""
-        hit = await self._peek("get_task", user_id, self._get_task_args(task_id))
-        return None if hit is None or hit.stored == _EMPTY else hit
-
-    async def cached_user_stats(self, user_id: int) -> CachedRead | None:
-        return await self._peek("get_user_stats", user_id, "")
-
-    async def _peek(self, tool: str, user_id: int, args: str) -> CachedRead | None:
-        key = _key(tool, user_id, await self._mark(user_id), args)
-        stored = await self.cache.peek(tool, key)
-        return None if stored is None else CachedRead(key, stored)
+        """What `read` would answer from the cache, or None; never reads the database. A cached
+        miss of a "one" tool is None too: its not_found is `read`'s to raise."""
+        read = self.tool(name)
+        args = read.checked(arguments)
+        after = read.cursor_after(self._secret, args) if read.tool.shape == "page" else None
+        key = _key(name, user_id, await self._mark(user_id), read.key_part(args, after))
+        stored = await self.cache.peek(name, key)
+        if stored is None or (read.tool.shape == "one" and stored == _EMPTY):
+            return None
+        return CachedRead(key, stored)
 
     # -- machinery ---------------------------------------------------------------
 
@@ -224,7 +193,7 @@ class TaskReader:
         key = _key(tool, user_id, mark, args)
 
         async def load_consistent() -> T:
-            return await self._read(mark, load)
+            return await self._read_at_mark(mark, load)
 
         try:
             result: T = await self.cache.get_or_load(tool, key, load_consistent)
@@ -237,7 +206,7 @@ class TaskReader:
             ) from None
         return result
 
-    async def _read(
+    async def _read_at_mark(
         self, read_mark: ReadMark, load: Callable[[AsyncConnection], Awaitable[T]]
     ) -> T:
         """Read from a replica that has replayed the mark, else from the fallback, else fail.
@@ -260,10 +229,10 @@ class TaskReader:
             self.stats.ryw_waits += waited and read_mark.own
             if replica is None:  # every replica is out (failed or too far behind)
                 if self.fallback is not None:
-                    return await self._read_fallback(load)
+                    return await self._read_from_fallback(load)
                 replica = self.replicas.least_bad()
             try:
-                return await self._read_on_replica(replica, read_mark, load)
+                return await self._read_from_replica(replica, read_mark, load)
             except _DB_FAULTS as exc:
                 self.stats.replica_errors += 1
                 replica.failed(self.replicas.retry_max_seconds)
@@ -277,11 +246,11 @@ class TaskReader:
                         "the read replica is unavailable; retry shortly",
                         {"reason": type(exc).__name__},
                     ) from None
-                return await self._read_fallback(load)
+                return await self._read_from_fallback(load)
             except ReplicaBehind as behind:
                 return await self._behind(behind, mark, load)
 
-    async def _read_on_replica(
+    async def _read_from_replica(
         self, replica: Replica, read_mark: ReadMark, load: Callable[[AsyncConnection], Awaitable[T]]
     ) -> T:
         mark = read_mark.position
@@ -294,7 +263,7 @@ class TaskReader:
         # The wait for replay is added once the replica has answered that it is behind, so a
         # hung replica still answers within REPLICA_TIMEOUT.
         is_behind = asyncio.Event()
-        work = self._read_replica_once_more(replica, mark, check, load, is_behind)
+        work = self._read_replica_retrying_dropped(replica, mark, check, load, is_behind)
         result = await _within(self._replica_timeout, work, is_behind, self._ryw_wait)
         replica.reads += 1
         replica.answered()
@@ -306,7 +275,7 @@ class TaskReader:
         """No replica has replayed this user's last write within the bound."""
         if self.fallback is not None:
             self.stats.ryw_fallbacks += 1
-            return await self._read_fallback(load)
+            return await self._read_from_fallback(load)
         self.stats.ryw_refusals += 1
         raise TaskgateError(
             ErrorCode.REPLICA_UNAVAILABLE,
@@ -319,7 +288,7 @@ class TaskReader:
             },
         )
 
-    async def _read_replica_once_more(
+    async def _read_replica_retrying_dropped(
         self,
         replica: Replica,
         mark: int,
@@ -328,7 +297,7 @@ class TaskReader:
         behind: asyncio.Event,
     ) -> T:
         try:
-            return await self._read_replica(replica, mark, check, load, behind)
+            return await self._read_replica_checking_mark(replica, mark, check, load, behind)
         except DBAPIError as exc:
             if not exc.connection_invalidated:
                 raise
@@ -336,9 +305,9 @@ class TaskReader:
         # the pool, so one retry, in the same budget, gets a fresh connection. What we knew of
         # the server's position is void: it may have restarted behind it.
         replica.replayed = 0
-        return await self._read_replica(replica, mark, check, load, behind)
+        return await self._read_replica_checking_mark(replica, mark, check, load, behind)
 
-    async def _read_replica(
+    async def _read_replica_checking_mark(
         self,
         replica: Replica,
         mark: int,
@@ -347,14 +316,14 @@ class TaskReader:
         behind: asyncio.Event,
     ) -> T:
         if not check:
-            return await self._read_on(replica.engine, load)
+            return await self._run_on(replica.engine, load)
 
         return await checked_read(replica, mark, self._ryw_wait, load, behind.set)
 
-    async def _read_fallback(self, load: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    async def _read_from_fallback(self, load: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         assert self.fallback is not None
         try:
-            return await _within(self._replica_timeout, self._read_on(self.fallback, load))
+            return await _within(self._replica_timeout, self._run_on(self.fallback, load))
         except _DB_FAULTS as exc:
             log.warning("fallback read failed: %s", type(exc).__name__)
             raise TaskgateError(
@@ -364,7 +333,7 @@ class TaskReader:
             ) from None
 
     @staticmethod
-    async def _read_on(engine: AsyncEngine, load: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    async def _run_on(engine: AsyncEngine, load: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         async with engine.connect() as conn:
             return await load(conn)
 

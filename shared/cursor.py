@@ -1,4 +1,5 @@
-"""Opaque keyset cursors: the (created_at, id) of a page's last row, signed against forgery."""
+"""Opaque keyset cursors: the order values of a page's last row, signed against forgery and
+bound to their scope (the filter they page: a status, a read tool's arguments)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import base64
 import hashlib
 import hmac
 import json
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from shared.errors import ErrorCode, TaskgateError
@@ -17,27 +17,45 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
 
 
-@dataclass(frozen=True)
-class Keyset:
-    created_at: datetime
-    id: int
-
-
 def _tag(secret: bytes, payload: bytes) -> bytes:
     return hmac.new(secret, payload, hashlib.sha256).digest()[:_TAG_BYTES]
 
 
-def encode_cursor(secret: bytes, status: str, keyset: Keyset) -> str:
-    micros = (keyset.created_at - _EPOCH) // _MICRO
-    payload = json.dumps([status, micros, keyset.id], separators=(",", ":")).encode()
+def _value_json(value: object) -> object:
+    # Datetimes as exact microseconds, tagged, so a page boundary survives the round trip.
+    if isinstance(value, datetime):
+        return {"us": (value - _EPOCH) // _MICRO}
+    return value
+
+
+def _value_of(raw: object) -> object:
+    if isinstance(raw, dict):
+        micros = raw.get("us")
+        if raw.keys() != {"us"} or not isinstance(micros, int):
+            raise ValueError("not a keyset value")
+        return _EPOCH + micros * _MICRO
+    if raw is None or isinstance(raw, (str, int, float, bool)):
+        return raw
+    raise ValueError("not a keyset value")
+
+
+def keyset_json(values: tuple[object, ...]) -> list[object]:
+    """A keyset's values as JSON (the read cache keys them this way)."""
+    return [_value_json(v) for v in values]
+
+
+def encode_keyset(secret: bytes, scope: str, values: tuple[object, ...]) -> str:
+    """A signed cursor after the row whose order-column values are `values`, valid for `scope`
+    only (the tool and its filter arguments)."""
+    payload = json.dumps([scope, keyset_json(values)], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(_tag(secret, payload) + payload).decode().rstrip("=")
 
 
-def decode_cursor(secret: bytes, status: str, cursor: str) -> Keyset:
-    """The keyset of a cursor made by encode_cursor for this status, or a validation_error."""
+def decode_keyset(secret: bytes, scope: str, cursor: str, arity: int) -> tuple[object, ...]:
+    """The values of a cursor made by encode_keyset for this scope, or a validation_error."""
     invalid = TaskgateError(
         ErrorCode.VALIDATION_ERROR,
-        "cursor is not valid: pass the next_cursor of a previous page with the same status",
+        "cursor is not valid: pass the next_cursor of a previous page with the same arguments",
         {"field": "cursor"},
     )
     if len(cursor) > CURSOR_MAX:
@@ -50,13 +68,9 @@ def decode_cursor(secret: bytes, status: str, cursor: str) -> Keyset:
     if not hmac.compare_digest(tag, _tag(secret, payload)):
         raise invalid
     try:
-        cursor_status, micros, task_id = json.loads(payload)
-    except (ValueError, TypeError):
+        cursor_scope, values = json.loads(payload)
+        if cursor_scope != scope or not isinstance(values, list) or len(values) != arity:
+            raise invalid
+        return tuple(_value_of(v) for v in values)
+    except (ValueError, TypeError, OverflowError):
         raise invalid from None
-    if cursor_status != status or not isinstance(micros, int) or not isinstance(task_id, int):
-        raise invalid
-    try:
-        created = _EPOCH + micros * _MICRO
-    except OverflowError:
-        raise invalid from None
-    return Keyset(created_at=created, id=task_id)

@@ -12,7 +12,9 @@ from pydantic import Field
 
 # Ids are PostgreSQL bigints; anything outside cannot name a task or a user.
 MAX_ID = 2**63 - 1
-TaskId = Annotated[int, Field(ge=1, le=MAX_ID)]
+TaskId = Annotated[
+    int, Field(ge=1, le=MAX_ID, description="The task's id, as returned by the other tools.")
+]
 UserId = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 # Tasks per page of list_tasks and GET /tasks.
@@ -33,6 +35,3 @@ Status = Literal["all", "pending", "completed"]
 STATUSES: tuple[Status, ...] = get_args(Status)
 # What a list shows when the caller names no status.
 STATUS_DEFAULT: Status = "all"
-
-ReadTool = Literal["list_tasks", "get_task", "get_user_stats"]
-READ_TOOLS: tuple[ReadTool, ...] = get_args(ReadTool)

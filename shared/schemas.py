@@ -76,8 +76,17 @@ class TokenOut(BaseModel):
 
 
 class TaskCreate(Strict):
-    title: Title
-    description: Annotated[Description | None, AfterValidator(_none_if_empty)] = None
+    title: Annotated[
+        Title,
+        Field(
+            description=f"Short title, 1 to {TITLE_MAX} characters; surrounding spaces are trimmed."
+        ),
+    ]
+    description: Annotated[
+        Description | None,
+        AfterValidator(_none_if_empty),
+        Field(description=f"Details, up to {DESCRIPTION_MAX} characters."),
+    ] = None
 
 
 class TaskUpdate(Strict):
@@ -86,9 +95,16 @@ class TaskUpdate(Strict):
     model_config = ConfigDict(json_schema_extra={"minProperties": 1})
 
     # MISSING (left out) means unchanged; title and completed cannot be null.
-    title: Title | MISSING = MISSING
-    description: Annotated[Description | None, AfterValidator(_none_if_empty)] | MISSING = MISSING
-    completed: StrictBool | MISSING = MISSING  # true or false, not 0, 1 or "yes"
+    title: Annotated[
+        Title | MISSING, Field(description="New title; omit to keep the current one.")
+    ] = MISSING
+    description: Annotated[
+        Annotated[Description | None, AfterValidator(_none_if_empty)] | MISSING,
+        Field(description='New details; omit to keep them, or pass "" or null to remove them.'),
+    ] = MISSING
+    completed: Annotated[  # true or false, not 0, 1 or "yes"
+        StrictBool | MISSING, Field(description="true marks the task done, false reopens it.")
+    ] = MISSING
 
     @model_validator(mode="after")
     def _changes_something(self) -> TaskUpdate:

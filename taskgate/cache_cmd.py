@@ -19,7 +19,6 @@ from typing import Any
 import httpx
 
 from shared.api import ADMIN_ACTOR_HEADER, ADMIN_CACHE_PATH, ADMIN_FLUSH_PATH, ADMIN_TTL_PATH
-from shared.rules import READ_TOOLS
 from shared.settings import Settings
 from taskgate.command_errors import check_http_url, load_settings
 from taskgate.devenv import ADMIN_URL_KEY, dev_admin_url, dev_env_path, read_dev_env
@@ -158,7 +157,7 @@ def add_cache_parser(sub: Any) -> argparse.ArgumentParser:
     action("show", "TTLs, hit ratio and read counters", changes=False)
     set_ttl = action("set-ttl", "set the global TTL, or one tool's")
     set_ttl.add_argument("seconds", type=float, nargs="?", help="seconds; 0 turns caching off")
-    set_ttl.add_argument("--tool", choices=READ_TOOLS, help="only this read tool")
+    set_ttl.add_argument("--tool", help="only this read tool (the gateway names its read tools)")
     set_ttl.add_argument("--unset", action="store_true", help="drop the tool's own TTL")
     set_ttl.add_argument("--flush", action="store_true", help="also drop entries cached so far")
     action("flush", "drop every cached read")

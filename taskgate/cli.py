@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -54,9 +55,11 @@ def _backend(args: argparse.Namespace) -> None:
 
 
 def _gateway(args: argparse.Namespace) -> None:
-    overrides = {"mcp_transport": args.transport} if args.transport else {}
+    overrides: dict[str, object] = {"mcp_transport": args.transport} if args.transport else {}
     if args.port is not None:
         overrides["mcp_port"] = args.port
+    if args.app is not None:
+        overrides["taskgate_app"] = args.app
     settings = _production_settings(**overrides)
     check_database_urls(
         [
@@ -66,15 +69,21 @@ def _gateway(args: argparse.Namespace) -> None:
         ]
     )
     configure_logging(settings.log_level, settings.log_json)
+    from gateway.served_app import AppSpecInvalid, load_served_app
     from gateway.server import build_http_app, build_server
 
+    try:
+        served = load_served_app(settings)
+    except AppSpecInvalid as exc:
+        print(f"taskgate gateway: {exc}", file=sys.stderr)
+        sys.exit(2)
     if settings.mcp_transport == "stdio":
-        server, _ = build_server(settings)
+        server, _ = build_server(settings, served)
         server.run("stdio")
         return
     from taskgate.serving import serve
 
-    serve(build_http_app(settings), settings, settings.mcp_host, settings.mcp_port)
+    serve(build_http_app(settings, served), settings, settings.mcp_host, settings.mcp_port)
 
 
 def _migrate(args: argparse.Namespace) -> None:
@@ -120,7 +129,9 @@ def _dev(args: argparse.Namespace) -> None:
 
     load_settings()  # the processes it starts inherit the environment: a bad value stops here
 
-    options = DevOptions(args.mcp_port, args.backend_port, args.replicas, args.gateways)
+    options = DevOptions(
+        args.mcp_port, args.backend_port, args.replicas, args.gateways, app=args.app
+    )
     sys.exit(run_dev(options))
 
 
@@ -164,9 +175,10 @@ DEV = CommandHelp(
     "per folder.",
     "  no settings: it chooses the ports, URLs and secrets and writes them to .taskgate/dev.env;\n"
     "  the processes it starts inherit the environment, so a bad value there stops it at once.\n"
-    "  --gateways above 1 needs redis-server on PATH.",
+    "  --gateways above 1 needs redis-server on PATH; TASKGATE_APP names an app spec (--app).",
     "  taskgate dev\n"
     "  taskgate dev --replicas 2 --gateways 2         # two gateways sharing a Redis\n"
+    "  taskgate dev --app notes_spec:SPEC             # your own FastAPI app\n"
     "  taskgate dev --mcp-port 9001 --backend-port 9000",
 )
 BACKEND = CommandHelp(
@@ -186,10 +198,12 @@ GATEWAY = CommandHelp(
     "Run the MCP gateway: write tools forwarded to the backend, read tools answered from the "
     "replicas through the cache.",
     "  READ_DATABASE_URL or READ_DATABASE_URLS (the replicas), FASTAPI_BASE_URL, JWT_SECRET,\n"
-    "  MCP_HOST, MCP_PORT, MCP_PUBLIC_URL, CACHE_TTL, CACHE_URL, ADMIN_TOKEN, METRICS_PORT;\n"
+    "  MCP_HOST, MCP_PORT, MCP_PUBLIC_URL, CACHE_TTL, CACHE_URL, ADMIN_TOKEN, METRICS_PORT,\n"
+    "  TASKGATE_APP (an app spec; unset: the task service);\n"
     "  over stdio also GATEWAY_TOKEN, or GATEWAY_EMAIL and GATEWAY_PASSWORD;\n"
     "  every setting: docs/configuration.md",
     "  taskgate gateway --port 8001\n"
+    "  taskgate gateway --app notes_spec:SPEC        # your own FastAPI app\n"
     "  GATEWAY_EMAIL=me@example.com GATEWAY_PASSWORD=... taskgate gateway --transport stdio",
 )
 MIGRATE = CommandHelp(
@@ -252,6 +266,12 @@ def parser() -> argparse.ArgumentParser:
         default=1,
         help="gateways on --mcp-port, +1, ...; more than one share a Redis (default 1)",
     )
+    dev.add_argument(
+        "--app",
+        metavar="MODULE:ATTRIBUTE",
+        default=os.environ.get("TASKGATE_APP") or None,
+        help="serve your own FastAPI app, described by this app spec (default: the task service)",
+    )
     dev.set_defaults(func=_dev)
 
     backend = _command(sub, "backend", BACKEND)
@@ -266,6 +286,11 @@ def parser() -> argparse.ArgumentParser:
         help="streamable HTTP or stdio (default: MCP_TRANSPORT, http)",
     )
     gateway.add_argument("--port", type=int, help="the HTTP port (default: MCP_PORT, 8001)")
+    gateway.add_argument(
+        "--app",
+        metavar="MODULE:ATTRIBUTE",
+        help="the app spec to serve (default: TASKGATE_APP; unset: the task service)",
+    )
     gateway.set_defaults(func=_gateway)
 
     migrate = _command(sub, "migrate", MIGRATE)

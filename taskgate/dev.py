@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
+from shared.spec_loader import SpecLoadError
+from taskgate.app_stack import AppStartError, load_user_app
 from taskgate.devenv import (
     ADMIN_URL_KEY,
     DevFolderLock,
@@ -43,6 +45,7 @@ class DevOptions:
     backend_port: int
     replicas: int = 1
     gateways: int = 1
+    app: str | None = None  # --app module:attribute; the task service when None
 
     @property
     def mcp_ports(self) -> list[int]:
@@ -97,6 +100,14 @@ class DevToken:
     token: str
     expires_at: int  # Unix time
 
+    @classmethod
+    def of(cls, token: str) -> DevToken:
+        """A token dev signed itself (for a user's app), with its expiry."""
+        import jwt
+
+        claims = jwt.decode(token, options={"verify_signature": False})
+        return cls(token, int(claims["exp"]))
+
     @property
     def expires(self) -> str:
         return datetime.fromtimestamp(self.expires_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -119,17 +130,17 @@ def long_lived_demo_token(stack: Stack, password: str) -> DevToken:
     return DevToken(token, claims.expires_at)
 
 
-def dev_settings(stack: Stack, token: DevToken, password: str) -> dict[str, str]:
-    """What .taskgate/dev.env holds: every value a person or a client needs, in a stable order."""
+def dev_settings(stack: Stack, token: DevToken, password: str | None) -> dict[str, str]:
+    """What .taskgate/dev.env holds: every value a person or a client needs, in a stable order.
+    No password: a user's app (--app), whose accounts are its own, has no demo account."""
     values: dict[str, str] = {}
     for index, url in enumerate(stack.mcp_urls, start=1):
         values["MCP_URL" if index == 1 else f"MCP_URL_{index}"] = url
     values[ADMIN_URL_KEY] = stack.mcp_url.removesuffix("/mcp")
+    values.update(MCP_TOKEN=token.token, MCP_TOKEN_EXPIRES_AT=token.expires)
+    if password is not None:
+        values.update(DEMO_EMAIL=DEMO_EMAIL, DEMO_PASSWORD=password)
     values.update(
-        MCP_TOKEN=token.token,
-        MCP_TOKEN_EXPIRES_AT=token.expires,
-        DEMO_EMAIL=DEMO_EMAIL,
-        DEMO_PASSWORD=password,
         FASTAPI_BASE_URL=stack.env["FASTAPI_BASE_URL"],
         DATABASE_URL=stack.env["DATABASE_URL"],
         READ_DATABASE_URL=stack.env["READ_DATABASE_URL"],
@@ -150,7 +161,14 @@ def dev_settings(stack: Stack, token: DevToken, password: str) -> dict[str, str]
     return values
 
 
-def banner(stack: Stack, token: DevToken, settings_file: Path, seconds: float) -> str:
+DEMO_LOGIN_LINE = (
+    f"Demo login: {DEMO_EMAIL} with DEMO_PASSWORD from the settings file (OAuth login page)"
+)
+
+
+def banner(
+    stack: Stack, token: DevToken, settings_file: Path, seconds: float, demo_login: bool = True
+) -> str:
     logs = [c.log for c in stack.components if c.log is not None]
     if stack.redis is not None and stack.redis.logfile is not None:
         logs.append(stack.redis.logfile)
@@ -160,9 +178,9 @@ def banner(stack: Stack, token: DevToken, settings_file: Path, seconds: float) -
         f"{stack.pair.replicas} replica(s)",
         *(f"MCP endpoint: {url}" for url in stack.mcp_urls),
         f"Bearer token: {token.token}",
-        f"Token lifetime: {DEV_TOKEN_TTL_SECONDS // 3600}h, until {token.expires} "
-        "(MCP_TOKEN_EXPIRES_AT); then restart dev, or use OAuth, which refreshes",
-        f"Demo login: {DEMO_EMAIL} with DEMO_PASSWORD from the settings file (OAuth login page)",
+        f"Token lifetime: {round((token.expires_at - time.time()) / 3600)}h, until "
+        f"{token.expires} (MCP_TOKEN_EXPIRES_AT); then restart dev, or use OAuth, which refreshes",
+        *([DEMO_LOGIN_LINE] if demo_login else []),
         f"Settings file: {settings_file}",
         *(f"Log: {path}" for path in logs),
         "Admin CLI: uv run taskgate cache show   (reads the settings file; see --help)",
@@ -195,6 +213,11 @@ def _run_dev_locked(options: DevOptions, lock: DevFolderLock) -> int:
     except (StackRunning, PortBusy, RedisServerError) as exc:
         print(f"taskgate dev: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        app = load_user_app(options.app) if options.app else None
+    except (SpecLoadError, AppStartError) as exc:
+        print(f"taskgate dev: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     started = time.monotonic()
     # Ctrl-C must work even when a parent shell started us with SIGINT ignored.
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -218,11 +241,18 @@ def _run_dev_locked(options: DevOptions, lock: DevFolderLock) -> int:
             replicas=options.replicas,
             gateways=options.gateways,
             log_dir=logs,
+            app=app,
         ) as stack:
-            password = secrets.token_urlsafe(16)
-            token = long_lived_demo_token(stack, password)
+            password: str | None
+            if app is None:
+                password = secrets.token_urlsafe(16)
+                token = long_lived_demo_token(stack, password)
+            else:  # the app's own accounts: no demo account, a token for user 1
+                password = None
+                token = DevToken.of(app.token(stack.env["JWT_SECRET"], stack.mcp_url))
             write_dev_env(settings_file, dev_settings(stack, token, password))
-            print(banner(stack, token, settings_file, time.monotonic() - started), flush=True)
+            elapsed = time.monotonic() - started
+            print(banner(stack, token, settings_file, elapsed, password is not None), flush=True)
             return _watch(stack)
     except KeyboardInterrupt:
         say("stopping")

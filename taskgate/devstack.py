@@ -18,8 +18,10 @@ import httpx
 
 from shared.api import API_PREFIX, LOGIN_PATH
 from shared.migrate import upgrade_to_head
+from taskgate.app_schema import create_app_schema
+from taskgate.app_stack import UserApp
 from taskgate.dev_logs import copy_to_rotating_log
-from taskgate.pgpair import PgPair, free_port
+from taskgate.pgpair import READER_ROLE, PgPair, free_port
 from taskgate.redis_server import RedisServer
 
 DEMO_EMAIL = "demo@example.com"
@@ -55,8 +57,18 @@ def spawn_component(
     With `log`, the child's stdout and stderr go to that file, size-capped and rotated
     (taskgate.dev_logs), else to ours.
     """
+    # -P: the working folder is not put first on sys.path, where a user's app (taskgate dev
+    # --app) may have packages named like taskgate's own.
+    argv = [sys.executable, "-P", "-m", "taskgate", *args]
+    return spawn_process(name, argv, env, health_url, log)
+
+
+def spawn_process(
+    name: str, argv: list[str], env: dict[str, str], health_url: str, log: Path | None = None
+) -> Component:
+    """Start `argv` in a child process, as spawn_component does."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "taskgate", *args],
+        argv,
         env={**os.environ, **env},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE if log is not None else None,
@@ -133,11 +145,13 @@ def running_stack(
     replicas: int = 1,
     gateways: int = 1,
     log_dir: Path | None = None,
+    app: UserApp | None = None,
 ) -> Iterator[Stack]:
     """Everything `taskgate dev` runs, stopped in reverse order on exit.
 
     Gateways listen on mcp_port, mcp_port+1, ... (free ports when mcp_port is None). Several
     gateways share one Redis, started here. With log_dir, each process logs to a file there.
+    With `app`, the user's app (taskgate.app_stack) takes the task service backend's place.
     """
     backend_port = backend_port or free_port()
     ports = (
@@ -152,8 +166,12 @@ def running_stack(
         pair.start()
         replica_ports = ", ".join(str(port) for port in pair.replica_ports)
         say(f"primary on 127.0.0.1:{pair.primary_port}, replica(s) on {replica_ports}")
-        say("migrating the primary")
-        upgrade_to_head(pair.database_url)
+        if app is None:
+            say("migrating the primary")
+            upgrade_to_head(pair.database_url)
+        else:
+            say(f"creating the schema of {app.spec.name}")
+            create_app_schema(app.spec, pair.database_url, READER_ROLE)
         urls = [f"http://127.0.0.1:{port}/mcp" for port in ports]
         env = {
             **stack_env(pair, backend_port, secrets.token_urlsafe(32)),
@@ -163,6 +181,8 @@ def running_stack(
             "MCP_PUBLIC_URL": urls[0],
             **(extra_env or {}),
         }
+        if app is not None:
+            env.update(app.env, TASKGATE_APP=app.reference)
         redis = None
         if gateways > 1:
             redis = RedisServer(root, logfile=log_dir / "redis.log" if log_dir else None)
@@ -173,13 +193,23 @@ def running_stack(
         backend_url = f"http://127.0.0.1:{backend_port}"
         say(f"starting the backend on {backend_url} and {gateways} gateway(s)")
         # All start at once: each takes about a second to import.
-        backend = spawn_component(
-            "backend",
-            ["backend", "--port", str(backend_port)],
-            env,
-            f"{backend_url}/healthz",
-            log_dir / "backend.log" if log_dir else None,
-        )
+        backend_log = log_dir / "backend.log" if log_dir else None
+        if app is None:
+            backend = spawn_component(
+                "backend",
+                ["backend", "--port", str(backend_port)],
+                env,
+                f"{backend_url}/healthz",
+                backend_log,
+            )
+        else:
+            backend = spawn_process(
+                app.spec.name,
+                app.command(backend_port),
+                env,
+                f"{backend_url}/openapi.json",
+                backend_log,
+            )
         stack.callback(backend.stop)
         started: list[Component] = []
         for port in ports:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, cast
 
 from fastapi import APIRouter, Header, Path, Query, Response, status
 
@@ -8,7 +8,8 @@ from backend.deps import CurrentUser, SessionDep, SettingsDep
 from backend.openapi import AUTH_ERRORS, COMMON_ERRORS, LSN_HEADER_DOC, error_responses, written
 from backend.services import tasks
 from shared.api import IDEMPOTENCY_HEADER, LSN_HEADER, REPLAYED_HEADER
-from shared.cursor import Keyset, decode_cursor, encode_cursor
+from shared.cursor import decode_keyset, encode_keyset
+from shared.paging import TaskKeyset
 from shared.rules import (
     CURSOR_MAX,
     IDEMPOTENCY_KEY_MAX,
@@ -85,12 +86,13 @@ async def list_tasks(
 ) -> TaskPage:
     """The caller's tasks, newest first. Pass `next_cursor` back as `cursor` for the next page."""
     secret = settings.jwt_secret.get_secret_value().encode()
-    after = decode_cursor(secret, status_filter, cursor) if cursor else None
+    # Signed by us: a cursor that decodes holds the (created_at, id) it was made from.
+    after = cast(TaskKeyset, decode_keyset(secret, status_filter, cursor, 2)) if cursor else None
     rows, more = await tasks.list_tasks(session, user.id, status_filter, limit, after)
     next_cursor = None
     if more:
         last = rows[-1]
-        next_cursor = encode_cursor(secret, status_filter, Keyset(last.created_at, last.id))
+        next_cursor = encode_keyset(secret, status_filter, (last.created_at, last.id))
     return TaskPage(tasks=[TaskOut.model_validate(t) for t in rows], next_cursor=next_cursor)
 
 

@@ -10,10 +10,9 @@ from sqlalchemy import Select, case, delete, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.api import IDEMPOTENCY_HEADER
-from shared.cursor import Keyset
 from shared.errors import ErrorCode, TaskgateError
 from shared.models import IdempotencyKey, Task
-from shared.paging import newest_first
+from shared.paging import TaskKeyset, newest_first
 from shared.rules import Status
 from shared.schemas import TaskCreate, TaskUpdate
 
@@ -128,14 +127,14 @@ async def get_task(session: AsyncSession, user_id: int, task_id: int) -> Task:
 
 
 def list_tasks_query(
-    user_id: int, status: Status, limit: int, after: Keyset | None
+    user_id: int, status: Status, limit: int, after: TaskKeyset | None
 ) -> Select[Task]:
     # One row more than asked says whether a next page exists, so none is ever empty.
     return newest_first(select(Task), user_id, status, after, limit + 1)
 
 
 async def list_tasks(
-    session: AsyncSession, user_id: int, status: Status, limit: int, after: Keyset | None
+    session: AsyncSession, user_id: int, status: Status, limit: int, after: TaskKeyset | None
 ) -> tuple[list[Task], bool]:
     """A page of the user's tasks, newest first, and whether more follow it."""
     rows = list((await session.scalars(list_tasks_query(user_id, status, limit, after))).all())

@@ -1,109 +1,102 @@
-"""Read tools: answered by the read model (cache, then replica), never by the backend."""
+"""Read tools: one per read tool of the app spec, answered by the read model (cache, then a
+replica), never by the app. Each is registered from the same table the fast path serves."""
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from mcp.server.mcpserver import MCPServer
 from mcp.types import ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
 from gateway.identity import identified
 from gateway.runtime import RuntimeRef
-from gateway.tools.args import TaskIdArg
-from readmodel.reader import CachedRead, TaskReader
-from shared.rules import CURSOR_MAX, LIMIT_DEFAULT, LIMIT_MAX, LIMIT_MIN, PageLimit, Status
-from shared.schemas import TaskOut, TaskPage, UserStats
+from readmodel.reader import CachedRead, Reader
+from readmodel.reads import CompiledRead, ReadTools
 from shared.settings import Settings
-
-
-def read_only(title: str) -> ToolAnnotations:
-    # Each tool reads only the caller's own tasks in the task service: a closed world.
-    return ToolAnnotations(title=title, readOnlyHint=True, idempotentHint=True, openWorldHint=False)
-
 
 # A read tool's value: the JSON form of its output model, as the read model's cache holds it.
 JsonObject = Mapping[str, Any]
-F = TypeVar("F", bound=Callable[..., Awaitable[JsonObject]])
+CachedReadOf = Callable[[Reader, int, Mapping[str, Any]], Awaitable[CachedRead | None]]
 
 
-def answers(model: type[BaseModel]) -> Callable[[F], F]:
-    """The tool returns the JSON form of `model`; the SDK publishes `model` as its output schema
-    and validates the value against it, once. (Building the model in the tool would convert each
-    cached read twice, and the fast path converts the cached JSON itself, the same way.)"""
-
-    def publish(tool: F) -> F:
-        signature = inspect.signature(tool, eval_str=True)
-        vars(tool)["__signature__"] = signature.replace(return_annotation=model)
-        return tool
-
-    return publish
+def read_only(title: str) -> ToolAnnotations:
+    # Each tool reads only the caller's own rows: a closed world.
+    return ToolAnnotations(title=title, readOnlyHint=True, idempotentHint=True, openWorldHint=False)
 
 
-def register_read_tools(server: MCPServer, settings: Settings, ref: RuntimeRef) -> None:
+def output_model(read: CompiledRead) -> type[BaseModel]:
+    """What the tool answers: the spec's model, or for a page, the list of it and a cursor."""
+    tool = read.tool
+    if tool.shape != "page":
+        return tool.output
+    items: Any = list[tool.output]  # type: ignore[name-defined]
+    page: type[BaseModel] = create_model(  # type: ignore[call-overload]
+        f"{tool.output.__name__}Page",
+        **{tool.items: (items, ...), "next_cursor": (str | None, None)},
+    )
+    return page
+
+
+def _tool_function(read: CompiledRead, ref: RuntimeRef) -> Callable[..., Awaitable[JsonObject]]:
+    """A function whose signature is the tool's arguments (the SDK builds the input schema from
+    it) and whose return annotation is its output model; the SDK publishes that as the output
+    schema and checks the value against it, once. (Building the model here would convert each
+    cached read twice; the fast path converts the cached JSON itself, the same way.)"""
+
+    async def read_tool(**arguments: Any) -> JsonObject:
+        rt = ref.get()
+        caller = await rt.identity.caller()
+        return await rt.reader.read(read.name, caller.user_id, arguments)
+
+    parameters = [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            # The description is the field's, not its metadata's: carried over for the schema.
+            annotation=Annotated[
+                field.annotation, *field.metadata, Field(description=field.description)
+            ],
+            default=inspect.Parameter.empty if field.is_required() else field.default,
+        )
+        for name, field in read.arguments.model_fields.items()
+    ]
+    read_tool.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        parameters, return_annotation=output_model(read)
+    )
+    read_tool.__name__ = read.name
+    read_tool.__doc__ = read.tool.description
+    return read_tool
+
+
+def register_read_tools(
+    server: MCPServer, settings: Settings, ref: RuntimeRef, reads: ReadTools
+) -> dict[str, CachedReadOf]:
+    """Registers every read tool, and returns the table of their cache look-ups (the fast
+    path answers exactly these): the read a tool's body makes, on its validated arguments,
+    for a hit alone."""
     with_identity = identified(settings)
-
-    @server.tool(annotations=read_only("List your tasks"), structured_output=True)
-    @answers(TaskPage)
-    @with_identity
-    async def list_tasks(
-        status: Annotated[
-            Status, Field(description="Which tasks: 'all' (default), 'pending' or 'completed'.")
-        ] = "all",
-        limit: Annotated[
-            PageLimit,
-            Field(description=f"How many tasks per page, {LIMIT_MIN} to {LIMIT_MAX}."),
-        ] = LIMIT_DEFAULT,
-        cursor: Annotated[
-            str | None,
-            Field(
-                min_length=1,
-                max_length=CURSOR_MAX,
-                description="next_cursor from the previous page; omit for the first page.",
-            ),
-        ] = None,
-    ) -> JsonObject:
-        """List your tasks, newest first, one page at a time.
-
-        To get the next page, call again with the same status and the returned next_cursor; it is
-        null on the last page. A task you just created or changed always shows up here.
-        """
-        rt = ref.get()
-        caller = await rt.identity.caller()
-        return await rt.reader.list_tasks(caller.user_id, status, limit, cursor)
-
-    @server.tool(annotations=read_only("Get a task"), structured_output=True)
-    @answers(TaskOut)
-    @with_identity
-    async def get_task(task_id: TaskIdArg) -> JsonObject:
-        """Get one of your tasks by id. Answers not_found for an id that is not one of yours."""
-        rt = ref.get()
-        caller = await rt.identity.caller()
-        return await rt.reader.get_task(caller.user_id, task_id)
-
-    @server.tool(annotations=read_only("Count your tasks"), structured_output=True)
-    @answers(UserStats)
-    @with_identity
-    async def get_user_stats() -> JsonObject:
-        """Count your tasks: total, completed and pending."""
-        rt = ref.get()
-        caller = await rt.identity.caller()
-        return await rt.reader.get_user_stats(caller.user_id)
+    lookups: dict[str, CachedReadOf] = {}
+    for name, read in reads.items():
+        server.add_tool(
+            with_identity(_tool_function(read, ref)),
+            name=name,
+            annotations=read_only(read.tool.title),
+            structured_output=True,
+        )
+        lookups[name] = _cached_lookup(read)
+    return lookups
 
 
-CachedReadOf = Callable[[TaskReader, int, Mapping[str, Any]], Awaitable[CachedRead | None]]
+def _cached_lookup(read: CompiledRead) -> CachedReadOf:
+    names = tuple(read.arguments.model_fields)
 
+    async def cached(
+        reader: Reader, user_id: int, validated: Mapping[str, Any]
+    ) -> CachedRead | None:
+        # The validated arguments hold trusted mode's user_id too: not the tool's to read.
+        return await reader.cached(read.name, user_id, {n: validated[n] for n in names})
 
-def cached_reads() -> dict[str, CachedReadOf]:
-    """Each read tool's cache look-up (gateway.fast_path): the reader call its body makes, on
-    the tool's validated arguments, for a hit alone. Beside the tools, so the two change together.
-    """
-    return {
-        "list_tasks": lambda reader, user_id, args: reader.cached_list_tasks(
-            user_id, args["status"], args["limit"], args["cursor"]
-        ),
-        "get_task": lambda reader, user_id, args: reader.cached_get_task(user_id, args["task_id"]),
-        "get_user_stats": lambda reader, user_id, _args: reader.cached_user_stats(user_id),
-    }
+    return cached

@@ -1,139 +1,145 @@
-"""Write tools: forwarded to the backend, which owns every business rule."""
+"""Write tools: one per OpenAPI operation the app spec chooses, forwarded to the app with the
+caller's identity. The app owns every rule and answers errors; the gateway maps them into the
+envelope, and leaves the caller a read mark at the write's commit position."""
 
 from __future__ import annotations
 
+import inspect
 import uuid
-from typing import Annotated, Literal, TypeVar
+import warnings
+from collections.abc import Awaitable, Callable
+from typing import Any
 
+from jsonschema import Draft202012Validator, ValidationError
 from mcp.server.mcpserver import MCPServer
-from mcp.types import ToolAnnotations
-from pydantic import MISSING, BaseModel, Field
+from pydantic.json_schema import PydanticJsonSchemaWarning
 
-from gateway.backend_client import WriteReply
+from gateway import sdk_fence
 from gateway.identity import identified
+from gateway.openapi_tools import WriteOperation
 from gateway.runtime import Runtime, RuntimeRef
-from gateway.tools.args import TaskIdArg
-from shared.rules import DESCRIPTION_MAX, TITLE_MAX
-from shared.schemas import TaskCreate, TaskOut, TaskUpdate
+from shared.api import LSN_HEADER
+from shared.errors import ErrorCode, TaskgateError, validation_error
 from shared.settings import Settings
 
-T = TypeVar("T")
-
-Title = Annotated[
-    str,
-    Field(
-        min_length=1,
-        max_length=TITLE_MAX,
-        description=f"Short title, 1 to {TITLE_MAX} characters; surrounding spaces are trimmed.",
-    ),
-]
-Description = Annotated[
-    str | None,
-    Field(max_length=DESCRIPTION_MAX, description=f"Details, up to {DESCRIPTION_MAX} characters."),
-]
-
-# Each tool changes only the caller's own tasks in the task service: a closed world.
-CREATE = ToolAnnotations(
-    title="Create a task", readOnlyHint=False, destructiveHint=False, idempotentHint=False,
-    openWorldHint=False,
-)  # fmt: skip
-UPDATE = ToolAnnotations(
-    title="Update a task", readOnlyHint=False, destructiveHint=False, idempotentHint=True,
-    openWorldHint=False,
-)  # fmt: skip
-COMPLETE = ToolAnnotations(
-    title="Complete a task", readOnlyHint=False, destructiveHint=False, idempotentHint=True,
-    openWorldHint=False,
-)  # fmt: skip
-DELETE = ToolAnnotations(
-    title="Delete a task", readOnlyHint=False, destructiveHint=True, idempotentHint=True,
-    openWorldHint=False,
-)  # fmt: skip
+# An argument the agent left out: not sent to the app, so the app's own default applies.
+_OMITTED: Any = type("Omitted", (), {"__repr__": lambda _self: "<omitted>"})()
 
 
-class TaskDeleted(BaseModel):
-    task_id: int = Field(description="The id of the task that no longer exists.")
-    deleted: Literal[True] = True
+def _rule_of(error: ValidationError) -> tuple[list[str], str, str]:
+    """Where an argument broke which rule, said without echoing the caller's value back."""
+    where = [str(part) for part in error.absolute_path]
+    rule, bound = str(error.validator), error.validator_value
+    if rule == "required":
+        given = error.instance if isinstance(error.instance, dict) else {}
+        missing = next((name for name in bound if name not in given), "")
+        return [*where, missing], "missing", "is required"
+    messages = {
+        "type": f"must be of type {bound}",
+        "maxLength": f"must have at most {bound} characters",
+        "minLength": f"must have at least {bound} characters",
+        "maximum": f"must be at most {bound}",
+        "minimum": f"must be at least {bound}",
+        "enum": f"must be one of {bound}",
+        "const": f"must be {bound!r}",
+        "pattern": "does not match the expected pattern",
+        "additionalProperties": "has properties that are not allowed",
+        "anyOf": "matches none of the allowed types",
+    }
+    return where, rule, messages.get(rule, f"fails the {rule} rule")
 
 
-async def _noted(rt: Runtime, user_id: int, written: WriteReply[T]) -> T:
-    """The written value, once the caller's next reads are set to wait for the write."""
-    if written.commit_lsn:
-        await rt.reader.note_write(user_id, written.commit_lsn)
-    return written.value
+def _refuse_bad_arguments(validator: Draft202012Validator, arguments: dict[str, Any]) -> None:
+    errors = sorted(validator.iter_errors(arguments), key=lambda e: list(e.absolute_path))
+    if not errors:
+        return
+    listed = []
+    for error in errors:
+        where, rule, message = _rule_of(error)
+        listed.append({"loc": where, "type": rule, "msg": message})
+    first = listed[0]
+    raise validation_error(
+        listed, f"arguments are not valid: {'.'.join(first['loc'])} {first['msg']}"
+    )
 
 
-def register_write_tools(server: MCPServer, settings: Settings, ref: RuntimeRef) -> None:
-    # The arguments go to the backend as given: it owns every rule and answers in the envelope.
-    with_identity = identified(settings)
+async def _committed(rt: Runtime, user_id: int, commit_lsn: str | None) -> None:
+    """The caller's next reads wait for this write: at its commit position when the app sent
+    one (taskgate.fastapi), else at the primary's position now (one round trip more)."""
+    if commit_lsn is None:
+        commit_lsn = await rt.primary_position()
+    if commit_lsn is not None:
+        await rt.reader.note_write(user_id, commit_lsn)
 
-    @server.tool(annotations=CREATE, structured_output=True)
-    @with_identity
-    async def create_task(title: Title, description: Description = None) -> TaskOut:
-        """Create a new task for yourself and return it (with its id).
 
-        Every call creates one more task, so call it once per task you want. If it fails with
-        backend_unavailable, use list_tasks to check whether the task exists before calling again.
-        """
+def _tool_function(op: WriteOperation, ref: RuntimeRef) -> Callable[..., Awaitable[Any]]:
+    validator = Draft202012Validator(op.input_schema)
+
+    async def write_tool(**given: Any) -> dict[str, Any]:
+        arguments = {k: v for k, v in given.items() if v is not _OMITTED}
+        _refuse_bad_arguments(validator, arguments)
         rt = ref.get()
         caller = await rt.identity.caller()
-        task = TaskCreate.model_construct(title=title, description=description)
-        # One key per tool call: the gateway's own retry after a timeout reuses it, so the
-        # backend creates the task at most once.
-        written = await rt.backend.create_task(caller.auth, task, uuid.uuid4().hex)
-        return await _noted(rt, caller.user_id, written)
-
-    @server.tool(annotations=UPDATE, structured_output=True)
-    @with_identity
-    async def update_task(
-        task_id: TaskIdArg,
-        title: Annotated[
-            Title | None, Field(description="New title; omit to keep the current one.")
-        ] = None,
-        description: Annotated[
-            Description,
-            Field(description='New details; omit to keep them, or pass "" to remove them.'),
-        ] = None,
-        completed: Annotated[
-            bool | None, Field(description="true marks the task done, false reopens it.")
-        ] = None,
-    ) -> TaskOut:
-        """Change one of your tasks: its title, its details, and/or whether it is completed.
-
-        Pass task_id and at least one field to change; fields you omit stay as they are. Returns
-        the task as it is now. Answers not_found for an id that is not one of your tasks.
-        """
-        rt = ref.get()
-        caller = await rt.identity.caller()
-        # An omitted field (None) is MISSING: left out of the request, so it stays as it is.
-        changes = TaskUpdate.model_construct(
-            title=MISSING if title is None else title,
-            description=MISSING if description is None else description,
-            completed=MISSING if completed is None else completed,
+        path, query, body = op.request(arguments)
+        # One key per tool call: the gateway's own retry after a timeout reuses it, so the app
+        # applies the call at most once.
+        key = uuid.uuid4().hex if op.idempotency_header else None
+        reply = await rt.backend.send(
+            op.method.upper(), path, caller.auth, json=body, params=query, idempotency_key=key
         )
-        written = await rt.backend.update_task(caller.auth, task_id, changes)
-        return await _noted(rt, caller.user_id, written)
+        await _committed(rt, caller.user_id, reply.headers.get(LSN_HEADER))
+        if op.answers_nothing or not reply.content:
+            return op.empty_answer(arguments)
+        value = reply.json()
+        if not isinstance(value, dict):
+            raise TaskgateError(
+                ErrorCode.SERVER_ERROR, "the app answered with a body that is not an object"
+            )
+        return value
 
-    @server.tool(annotations=COMPLETE, structured_output=True)
-    @with_identity
-    async def complete_task(task_id: TaskIdArg) -> TaskOut:
-        """Mark one of your tasks as completed and return it. Completing it again changes nothing.
+    write_tool.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [
+            inspect.Parameter(
+                name, inspect.Parameter.KEYWORD_ONLY, annotation=Any, default=_OMITTED
+            )
+            for name in op.input_schema["properties"]
+        ],
+        return_annotation=dict[str, Any],
+    )
+    write_tool.__name__ = op.name
+    write_tool.__doc__ = op.description
+    return write_tool
 
-        Answers not_found for an id that is not one of your tasks.
-        """
-        rt = ref.get()
-        caller = await rt.identity.caller()
-        written = await rt.backend.complete_task(caller.auth, task_id)
-        return await _noted(rt, caller.user_id, written)
 
-    @server.tool(annotations=DELETE, structured_output=True)
-    @with_identity
-    async def delete_task(task_id: TaskIdArg) -> TaskDeleted:
-        """Delete one of your tasks for good. This cannot be undone.
+def register_write_tools(
+    server: MCPServer, settings: Settings, ref: RuntimeRef, operations: list[WriteOperation]
+) -> None:
+    with_identity = identified(settings)
+    for op in operations:
+        with warnings.catch_warnings():
+            # The schema the SDK derives (with _OMITTED defaults) is replaced just below.
+            warnings.simplefilter("ignore", PydanticJsonSchemaWarning)
+            server.add_tool(
+                with_identity(_tool_function(op, ref)),
+                name=op.name,
+                title=op.title,
+                description=op.description,
+                annotations=op.annotations,
+                structured_output=True,
+            )
+        tool = sdk_fence.registered_tool(server, op.name)
+        assert tool is not None
+        # Published as the app's OpenAPI says; the function's own signature only collects them.
+        user = tool.parameters.get("properties", {}).get("user_id")  # trusted mode's
+        tool.parameters = _with_user(op.input_schema, user)
+        tool.fn_metadata.output_schema = op.output_schema
 
-        Answers not_found for an id that is not one of your tasks, or one already deleted.
-        """
-        rt = ref.get()
-        caller = await rt.identity.caller()
-        await _noted(rt, caller.user_id, await rt.backend.delete_task(caller.auth, task_id))
-        return TaskDeleted(task_id=task_id)
+
+def _with_user(schema: dict[str, Any], user: dict[str, Any] | None) -> dict[str, Any]:
+    if user is None:
+        return schema
+    return {
+        **schema,
+        "properties": {"user_id": user, **schema["properties"]},
+        "required": ["user_id", *schema.get("required", [])],
+    }

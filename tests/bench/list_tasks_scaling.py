@@ -25,12 +25,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from readmodel.cache import ReadCache, TtlPolicy, build_cache
 from readmodel.engine import create_read_engine
-from readmodel.queries import list_tasks_query
-from readmodel.reader import TaskReader
 from shared.migrate import upgrade_to_head
 from shared.settings import Settings
 from taskgate.pgpair import PgPair
-from tests.support.readmodel import one_replica
+from tests.support.readmodel import TaskReader, one_replica, task_statement
 
 PROBE_TASKS = 2_000  # the measured user's own tasks, the same at every table size
 FILLER_USERS = 1_000
@@ -85,7 +83,7 @@ async def _time_calls(call: Any, runs: int) -> dict[str, float]:
 async def _server_side(engine: AsyncEngine, runs: int) -> dict[str, float]:
     """The first page's plan on the replica: buffers touched and execution time, no client."""
     dialect = postgresql.asyncpg.dialect()  # type: ignore[no-untyped-call]
-    compiled = list_tasks_query(1, "all", 51, None).compile(dialect=dialect)
+    compiled = task_statement("list_tasks", 1, limit=50).compile(dialect=dialect)
     params = tuple(compiled.params[name] for name in compiled.positiontup)
     sql = f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {compiled.string}"
     times, buffers = [], 0.0

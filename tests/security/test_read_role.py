@@ -13,10 +13,10 @@ import pytest
 from readmodel.engine import create_read_engine
 from readmodel.lag import replica_lag
 from readmodel.lsn import parse_lsn
-from readmodel.queries import get_task_for, list_tasks_for, replayed_lsn, user_stats_for
+from readmodel.queries import replayed_lsn
 from shared.settings import Settings
 from taskgate.pgpair import READER_ROLE, PgPair
-from tests.support.readmodel import new_user, wait_replayed
+from tests.support.readmodel import new_user, task_statement, wait_replayed
 
 # Everything the reader must not see, on the replica where the gateway reads.
 HIDDEN = [
@@ -161,13 +161,18 @@ async def test_the_reader_still_runs_every_read_query_on_the_replica(
     engine = create_read_engine(settings, settings.read_database_url)
     try:
         async with engine.connect() as conn:
-            page = await list_tasks_for(conn, user_id, "all", 10, None)
+
+            async def rows(name: str, **arguments: object) -> list[dict[str, object]]:
+                result = await conn.execute(task_statement(name, user_id, **arguments))
+                return [dict(row) for row in result.mappings()]
+
+            page = await rows("list_tasks", status="all", limit=10)
             assert [row["title"] for row in page] == ["visible"]
-            assert await list_tasks_for(conn, user_id, "completed", 10, None) == []
-            task = await get_task_for(conn, user_id, task_id)
-            assert task is not None and task["id"] == task_id
-            stats = await user_stats_for(conn, user_id)
-            assert stats == {"total": 1, "completed": 0, "pending": 1}
+            assert await rows("list_tasks", status="completed", limit=10) == []
+            task = await rows("get_task", task_id=task_id)
+            assert task and task[0]["id"] == task_id
+            stats = await rows("get_user_stats")
+            assert stats == [{"total": 1, "completed": 0, "pending": 1}]
             assert await replayed_lsn(conn)
         # The sample's replay position is the replica's, so it has passed the seed.
         assert (await replica_lag(engine)).replayed >= parse_lsn(lsn)

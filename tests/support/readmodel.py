@@ -16,10 +16,56 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from readmodel.lsn import parse_lsn
-from readmodel.reader import TaskReader
+from readmodel.reader import CachedRead, Reader
+from readmodel.reads import CompiledRead, compile_reads
 from readmodel.replicas import Replica, ReplicaSet
+from shared.task_service import TASKS
 from taskgate.pgpair import PgPair
 from tests.support.waiting import WAIT_SECONDS, wait_until
+
+TASK_READS = compile_reads(TASKS)
+
+
+class TaskReader(Reader):
+    """The read model serving the task service's spec, with one typed method per read tool, as
+    the suites call them."""
+
+    def __init__(self, replicas: ReplicaSet | AsyncEngine, *args: Any, **kwargs: Any) -> None:
+        # An engine alone is one URL that may be a pooler (one_replica).
+        if isinstance(replicas, AsyncEngine):
+            replicas = one_replica(replicas)
+        super().__init__(TASK_READS, replicas, *args, **kwargs)
+
+    async def list_tasks(
+        self, user_id: int, status: Any, limit: int, cursor: str | None
+    ) -> dict[str, Any]:
+        args = {"status": status, "limit": limit, "cursor": cursor}
+        return await self.read("list_tasks", user_id, args)
+
+    async def get_task(self, user_id: int, task_id: int) -> dict[str, Any]:
+        return await self.read("get_task", user_id, {"task_id": task_id})
+
+    async def get_user_stats(self, user_id: int) -> dict[str, Any]:
+        return await self.read("get_user_stats", user_id, {})
+
+    async def cached_list_tasks(
+        self, user_id: int, status: Any, limit: int, cursor: str | None
+    ) -> CachedRead | None:
+        args = {"status": status, "limit": limit, "cursor": cursor}
+        return await self.cached("list_tasks", user_id, args)
+
+    async def cached_get_task(self, user_id: int, task_id: int) -> CachedRead | None:
+        return await self.cached("get_task", user_id, {"task_id": task_id})
+
+    async def cached_user_stats(self, user_id: int) -> CachedRead | None:
+        return await self.cached("get_user_stats", user_id, {})
+
+
+def task_statement(name: str, user_id: int, after: Any = None, **arguments: Any) -> Any:
+    """The select a task read tool sends, as the read model builds it (owner filter, paging)."""
+    read: CompiledRead = TASK_READS[name]
+    return read.statement(user_id, read.checked(arguments), after)
+
 
 MakeReader = Callable[..., Awaitable[TaskReader]]
 

@@ -16,13 +16,13 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from prometheus_client.parser import text_string_to_metric_families
 
-from readmodel.reader import TaskReader
 from taskgate.devstack import spawn_component, wait_healthy
 from taskgate.pgpair import PgPair
 from tests.support.agents import Agent
 from tests.support.config import TEST_JWT_SECRET
 from tests.support.mcp_results import error_code, ok
 from tests.support.ports import free_port
+from tests.support.readmodel import TaskReader
 
 READS_METRIC = "taskgate_replica_reads_total"
 

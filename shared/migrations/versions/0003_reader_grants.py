@@ -21,7 +21,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 READER_ROLE = "taskgate_reader"
-# What the read tools (readmodel/queries.py) select from.
+# What the task service's read tools (shared/task_service.py) select from.
 READ_TABLES = ("tasks",)
 
 

@@ -9,7 +9,6 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.services.tasks import list_tasks_query
-from shared.cursor import Keyset
 from taskgate.pgpair import PgPair
 from tests.support.plans import crowd_tasks, indexes_used, plan_of, scans, starts_at_keyset
 
@@ -29,7 +28,7 @@ def crowded_user(pg_pair: PgPair) -> int:
 async def test_every_backend_page_starts_at_its_place_in_the_index(
     crowded_user: int, primary: AsyncEngine
 ) -> None:
-    after = Keyset(datetime(2100, 1, 1, tzinfo=UTC), 2**62)
+    after = (datetime(2100, 1, 1, tzinfo=UTC), 2**62)
     async with primary.connect() as conn:
         plans = {
             "list all": await plan_of(conn, list_tasks_query(crowded_user, "all", 50, None)),

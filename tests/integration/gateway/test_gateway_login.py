@@ -7,12 +7,15 @@ import time
 import jwt
 
 from gateway.auth import LoginAuth
-from gateway.backend_client import TASKS_PATH, BackendClient, create_http_client
+from gateway.backend_client import BackendClient, create_http_client
+from shared.api import API_PREFIX
 from shared.settings import Settings
 from shared.tokens import verify_token
 from tests.support.agents import sign_up
 from tests.support.config import TEST_JWT_SECRET
 from tests.support.gateways import gateway_settings
+
+TASKS_PATH = f"{API_PREFIX}/tasks"
 
 
 async def test_an_expired_token_is_replaced_by_a_new_login(

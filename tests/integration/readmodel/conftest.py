@@ -11,11 +11,11 @@ from readmodel.cache import ReadCache, TtlPolicy, build_cache, is_redis
 from readmodel.engine import create_read_engine
 from readmodel.lsn import format_lsn
 from readmodel.marks import Marks, RedisMarks
-from readmodel.reader import TaskReader
 from shared.settings import Settings
 from taskgate.pgpair import READER_ROLE, PgPair
 from tests.support.readmodel import (
     MakeReader,
+    TaskReader,
     one_replica,
     primary_position_of,
     wait_replayed,

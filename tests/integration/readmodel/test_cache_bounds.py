@@ -9,7 +9,6 @@ from sqlalchemy import text
 
 from readmodel.cache import ReadCache, TtlPolicy, build_cache
 from readmodel.engine import create_read_engine
-from readmodel.reader import TaskReader
 from readmodel.redis_keys import CACHE_NAMESPACE
 from shared.errors import ErrorCode, TaskgateError
 from shared.settings import Settings
@@ -17,6 +16,7 @@ from taskgate.pgpair import PgPair
 from tests.support.readmodel import (
     MakeReader,
     QueryCounter,
+    TaskReader,
     one_replica,
     user_with_tasks,
 )

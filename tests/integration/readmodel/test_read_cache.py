@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from readmodel.reader import TaskReader
 from readmodel.redis_keys import CACHE_NAMESPACE
 from taskgate.pgpair import PgPair
 from tests.support.readmodel import (
     MakeReader,
     QueryCounter,
+    TaskReader,
     insert_tasks,
     new_user,
     user_with_tasks,

@@ -6,17 +6,18 @@ from typing import Any
 
 import pytest
 
-from readmodel import queries
-from readmodel.reader import TaskReader
-from shared.cursor import Keyset, encode_cursor
+from shared.cursor import encode_keyset
 from shared.errors import ErrorCode, TaskgateError
 from shared.schemas import TaskOut, TaskPage, UserStats
 from taskgate.pgpair import PgPair
 from tests.support.plans import crowd_tasks, indexes_used, plan_of, scans, starts_at_keyset
 from tests.support.readmodel import (
+    TASK_READS,
     MakeReader,
+    TaskReader,
     insert_tasks,
     new_user,
+    task_statement,
     user_with_tasks,
     wait_replayed,
 )
@@ -85,7 +86,8 @@ async def test_forged_or_malformed_cursors_are_validation_errors(
     reader = await make_reader(cache_ttl=0)
     good = (await reader.list_tasks(user, "all", 2, None))["next_cursor"]
     assert good is not None
-    other_secret = encode_cursor(b"not-the-secret", "all", Keyset(_far_past(), 1))
+    scope = TASK_READS["list_tasks"].scope({"status": "all"})
+    other_secret = encode_keyset(b"not-the-secret", scope, (_far_past(), 1))
     for bad in (
         "garbage",
         "",
@@ -169,16 +171,18 @@ async def test_every_read_query_is_served_by_an_index_on_the_replica(
 ) -> None:
     user = crowded_table
     reader = await make_reader()
-    after = Keyset(_far_past().replace(year=2100), 2**62)
+    after = (_far_past().replace(year=2100), 2**62)
     plans = {}
     async with reader.replica.connect() as conn:
-        plans["list all"] = await plan_of(conn, queries.list_tasks_query(user, "all", 51, None))
-        plans["list page 2"] = await plan_of(conn, queries.list_tasks_query(user, "all", 51, after))
-        plans["list pending"] = await plan_of(
-            conn, queries.list_tasks_query(user, "pending", 51, after)
+        plans["list all"] = await plan_of(conn, task_statement("list_tasks", user, limit=50))
+        plans["list page 2"] = await plan_of(
+            conn, task_statement("list_tasks", user, after, limit=50)
         )
-        plans["get"] = await plan_of(conn, queries.get_task_query(user, 1))
-        plans["stats"] = await plan_of(conn, queries.user_stats_query(user))
+        plans["list pending"] = await plan_of(
+            conn, task_statement("list_tasks", user, after, status="pending", limit=50)
+        )
+        plans["get"] = await plan_of(conn, task_statement("get_task", user, task_id=1))
+        plans["stats"] = await plan_of(conn, task_statement("get_user_stats", user))
     for name, plan in plans.items():
         assert "Seq Scan" not in scans(plan), (name, plan)
     assert indexes_used(plans["list all"]) == {"ix_tasks_user_newest"}

@@ -137,7 +137,7 @@ async def test_a_hung_replica_answers_instead_of_hanging(
 
     async def serves() -> bool:
         try:
-            return (await reader.get_user_stats(user))["total"] == 1
+            return bool((await reader.get_user_stats(user))["total"] == 1)
         except TaskgateError:
             return False
 

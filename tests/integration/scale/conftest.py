@@ -9,7 +9,6 @@ import pytest
 
 from readmodel.cache import ReadCache, TtlPolicy, build_cache
 from readmodel.engine import create_read_engine
-from readmodel.reader import TaskReader
 from readmodel.replicas import ReplicaSet
 from shared.settings import Settings
 from taskgate.pgpair import READER_ROLE, PgPair
@@ -17,6 +16,7 @@ from tests.support.agents import Agent, sign_up
 from tests.support.clusters import migrated_cluster
 from tests.support.config import TEST_JWT_SECRET
 from tests.support.processes import running_backend
+from tests.support.readmodel import TaskReader
 from tests.support.redis import RedisServer, running_redis
 from tests.support.scale import (
     MakeReader,

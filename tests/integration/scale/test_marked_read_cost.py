@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from readmodel.reader import TaskReader
 from taskgate.pgpair import PgPair
+from tests.support.readmodel import TaskReader
 from tests.support.scale import MakeReader
 
 log = logging.getLogger(__name__)

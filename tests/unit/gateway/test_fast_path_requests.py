@@ -14,7 +14,7 @@ async def test_a_content_length_that_is_not_ascii_digits_goes_to_the_sdk() -> No
     settings = Settings(_env_file=None)
     server, ref = build_server(settings)
     answers = CachedAnswers(
-        settings, server, ref, token_verifier(server), transport_security(settings)
+        settings, server, ref, token_verifier(server), transport_security(settings), {}
     )
     answers.enabled = True  # as its start-up self-test leaves it
     reached: list[Scope] = []

@@ -9,13 +9,16 @@ import pytest
 import respx
 
 from gateway.auth import LoginAuth
-from gateway.backend_client import TASKS_PATH, BackendClient, create_http_client
+from gateway.backend_client import BackendClient, create_http_client
+from shared.api import API_PREFIX
 from shared.errors import ErrorCode, TaskgateError
 from shared.settings import Settings
 
 BASE = "http://backend.test"
 LOGIN = f"{BASE}/api/v1/auth/token"
 TASKS = f"{BASE}/api/v1/tasks"
+
+TASKS_PATH = f"{API_PREFIX}/tasks"
 
 
 @pytest.fixture

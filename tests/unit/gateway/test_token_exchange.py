@@ -14,10 +14,13 @@ import respx
 
 from gateway import auth
 from gateway.auth import ExchangeAuth, TokenExchanger
-from gateway.backend_client import TASKS_PATH, BackendClient, create_http_client
+from gateway.backend_client import BackendClient, create_http_client
+from shared.api import API_PREFIX
 from shared.errors import ErrorCode, TaskgateError
 from shared.settings import Settings
 from shared.tokens import GATEWAY_CLIENT_ID, TOKEN_EXCHANGE_GRANT, gateway_client_secret
+
+TASKS_PATH = f"{API_PREFIX}/tasks"
 
 BASE = "http://backend.test"
 TOKEN = f"{BASE}/token"

@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from readmodel.cache import ReadCache, TtlPolicy, build_cache
-from readmodel.reader import TaskReader, _within
-from shared.cursor import Keyset, encode_cursor
+from readmodel.reader import _within
+from shared.cursor import encode_keyset
 from shared.errors import ErrorCode, TaskgateError
-from tests.support.readmodel import one_replica
+from tests.support.readmodel import TASK_READS, TaskReader, one_replica
 
 SECRET = b"unit-secret"
 
@@ -33,7 +33,8 @@ async def reader() -> AsyncIterator[TaskReader]:
 
 
 def _cursor(secret: bytes, status: str) -> str:
-    return encode_cursor(secret, status, Keyset(datetime(2026, 1, 1, tzinfo=UTC), 5))
+    scope = TASK_READS["list_tasks"].scope({"status": status})
+    return encode_keyset(secret, scope, (datetime(2026, 1, 1, tzinfo=UTC), 5))
 
 
 @pytest.mark.parametrize(

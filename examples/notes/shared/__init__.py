@@ -1,0 +1,1 @@
+"""The notes app's own shared package: its name is also one of taskgate's, on purpose."""

@@ -1,0 +1,71 @@
+"""What a FastAPI app adds so the gateway shows each agent its own writes at once:
+
+    from taskgate.fastapi import install_commit_lsn
+    install_commit_lsn(app, engine)   # engine: the app's SQLAlchemy AsyncEngine on the primary
+
+Every write response (POST, PUT, PATCH, DELETE, below 400) then carries X-Commit-LSN, the
+primary's WAL position once the handler has returned (so after its commit: commit before
+returning, not in a dependency's teardown), and GET /wal-position answers the position now. The
+gateway makes the caller's next reads wait until a replica has replayed that position.
+
+With `commit_lsn=False` only /wal-position is added: the gateway asks it after each write,
+which is as safe and one round trip slower.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# shared.api's names, spelled again: this module runs inside the user's app, whose own packages
+# may be named `shared` (tests/unit/test_app_spec.py holds the two spellings equal).
+LSN_HEADER = "X-Commit-LSN"
+WAL_POSITION_PATH = "/wal-position"
+_WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_POSITION = text("SELECT pg_current_wal_lsn()::text")
+
+
+async def _position(engine: AsyncEngine) -> str:
+    async with engine.connect() as conn:
+        return str(await conn.scalar(_POSITION))
+
+
+class CommitLsnMiddleware:
+    """Adds X-Commit-LSN to each successful write response."""
+
+    def __init__(self, app: ASGIApp, engine: AsyncEngine) -> None:
+        self.app = app
+        self.engine = engine
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in _WRITES:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_position(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] < 400:
+                position = await _position(self.engine)
+                headers = [
+                    *message.get("headers", []),
+                    (LSN_HEADER.lower().encode(), position.encode()),
+                ]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_position)
+
+
+def install_commit_lsn(app: Any, engine: AsyncEngine, *, commit_lsn: bool = True) -> None:
+    """`app`: a FastAPI (or Starlette) app; `engine`: its engine on the primary."""
+
+    async def wal_position(_request: Request) -> JSONResponse:
+        return JSONResponse({"lsn": await _position(engine)})
+
+    app.add_route(WAL_POSITION_PATH, wal_position, methods=["GET"], include_in_schema=False)
+    if commit_lsn:
+        app.add_middleware(CommitLsnMiddleware, engine=engine)

@@ -1,0 +1,70 @@
+"""The notes example app (examples/notes) as processes: the app under uvicorn, and gateways
+that serve it by its spec, on a cluster of their own."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import jwt
+
+from taskgate.devstack import Component, spawn_component, wait_healthy
+from taskgate.pgpair import free_port
+
+NOTES_DIR = Path(__file__).resolve().parents[2] / "examples" / "notes"
+NOTES_SPEC = f"{NOTES_DIR / 'notes_spec'}:SPEC"
+NOTES_SECRET = "notes-secret-" + "n" * 32
+SERVICE_USER, SERVICE_PASSWORD = "taskgate-service", "service-password-for-tests"
+
+
+def notes_env(database_url: str) -> dict[str, str]:
+    """What the app reads, and what the gateway's spec reads of it (secrets, auth choice)."""
+    return {
+        "NOTES_SECRET": NOTES_SECRET,
+        "DATABASE_URL": database_url,
+        "NOTES_SERVICE_USER": SERVICE_USER,
+        "NOTES_SERVICE_PASSWORD": SERVICE_PASSWORD,
+    }
+
+
+def agent_token(user_id: int) -> str:
+    """A token of the notes app's own kind for one user (its `uid` claim)."""
+    return jwt.encode({"uid": user_id, "exp": int(time.time()) + 3600}, NOTES_SECRET, "HS256")
+
+
+@contextmanager
+def running_notes_app(database_url: str, commit_lsn: bool = True) -> Iterator[str]:
+    """The notes app under uvicorn, from its own folder; yields its base URL."""
+    port = free_port()
+    env = {**os.environ, **notes_env(database_url), "NOTES_COMMIT_LSN": "1" if commit_lsn else "0"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "backend.main:app", "--app-dir", str(NOTES_DIR),
+         "--port", str(port), "--log-level", "warning"],
+        cwd=NOTES_DIR,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    app = Component("notes app", process, f"{url}/healthz")
+    try:
+        wait_healthy(app, timeout=60)
+        yield url
+    finally:
+        app.stop()
+
+
+def spawn_notes_gateway(env: dict[str, str]) -> tuple[Component, str]:
+    """A gateway serving the notes spec with `env` (FASTAPI_BASE_URL, READ_DATABASE_URLS, ...)."""
+    port = free_port()
+    gateway = spawn_component(
+        "notes gateway",
+        ["gateway", "--transport", "http", "--port", str(port)],
+        {"TASKGATE_APP": NOTES_SPEC, "MCP_TRANSPORT": "http", "LOG_LEVEL": "WARNING", **env},
+        f"http://127.0.0.1:{port}/healthz",
+    )
+    return gateway, f"http://127.0.0.1:{port}/mcp"
