@@ -104,6 +104,11 @@ SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
     (
         "Gateway to backend",
         [
+            (
+                "taskgate_app",
+                "the app spec the gateway (and `taskgate dev`) serves, as `module:attribute` "
+                "(`--app`); unset: the task service ([your own app](your-own-app.md))",
+            ),
             ("fastapi_base_url", "the backend, as the gateway reaches it"),
             (
                 "backend_public_url",

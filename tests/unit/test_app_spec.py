@@ -27,6 +27,7 @@ from shared.appspec import AppSpec, Rename, Writes
 from shared.settings import Settings
 from shared.spec_loader import SpecLoadError, load_spec
 from shared.task_service import TASKS
+from tests.support.config import TEST_JWT_SECRET
 from tests.support.notes_app import NOTES_DIR, notes_env
 
 
@@ -180,7 +181,7 @@ def test_a_spec_that_cannot_be_imported_says_so_at_start() -> None:
 
 
 def test_the_gateway_command_refuses_a_bad_spec_in_one_line_before_serving() -> None:
-    env = {**os.environ, "JWT_SECRET": "s" * 40, "MCP_PORT": "1"}
+    env = {**os.environ, "JWT_SECRET": TEST_JWT_SECRET, "MCP_PORT": "1"}
     env.pop("TASKGATE_APP", None)
     done = subprocess.run(
         [sys.executable, "-P", "-m", "taskgate", "gateway", "--app", "no_such_spec:SPEC"],
