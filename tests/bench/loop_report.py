@@ -71,6 +71,16 @@ def evaluate_targets(data: dict[str, Any]) -> list[dict[str, Any]]:
             "reported",
             None,
         )
+    base_loop, base_alone = _cell(data, "base_loop_gw", 1), _cell(data, "base_uncached", 1)
+    if base_loop and base_alone:
+        after = base_loop["kinds"]["read_after_write"]["p50_ms"]
+        plain = base_alone["kinds"]["read"]["p50_ms"]
+        add(
+            "the same for the baseline's cached gateway, 1 conn (does the run resolve it?)",
+            f"{after - plain:+.2f} ms ({after:.2f} vs {plain:.2f} ms)",
+            "reported",
+            None,
+        )
     stale = sum(c["stale_reads"] for src in ("cells", "wrk") for c in data.get(src, []))
     failures = sum(c["failures"] for src in ("cells", "wrk") for c in data.get(src, []))
     add("stale reads, every cell (raw client and wrk)", str(stale), "0", stale == 0)
