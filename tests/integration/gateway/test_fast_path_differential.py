@@ -504,7 +504,8 @@ def add_hostile_cases(c: Corpus, agent: Agent, settings: Settings) -> None:
 
 @pytest.fixture(scope="module")
 def gateways(settings: Settings, backend_url: str) -> Iterator[tuple[str, str]]:
-    env = {"CACHE_TTL": "600", **NO_LIMIT}
+    # Idle connections close after 1 s: a raw exchange reads until the server closes.
+    env = {"CACHE_TTL": "600", "KEEP_ALIVE_TIMEOUT_SECONDS": "1", **NO_LIMIT}
     with (
         running_gateway(settings, backend_url, {**env, "MCP_FAST_PATH": "true"}) as fast,
         running_gateway(settings, backend_url, {**env, "MCP_FAST_PATH": "false"}) as sdk,
