@@ -7,8 +7,8 @@ handshake version: the 2025 transport; a 2026-07-28 version: the per-request ent
 envelope, routing headers and surface validation run by the SDK's own functions); one JSON-RPC
 `tools/call` of a read tool, with nothing in it the path does not handle, and arguments the
 tool's own model accepts unchanged; a bearer token the gateway's verifier accepts; and a
-result the read cache holds. Then it takes the caller's rate-limit token (once: the SDK never
-sees this call) and answers. Anything else, and any doubt, goes to the SDK untouched, with the
+result the read cache holds. Then the call gate admits it (once: the SDK never sees this call)
+and it answers. Anything else, and any doubt, goes to the SDK untouched, with the
 body replayed, so every error reply is the SDK's own, and a cache miss is the SDK path's to
 load and cache.
 
@@ -450,7 +450,7 @@ def _plain_id(request_id: Any) -> bool:
 def _validated(served: ServedTool, arguments: dict[str, Any]) -> dict[str, Any] | None:
     """The tool's validated arguments, when its model takes those sent unchanged; else None.
 
-    Unknown names are the gateway's validation_error (server._refuse_unknown_arguments), and a
+    Unknown names are the gateway's validation_error (mcp_server.refuse_unknown_arguments), and a
     value the model coerces ("10" for 10) is the SDK path's to answer."""
     if not arguments.keys() <= served.properties:
         return None
