@@ -55,7 +55,7 @@ from gateway.sdk_fence import (
 )
 from gateway.tools.read import CachedReadOf, cached_reads
 from shared.asgi_body import content_length, read_body, replaying
-from shared.errors import TaskgateError
+from shared.errors import TaskgateError, rate_limited
 from shared.rules import READ_TOOLS
 from shared.settings import Settings
 
@@ -282,16 +282,21 @@ class CachedAnswers:
         try:
             reader = self.ref.get().reader
             hit = await call.tool.cached_read(reader, call.user_id, call.validated)
-            if hit is None:
+            # A miss is the SDK path's to load, unless the caller is over its limits now: then
+            # the refusal is answered here, as cheaply as a hit, so a flood costs little.
+            if hit is None and not self.gate.limits.refuses_now(str(call.user_id)):
                 return None
-            reply = await self.encoder.cached(
-                hit, call.version, call.tool.tool.fn_metadata.convert_result
-            )
+            reply = None
+            if hit is not None:
+                convert = call.tool.tool.fn_metadata.convert_result
+                reply = await self.encoder.cached(hit, call.version, convert)
         except Exception as exc:  # a bad cursor, lost marks, no runtime yet: the SDK's to answer
             log.debug("fast path passes %s on: %s", call.name, type(exc).__name__)
             return None
 
         async def counted_hit() -> Reply:
+            if reply is None:  # the gate refuses this call; a token back since is too late
+                raise rate_limited("too many calls: the limit was reached", 0.1, "per_user_limit")
             reader.cache.count_hit()
             return reply
 
