@@ -7,8 +7,8 @@ handshake version: the 2025 transport; a 2026-07-28 version: the per-request ent
 envelope, routing headers and surface validation run by the SDK's own functions); one JSON-RPC
 `tools/call` of a read tool, with nothing in it the path does not handle, and arguments the
 tool's own model accepts unchanged; a bearer token the gateway's verifier accepts; and a
-result the read cache holds. Then it takes the caller's rate-limit token (once: the SDK never
-sees this call) and answers. Anything else, and any doubt, goes to the SDK untouched, with the
+result the read cache holds. Then the call gate admits it (once: the SDK never sees this call)
+and it answers. Anything else, and any doubt, goes to the SDK untouched, with the
 body replayed, so every error reply is the SDK's own, and a cache miss is the SDK path's to
 load and cache.
 
@@ -55,7 +55,7 @@ from gateway.sdk_fence import (
 )
 from gateway.tools.read import CachedReadOf
 from shared.asgi_body import content_length, read_body, replaying
-from shared.errors import TaskgateError
+from shared.errors import TaskgateError, rate_limited
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -282,16 +282,21 @@ class CachedAnswers:
         try:
             reader = self.ref.get().reader
             hit = await call.tool.cached_read(reader, call.user_id, call.validated)
-            if hit is None:
+            # A miss is the SDK path's to load, unless the caller is over its limits now: then
+            # the refusal is answered here, as cheaply as a hit, so a flood costs little.
+            if hit is None and not self.gate.limits.refuses_now(str(call.user_id)):
                 return None
-            reply = await self.encoder.cached(
-                hit, call.version, call.tool.tool.fn_metadata.convert_result
-            )
+            reply = None
+            if hit is not None:
+                convert = call.tool.tool.fn_metadata.convert_result
+                reply = await self.encoder.cached(hit, call.version, convert)
         except Exception as exc:  # a bad cursor, lost marks, no runtime yet: the SDK's to answer
             log.debug("fast path passes %s on: %s", call.name, type(exc).__name__)
             return None
 
         async def counted_hit() -> Reply:
+            if reply is None:  # the gate refuses this call; a token back since is too late
+                raise rate_limited("too many calls: the limit was reached", 0.1, "per_user_limit")
             reader.cache.count_hit()
             return reply
 
