@@ -33,7 +33,7 @@ from tests.support.faults import replay_paused
 from tests.support.mcp_client import mcp_session
 from tests.support.redis import running_redis
 
-ADMIN_TOKEN = "ops-admin-" + "t" * 40
+ADMIN_TOKEN = "ops-admin-Tz5qW8vL3xKp9RmN2bH6cJ4dF1sG7yA0"  # random: the weak-secret guard
 
 
 @dataclass

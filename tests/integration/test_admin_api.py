@@ -22,7 +22,7 @@ from shared.settings import Settings
 from taskgate.pgpair import free_port
 from tests.support.redis import RedisServer, running_redis
 
-ADMIN_TOKEN = "admin-" + "k" * 40
+ADMIN_TOKEN = "admin-Kp8wR3zN6xLq2VmT9bH4cJ7dF1sG5yA0"  # random: the weak-secret guard
 
 
 @asynccontextmanager
