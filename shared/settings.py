@@ -90,7 +90,7 @@ class Settings(BaseSettings):
     max_connections: int = Field(4096, ge=1)
     max_connections_per_client: int = Field(256, ge=1)
     request_read_timeout_seconds: float = Field(10.0, gt=0)
-    keep_alive_timeout_seconds: int = Field(15, ge=1)
+    keep_alive_timeout_seconds: int = Field(5, ge=1)
 
     # Stdio credentials: a token, or an email and password logged in at start-up.
     gateway_token: SecretStr | None = None

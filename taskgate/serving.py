@@ -5,8 +5,11 @@ The bounds live in the HTTP protocol (a subclass of uvicorn's httptools protocol
 app, because a connection that never finishes its request head never reaches the app:
 
 - at most MAX_CONNECTIONS open, and MAX_CONNECTIONS_PER_CLIENT from one peer address (trusted
-  proxies excepted); past either, the connection gets a canned 503 with Retry-After and is
-  closed at once, before anything is read, so a flood costs a file descriptor for microseconds;
+  proxies excepted). At either cap the oldest connection that is still waiting for a whole
+  request (idle, or trickling one in) is closed to make room, so stalled sockets cannot keep
+  out a client that sends its request at once, even from the attacker's own address; when
+  every connection at the cap has a whole request in service, the newcomer gets a canned 503
+  with Retry-After and is closed before anything is read;
 - a request's head and body must both arrive within REQUEST_READ_TIMEOUT_SECONDS of its first
   byte (of the connection, for the first request), whatever trickles in meanwhile; then 408 and
   close (slowloris, slow body). uvicorn has no such timer: only one for idle keep-alive;
@@ -28,7 +31,7 @@ import json
 import logging
 import resource
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -169,6 +172,10 @@ def _fitting_descriptors(wanted: int) -> int:
 def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol with the bounds above; one class per server."""
     per_client: Counter[str] = Counter()
+    # Connections waiting for a request (idle, or still receiving one), oldest first: all of
+    # them, and by client address. At a cap, the oldest of these makes room for a newcomer.
+    waiting: OrderedDict[HttpToolsProtocol, None] = OrderedDict()
+    waiting_by_client: dict[str, OrderedDict[HttpToolsProtocol, None]] = {}
     refusals = ThrottledLog()
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -180,31 +187,66 @@ def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             peer = transport.get_extra_info("peername")
             self._peer = str(peer[0]) if isinstance(peer, tuple) else ""
-            over_client = per_client[self._peer] >= limits.max_per_client and not limits.is_trusted(
-                self._peer
-            )
-            if len(self.connections) >= limits.max_connections or over_client:
+            if (
+                per_client[self._peer] >= limits.max_per_client
+                and not limits.is_trusted(self._peer)
+                and not self._evict(waiting_by_client.get(self._peer), "one client's")
+            ) or (
+                len(self.connections) >= limits.max_connections
+                and not self._evict(waiting, "MAX_CONNECTIONS'")
+            ):
                 self._refused = True
                 transport.write(TOO_MANY_CONNECTIONS)
                 transport.close()
-                refusals.note(
-                    "connections refused: too many from one client"
-                    if over_client
-                    else "connections refused: MAX_CONNECTIONS reached"
-                )
+                refusals.note("connections refused: every connection at the cap is busy")
                 return
             per_client[self._peer] += 1
             super().connection_made(transport)
+            self._wait()
             self._arm_deadline()
+
+        @staticmethod
+        def _evict(candidates: OrderedDict[HttpToolsProtocol, None] | None, cap: str) -> bool:
+            """Close the oldest connection that waits for a request; False when none does.
+
+            A slow or idle connection gives way, so an attacker's stalled sockets cannot keep a
+            newcomer with a whole request out, even one from the same address.
+            """
+            if not candidates:
+                return False
+            oldest = next(iter(candidates))
+            assert isinstance(oldest, GuardedHttpToolsProtocol)
+            oldest._stop_waiting()
+            oldest.transport.close()
+            refusals.note(f"connections closed: the oldest waiting one at {cap} cap")
+            return True
+
+        def _wait(self) -> None:
+            waiting[self] = None
+            waiting_by_client.setdefault(self._peer, OrderedDict())[self] = None
+
+        def _stop_waiting(self) -> None:
+            waiting.pop(self, None)
+            mine = waiting_by_client.get(self._peer)
+            if mine is not None:
+                mine.pop(self, None)
+                if not mine:
+                    del waiting_by_client[self._peer]
 
         def connection_lost(self, exc: Exception | None) -> None:
             if self._refused:
                 return
+            self._stop_waiting()
             self._disarm_deadline()
             per_client[self._peer] -= 1
             if per_client[self._peer] <= 0:
                 del per_client[self._peer]
             super().connection_lost(exc)
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._wait()  # idle keep-alive: waits for its next request
 
         def on_message_begin(self) -> None:
             self._head_bytes = 0
@@ -221,6 +263,7 @@ def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
 
         def on_message_complete(self) -> None:
             self._disarm_deadline()
+            self._stop_waiting()  # a whole request: it is served, never evicted
             super().on_message_complete()
 
         def _count_head(self, size: int) -> None:

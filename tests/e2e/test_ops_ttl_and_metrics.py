@@ -35,7 +35,7 @@ from tests.support.readmodel import wait_replayed
 from tests.support.redis import running_redis
 from tests.support.waiting import wait_until
 
-ADMIN_TOKEN = "ops-admin-" + "t" * 40
+ADMIN_TOKEN = "ops-admin-Tz5qW8vL3xKp9RmN2bH6cJ4dF1sG7yA0"  # random: the weak-secret guard
 
 
 @dataclass

@@ -23,7 +23,7 @@ from tests.support.ports import free_port
 from tests.support.redis import RedisServer, running_redis
 from tests.support.waiting import eventually
 
-ADMIN_TOKEN = "admin-" + "k" * 40
+ADMIN_TOKEN = "admin-Kp8wR3zN6xLq2VmT9bH4cJ7dF1sG5yA0"  # random: the weak-secret guard
 
 
 def running_gateway(settings: Settings) -> AbstractAsyncContextManager[httpx.AsyncClient]:

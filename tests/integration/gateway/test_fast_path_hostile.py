@@ -32,7 +32,7 @@ from tests.support.raw_http import RawReply, send_raw
 from tests.support.readmodel import insert_tasks, wait_replayed
 from tests.support.redis import RedisServer, running_redis
 
-ADMIN_TOKEN = "admin-" + "h" * 40
+ADMIN_TOKEN = "admin-Hq4vT9zL2xWp7KmR3bN8cJ5dF1sG6yA0"  # random: the weak-secret guard
 
 
 async def call(url: str, agent: Agent, tool: str, arguments: dict[str, Any], **kw: Any) -> Any:
