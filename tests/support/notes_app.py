@@ -18,7 +18,7 @@ from taskgate.pgpair import free_port
 
 NOTES_DIR = Path(__file__).resolve().parents[2] / "examples" / "notes"
 NOTES_SPEC = f"{NOTES_DIR / 'notes_spec'}:SPEC"
-NOTES_SECRET = "notes-secret-" + "n" * 32
+NOTES_SECRET = "notes-Qm7Rz2Kx9Lp4Vt8Wb3Nh6Cj1Df5Gy0Sa"  # random: the gateway refuses weak ones
 SERVICE_USER, SERVICE_PASSWORD = "taskgate-service", "service-password-for-tests"
 
 
