@@ -53,4 +53,5 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(health.router)
     install_oauth(app, settings)  # the OAuth 2.1 authorization server for MCP clients
+    metrics.start_at_zero(app.routes)
     return app

@@ -6,6 +6,7 @@ The registry is made by create_app, one per app, never the global one.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -16,6 +17,7 @@ from prometheus_client import (
 )
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _BUCKETS = (0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -37,6 +39,25 @@ class BackendMetrics:
             buckets=_BUCKETS,
             registry=registry,
         )
+
+    def start_at_zero(self, routes: Iterable[BaseRoute]) -> None:
+        """Each route's series at 0, for the statuses it declares (a dashboard shows 0, not "No
+        data", until the first request); routes that declare none start with 200."""
+        for route in routes:
+            # An included router (or a mount) holds its routes under their declared templates.
+            nested = getattr(getattr(route, "original_router", route), "routes", None)
+            if nested is not None:
+                self.start_at_zero(nested)
+                continue
+            path, methods = getattr(route, "path", None), getattr(route, "methods", None)
+            if path is None or not methods:
+                continue
+            declared = {getattr(route, "status_code", None) or 200}
+            declared |= {int(s) for s in getattr(route, "responses", {}) if str(s).isdigit()}
+            self.latency.labels(path)
+            for method in methods - {"HEAD"}:
+                for status in declared:
+                    self.requests.labels(method, path, str(status))
 
     async def scrape(self, _: Request) -> Response:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)

@@ -142,3 +142,4 @@ class TaskgateMCP(MCPServer[Runtime]):
         tool = self._tool_manager.get_tool(kwargs.get("name") or fn.__name__)
         if tool is not None:
             size_for_agents(tool)
+            self._observer.metrics.start_at_zero(tool.name)

@@ -80,6 +80,16 @@ class GatewayMetrics:
             ["replica"],
             registry=registry,
         )
+        # Every known label set starts at 0, so a dashboard shows 0 rather than "No data".
+        for reason in ("unavailable", "status_5xx"):
+            self.backend_errors.labels(reason)
+
+    def start_at_zero(self, tool: str) -> None:
+        """A tool's series, at 0 from the moment it is served: each outcome, its latency."""
+        for outcome in ("ok", *sorted(_CODES)):
+            self.tool_calls.labels(tool, outcome)
+        self.tool_latency.labels(tool)
+        self.rate_limited.labels(tool)
 
 
 def outcome_of(result: Any) -> str:

@@ -1,8 +1,9 @@
 """`taskgate cache show | set-ttl | flush`: the gateway's admin API from the command line.
 
-The token comes from ADMIN_TOKEN (environment or .env), never from an argument, because
-arguments show up in process lists and shell history. With neither set, the token and the
-gateway's URL come from `.taskgate/dev.env`, which `taskgate dev` writes.
+The token comes from ADMIN_TOKEN (environment or .env) or `.taskgate/dev.env`, never from an
+argument, because arguments show up in process lists and shell history. When the token in use
+is dev.env's, so is the gateway's URL: a shell that sourced dev.env may still export
+MCP_HOST:MCP_PORT of another gateway, which must never receive this token.
 """
 
 from __future__ import annotations
@@ -20,12 +21,17 @@ import httpx
 from shared.api import ADMIN_ACTOR_HEADER, ADMIN_CACHE_PATH, ADMIN_FLUSH_PATH, ADMIN_TTL_PATH
 from shared.rules import READ_TOOLS
 from shared.settings import Settings
-from taskgate.devenv import dev_env_path, read_dev_env
+from taskgate.command_errors import check_http_url, load_settings
+from taskgate.devenv import ADMIN_URL_KEY, dev_admin_url, dev_env_path, read_dev_env
 
 
 def admin_url(settings: Settings) -> str:
     host = "127.0.0.1" if settings.mcp_host in ("0.0.0.0", "::", "") else settings.mcp_host
-    return os.environ.get("TASKGATE_ADMIN_URL") or f"http://{host}:{settings.mcp_port}"
+    exported = os.environ.get(ADMIN_URL_KEY)
+    if exported:
+        check_http_url(ADMIN_URL_KEY, exported)
+        return exported
+    return f"http://{host}:{settings.mcp_port}"
 
 
 @dataclass(frozen=True)
@@ -36,16 +42,17 @@ class AdminTarget:
 
 
 def admin_target(url: str | None) -> AdminTarget | None:
-    """The gateway and token: the environment and .env first, then .taskgate/dev.env."""
-    settings = Settings()
-    if settings.admin_token is not None:
-        return AdminTarget(url or admin_url(settings), settings.admin_token.get_secret_value())
+    """The gateway and token: `--url`, else dev.env's URL with dev.env's token, else ADMIN_TOKEN
+    (environment or .env) with TASKGATE_ADMIN_URL or MCP_HOST:MCP_PORT."""
+    settings = load_settings()
+    exported = settings.admin_token.get_secret_value() if settings.admin_token else None
     dev = read_dev_env()
-    if "ADMIN_TOKEN" not in dev:
-        return None
-    gateway = dev.get("MCP_URL", "").removesuffix(settings.mcp_path)
-    default = os.environ.get("TASKGATE_ADMIN_URL") or gateway or admin_url(settings)
-    return AdminTarget(url or default, dev["ADMIN_TOKEN"], from_dev_env=True)
+    dev_url = dev_admin_url(dev, settings.mcp_path)
+    if "ADMIN_TOKEN" in dev and dev_url and exported in (None, dev["ADMIN_TOKEN"]):
+        return AdminTarget(url or dev_url, dev["ADMIN_TOKEN"], from_dev_env=True)
+    if exported is not None:
+        return AdminTarget(url or admin_url(settings), exported)
+    return None
 
 
 def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
@@ -58,6 +65,8 @@ def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]
 
 
 def run_cache_command(args: argparse.Namespace) -> int:
+    if args.url is not None:
+        check_http_url("--url", args.url)
     target = admin_target(args.url)
     if target is None:
         print(
@@ -67,7 +76,9 @@ def run_cache_command(args: argparse.Namespace) -> int:
         )
         return 2
     method, path, body = _request(args)
-    headers = {"Authorization": f"Bearer {target.token}", ADMIN_ACTOR_HEADER: args.actor}
+    headers = {"Authorization": f"Bearer {target.token}"}
+    if args.action != "show":
+        headers[ADMIN_ACTOR_HEADER] = args.actor
     url = target.url.rstrip("/")
     try:
         reply = httpx.request(method, url + path, json=body, headers=headers, timeout=10)
@@ -87,22 +98,25 @@ def run_cache_command(args: argparse.Namespace) -> int:
     return 0 if reply.is_success else 1
 
 
-EXAMPLES = """examples:
+EXAMPLES = """reads:
+  .taskgate/dev.env (written by `taskgate dev` in this folder): its TASKGATE_ADMIN_URL and
+  ADMIN_TOKEN together, whatever the shell exports; else ADMIN_TOKEN (environment or .env)
+  with --url, TASKGATE_ADMIN_URL, or MCP_HOST:MCP_PORT
+
+examples:
   taskgate cache show                          # TTLs, hit ratio, read counters
   taskgate cache set-ttl 30                    # the global TTL, in seconds
   taskgate cache set-ttl 2 --tool list_tasks   # one read tool's TTL
   taskgate cache set-ttl --tool list_tasks --unset
   taskgate cache set-ttl 1 --flush             # and drop what was cached under the old TTL
   taskgate cache flush
-  taskgate cache show --url http://10.0.0.5:8001
-
-The gateway and its admin token: ADMIN_TOKEN (environment or .env) with --url,
-TASKGATE_ADMIN_URL or MCP_HOST:MCP_PORT; with no ADMIN_TOKEN set, .taskgate/dev.env
-(written by `taskgate dev` in this folder).
+  ADMIN_TOKEN=... taskgate cache show --url http://10.0.0.5:8001
 """
 
 
-def _connection_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
+def _connection_options(
+    parser: argparse.ArgumentParser, suppress: bool, changes: bool = True
+) -> None:
     # Accepted before and after the action; after it they default to "not given", so a value
     # given before the action is kept.
     parser.add_argument(
@@ -110,6 +124,8 @@ def _connection_options(parser: argparse.ArgumentParser, suppress: bool) -> None
         default=argparse.SUPPRESS if suppress else None,
         help="the gateway, e.g. http://127.0.0.1:8001 (default: see below)",
     )
+    if not changes:
+        return  # nothing is changed, so there is no one to name in the gateway's log
     parser.add_argument(
         "--actor",
         default=argparse.SUPPRESS if suppress else _who(),
@@ -128,7 +144,7 @@ def add_cache_parser(sub: Any) -> argparse.ArgumentParser:
     _connection_options(cache, suppress=False)
     actions = cache.add_subparsers(dest="action", required=True, metavar="ACTION")
 
-    def action(name: str, help: str) -> argparse.ArgumentParser:
+    def action(name: str, help: str, changes: bool = True) -> argparse.ArgumentParser:
         parser: argparse.ArgumentParser = actions.add_parser(
             name,
             help=help,
@@ -136,10 +152,10 @@ def add_cache_parser(sub: Any) -> argparse.ArgumentParser:
             epilog=EXAMPLES,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        _connection_options(parser, suppress=True)
+        _connection_options(parser, suppress=True, changes=changes)
         return parser
 
-    action("show", "TTLs, hit ratio and read counters")
+    action("show", "TTLs, hit ratio and read counters", changes=False)
     set_ttl = action("set-ttl", "set the global TTL, or one tool's")
     set_ttl.add_argument("seconds", type=float, nargs="?", help="seconds; 0 turns caching off")
     set_ttl.add_argument("--tool", choices=READ_TOOLS, help="only this read tool")

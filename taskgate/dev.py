@@ -15,15 +15,26 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-from taskgate.devenv import dev_dir, dev_env_path, write_dev_env
+from taskgate.devenv import (
+    ADMIN_URL_KEY,
+    DevFolderLock,
+    StackRunning,
+    dev_dir,
+    dev_env_path,
+    write_dev_env,
+)
 from taskgate.devstack import DEMO_EMAIL, Stack, demo_token, running_stack, say
 from taskgate.pgpair import SUPERUSER, PgPairError
 from taskgate.redis_server import RedisServerError, redis_server_binary
 
 EXIT_USAGE = 2  # what argparse exits with for a bad command line
+# The printed token outlives a working day, so a pasted token does not die mid-session; OAuth
+# clients refresh theirs instead.
+DEV_TOKEN_TTL_SECONDS = 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,10 @@ class DevOptions:
     @property
     def mcp_ports(self) -> list[int]:
         return [self.mcp_port + i for i in range(self.gateways)]
+
+    @property
+    def mcp_url(self) -> str:
+        return f"http://127.0.0.1:{self.mcp_port}/mcp"
 
 
 class PortBusy(Exception):
@@ -77,13 +92,42 @@ def check_ports(options: DevOptions) -> None:
             )
 
 
-def dev_settings(stack: Stack, token: str, password: str) -> dict[str, str]:
+@dataclass(frozen=True)
+class DevToken:
+    token: str
+    expires_at: int  # Unix time
+
+    @property
+    def expires(self) -> str:
+        return datetime.fromtimestamp(self.expires_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def long_lived_demo_token(stack: Stack, password: str) -> DevToken:
+    """The demo user's gateway token, for DEV_TOKEN_TTL_SECONDS rather than JWT_TTL_SECONDS.
+
+    The backend logs the demo user in (so the password is known to work) and issues a token for
+    the gateways; dev, which chose JWT_SECRET, signs the same claims with a longer expiry.
+    """
+    from shared.settings import Settings
+    from shared.tokens import issue_gateway_token, verify_gateway_token
+
+    settings = Settings(jwt_secret=stack.env["JWT_SECRET"], mcp_public_url=stack.mcp_url)
+    issued = demo_token(stack.backend_url, password, resource=stack.mcp_url)
+    user_id = verify_gateway_token(settings, issued).user_id
+    token = issue_gateway_token(settings, user_id, DEV_TOKEN_TTL_SECONDS)
+    claims = verify_gateway_token(settings, token)
+    return DevToken(token, claims.expires_at)
+
+
+def dev_settings(stack: Stack, token: DevToken, password: str) -> dict[str, str]:
     """What .taskgate/dev.env holds: every value a person or a client needs, in a stable order."""
     values: dict[str, str] = {}
     for index, url in enumerate(stack.mcp_urls, start=1):
         values["MCP_URL" if index == 1 else f"MCP_URL_{index}"] = url
+    values[ADMIN_URL_KEY] = stack.mcp_url.removesuffix("/mcp")
     values.update(
-        MCP_TOKEN=token,
+        MCP_TOKEN=token.token,
+        MCP_TOKEN_EXPIRES_AT=token.expires,
         DEMO_EMAIL=DEMO_EMAIL,
         DEMO_PASSWORD=password,
         FASTAPI_BASE_URL=stack.env["FASTAPI_BASE_URL"],
@@ -106,7 +150,7 @@ def dev_settings(stack: Stack, token: str, password: str) -> dict[str, str]:
     return values
 
 
-def banner(stack: Stack, token: str, settings_file: Path, seconds: float) -> str:
+def banner(stack: Stack, token: DevToken, settings_file: Path, seconds: float) -> str:
     logs = [c.log for c in stack.components if c.log is not None]
     if stack.redis is not None and stack.redis.logfile is not None:
         logs.append(stack.redis.logfile)
@@ -115,7 +159,10 @@ def banner(stack: Stack, token: str, settings_file: Path, seconds: float) -> str
         f"taskgate dev is ready ({seconds:.1f}s): {len(stack.mcp_urls)} gateway(s), "
         f"{stack.pair.replicas} replica(s)",
         *(f"MCP endpoint: {url}" for url in stack.mcp_urls),
-        f"Bearer token: {token}",
+        f"Bearer token: {token.token}",
+        f"Token lifetime: {DEV_TOKEN_TTL_SECONDS // 3600}h, until {token.expires} "
+        "(MCP_TOKEN_EXPIRES_AT); then restart dev, or use OAuth, which refreshes",
+        f"Demo login: {DEMO_EMAIL} with DEMO_PASSWORD from the settings file (OAuth login page)",
         f"Settings file: {settings_file}",
         *(f"Log: {path}" for path in logs),
         "Admin CLI: uv run taskgate cache show   (reads the settings file; see --help)",
@@ -129,11 +176,23 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def run_dev(options: DevOptions) -> int:
+    lock = DevFolderLock(dev_dir())
     try:
+        return _run_dev_locked(options, lock)
+    finally:
+        lock.release()
+
+
+def _run_dev_locked(options: DevOptions, lock: DevFolderLock) -> int:
+    try:
+        # A folder with no .taskgate/ runs no stack: the ports are checked before it is made.
+        if lock.folder.exists():
+            lock.acquire(options.mcp_url)
         check_ports(options)
         if options.gateways > 1:
             redis_server_binary()  # found before anything starts, like the ports
-    except (PortBusy, RedisServerError) as exc:
+        lock.acquire(options.mcp_url)
+    except (StackRunning, PortBusy, RedisServerError) as exc:
         print(f"taskgate dev: {exc}", file=sys.stderr)
         return EXIT_USAGE
     started = time.monotonic()
@@ -144,8 +203,10 @@ def run_dev(options: DevOptions) -> int:
     dev_dir().mkdir(mode=0o700, exist_ok=True)
     logs = dev_dir() / "logs"
     logs.mkdir(mode=0o700, exist_ok=True)
-    # A file from an earlier run names servers that are gone: never leave it for a client to use.
-    dev_env_path().unlink(missing_ok=True)
+    # Ours to write and remove while we hold the lock. One left by a killed run names servers
+    # that are gone: never leave it for a client to use.
+    settings_file = dev_env_path()
+    settings_file.unlink(missing_ok=True)
     root = Path(tempfile.mkdtemp(prefix="taskgate-dev-"))
     admin_token = secrets.token_urlsafe(32)
     try:
@@ -159,8 +220,7 @@ def run_dev(options: DevOptions) -> int:
             log_dir=logs,
         ) as stack:
             password = secrets.token_urlsafe(16)
-            token = demo_token(stack.backend_url, password, resource=stack.mcp_url)
-            settings_file = dev_env_path()
+            token = long_lived_demo_token(stack, password)
             write_dev_env(settings_file, dev_settings(stack, token, password))
             print(banner(stack, token, settings_file, time.monotonic() - started), flush=True)
             return _watch(stack)
@@ -171,6 +231,7 @@ def run_dev(options: DevOptions) -> int:
         say(f"error: {exc}")
         return 1
     finally:
+        settings_file.unlink(missing_ok=True)
         shutil.rmtree(root, ignore_errors=True)
         say("stopped")
 

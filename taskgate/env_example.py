@@ -15,12 +15,12 @@ from shared.settings import Settings
 
 HEADER = """\
 # Every taskgate setting, with its default. Copy to .env (read by every taskgate process) and
-# change what you need; environment variables override .env. Meanings: README.md, "Processes
-# and settings". Generated: uv run python -m taskgate.env_example > .env.example
+# change what you need; environment variables override .env. Meanings: docs/configuration.md.
+# Generated: uv run python -m taskgate.env_example > .env.example
 """
 
 
-def _value(default: Any) -> str:
+def setting_value(default: Any) -> str:
     if default is None:
         return ""
     if isinstance(default, SecretStr):
@@ -38,7 +38,7 @@ def render() -> str:
         default = field.get_default(call_default_factory=True)
         # Unset by default: commented out, because an empty value would set it to "".
         unset = "# " if default is None else ""
-        lines.append(f"{unset}{name.upper()}={_value(default)}\n")
+        lines.append(f"{unset}{name.upper()}={setting_value(default)}\n")
     return "".join(lines)
 
 

@@ -45,10 +45,12 @@ class FileTokenStorage:
         entry = self._read_all().get(self.server_url)
         return entry if isinstance(entry, dict) else {}
 
-    def _write_entry(self, key: str, value: dict[str, Any]) -> None:
+    def _write_entry(self, key: str, value: dict[str, Any] | None) -> None:
+        """Set one key of this URL's entry (None removes it), replacing the file at once."""
         data = self._read_all()
         entry = data.get(self.server_url)
-        data[self.server_url] = {**(entry if isinstance(entry, dict) else {}), key: value}
+        updated = {**(entry if isinstance(entry, dict) else {}), key: value}
+        data[self.server_url] = {k: v for k, v in updated.items() if v is not None}
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         # mkstemp creates the file 0600; the rename makes the new content appear at once.
         fd, temp = tempfile.mkstemp(dir=self.path.parent, prefix=".tokens-", suffix=".json")
@@ -78,6 +80,13 @@ class FileTokenStorage:
         if tokens.expires_in is not None:
             stored["expires_at"] = int(time.time()) + tokens.expires_in
         self._write_entry("tokens", stored)
+
+    def forget_tokens(self) -> None:
+        """Drop this URL's tokens (keeping its client registration), before a new login."""
+        data = self._read_all()
+        entry = data.get(self.server_url)
+        if isinstance(entry, dict) and "tokens" in entry:
+            self._write_entry("tokens", None)
 
     async def get_client_info(self) -> OAuthClientInformationFull | None:
         info = self._entry().get("client_info")

@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
 from mcp import Client, StdioServerParameters
-from prometheus_client.parser import text_string_to_metric_families
 
 from taskgate.devenv import mcp_urls, read_dev_env
-from tests.support.dashboard import dashboard_expressions, metrics_read_by
+from tests.support.dashboard import dashboard_panels, exposed_series, selectors_of
 from tests.support.mcp_client import mcp_session
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
@@ -38,7 +38,9 @@ READY_TIMEOUT = 240.0  # a primary and two replicas on a busy 2-core machine
 SETTINGS_KEYS = {
     "MCP_URL",
     "MCP_URL_2",
+    "TASKGATE_ADMIN_URL",
     "MCP_TOKEN",
+    "MCP_TOKEN_EXPIRES_AT",
     "DEMO_EMAIL",
     "DEMO_PASSWORD",
     "FASTAPI_BASE_URL",
@@ -169,6 +171,7 @@ def dev() -> Iterator[Dev]:
             process.wait(60)
     assert process.returncode == 0, (cwd / "dev-stderr.txt").read_text()
     wait_until(lambda: not _alive(process.pid), "every process of taskgate dev gone after Ctrl-C")
+    assert not running.settings_file.exists(), "the stack that wrote dev.env must remove it"
     # PostgreSQL daemonizes out of the process group: its ports tell whether it stopped.
     listening = [port for port in ports if _listening(port)]
     assert not listening, f"still listening after Ctrl-C: {listening}"
@@ -186,7 +189,20 @@ def test_dev_prints_one_endpoint_per_gateway_in_port_order_then_the_token_and_fi
     token = next(line for line in lines if line.startswith("Bearer token: "))
     assert f"Settings file: {dev.settings_file}" in lines
     assert any(line.startswith("Admin CLI: ") for line in lines)
-    assert token.removeprefix("Bearer token: ") == dev.settings()["MCP_TOKEN"]
+    values = dev.settings()
+    assert token.removeprefix("Bearer token: ") == values["MCP_TOKEN"]
+    # The banner says how long the token lives, and whose login the OAuth page takes.
+    claims = jwt.decode(values["MCP_TOKEN"], options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] == 24 * 3600
+    assert claims["aud"] == values["MCP_URL"]
+    assert (
+        f"Token lifetime: 24h, until {values['MCP_TOKEN_EXPIRES_AT']} (MCP_TOKEN_EXPIRES_AT); "
+        "then restart dev, or use OAuth, which refreshes"
+    ) in lines
+    assert (
+        f"Demo login: {values['DEMO_EMAIL']} with DEMO_PASSWORD from the settings file "
+        "(OAuth login page)"
+    ) in lines
     # Component logs go to files, so nothing but the banner reaches stdout.
     assert not [line for line in lines if re.match(r"\d{4}-\d\d-\d\d ", line)]
     logs = [Path(line.removeprefix("Log: ")) for line in lines if line.startswith("Log: ")]
@@ -246,6 +262,18 @@ def test_the_admin_cli_works_from_the_settings_file_with_options_after_the_actio
     assert json.loads(flushed.stdout) == {"flushed": True}
 
 
+def test_cache_show_after_sourcing_the_settings_file_reaches_dev_s_gateway(dev: Dev) -> None:
+    # `set -a; . .taskgate/dev.env` in a shell whose MCP_PORT names another port.
+    values = dev.settings()
+    env = {**_clean_env(), **values, "MCP_HOST": "127.0.0.1", "MCP_PORT": str(free_port())}
+    shown = subprocess.run(
+        [sys.executable, "-m", "taskgate", "cache", "show"],
+        cwd=dev.cwd, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["shared"] is True
+
+
 def test_the_admin_log_names_the_socket_address_not_a_forwarded_one(dev: Dev) -> None:
     values = dev.settings()
     gateway = values["MCP_URL"].removesuffix("/mcp")
@@ -293,34 +321,28 @@ async def test_a_stdio_client_configured_from_the_settings_file_shares_dev_s_dat
     assert task.structured_content["title"] == "written over stdio"
 
 
-def _exported_names(exposition: str) -> set[str]:
-    names: set[str] = set()
-    suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count")}
-    for family in text_string_to_metric_families(exposition):
-        names.add(family.name)
-        names.update(family.name + suffix for suffix in suffixes.get(family.type, ()))
-        names.update(sample.name for sample in family.samples)
-    return names
-
-
-async def test_every_dashboard_expression_names_metrics_the_gateway_exports(dev: Dev) -> None:
+async def test_every_dashboard_panel_selects_series_that_a_live_stack_exports(dev: Dev) -> None:
     values = dev.settings()
     async with mcp_session(values["MCP_URL"], values["MCP_TOKEN"]) as client:
         await client.call_tool("list_tasks", {})
         await client.call_tool("list_tasks", {})  # a hit
         await client.call_tool("get_task", {"task_id": 10**9})  # an error outcome
     async with httpx.AsyncClient(timeout=10) as http:
-        metrics = await http.get(values["MCP_URL"].removesuffix("/mcp") + "/metrics")
-    assert metrics.status_code == 200
-    exported = _exported_names(metrics.text)
+        gateway = await http.get(values["MCP_URL"].removesuffix("/mcp") + "/metrics")
+        backend = await http.get(values["FASTAPI_BASE_URL"] + "/metrics")
+    assert gateway.status_code == backend.status_code == 200
+    series = exposed_series(gateway.text) + exposed_series(backend.text)
 
-    expressions = dashboard_expressions()
-    assert len(expressions) >= 10
-    for expression in expressions:
-        used = metrics_read_by(expression)
-        assert used, f"no metric in {expression!r}"
-        missing = used - exported
-        assert not missing, f"{expression!r} names metrics the gateway does not export: {missing}"
+    panels = dashboard_panels()
+    assert len(panels) >= 14
+    for panel in panels:
+        for target in panel["targets"]:  # type: ignore[attr-defined]
+            selectors = selectors_of(target["expr"])
+            assert selectors, f"{panel['title']}: no metric in {target['expr']!r}"
+            for selector in selectors:
+                assert any(selector.matches(one) for one in series), (
+                    f"{panel['title']}: {selector} selects no series the stack exports"
+                )
 
 
 def _refused_dev(cwd: Path, *args: str) -> tuple[subprocess.Popen[str], str, str]:
@@ -374,3 +396,18 @@ def test_a_busy_backend_port_is_refused_before_anything_starts(tmp_path: Path) -
     ]
     assert not _alive(process.pid), "a process of the refused dev is still running"
     assert not (tmp_path / ".taskgate").exists()
+
+
+def test_a_second_dev_in_the_same_folder_names_the_first_and_leaves_its_file(dev: Dev) -> None:
+    before = dev.settings_file.read_bytes()
+    process, out, err = _refused_dev(
+        dev.cwd, "--mcp-port", str(free_port()), "--backend-port", str(free_port())
+    )
+    assert process.returncode == 2
+    assert out == ""
+    assert err.splitlines() == [
+        f"taskgate dev: a stack already runs from this folder (http://127.0.0.1:{dev.mcp_port}"
+        "/mcp); stop it first, or start in another folder"
+    ]
+    assert dev.settings_file.read_bytes() == before
+    assert not _alive(process.pid), "a process of the refused dev is still running"

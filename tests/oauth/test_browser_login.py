@@ -5,7 +5,6 @@ receives the code, which then buys tokens that the gateway serves."""
 from __future__ import annotations
 
 import queue
-import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,10 +12,9 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
+from tests.support.browser import chromium
 from tests.support.oauth import (
     ACCEPT,
     LIST_TOOLS,
@@ -28,19 +26,6 @@ from tests.support.oauth import (
     register,
 )
 from tests.support.ports import free_port
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-)
 
 
 @contextmanager
@@ -67,22 +52,6 @@ def loopback_redirect_receiver() -> Iterator[tuple[str, queue.Queue[dict[str, li
     finally:
         server.shutdown()
         server.server_close()
-
-
-@contextmanager
-def chromium() -> Iterator[webdriver.Chrome]:
-    with tempfile.TemporaryDirectory(prefix="taskgate-chromium-") as profile:
-        options = webdriver.ChromeOptions()
-        options.binary_location = CHROMIUM
-        for flag in CHROMIUM_FLAGS:
-            options.add_argument(flag)
-        options.add_argument(f"--user-data-dir={profile}")
-        driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
-        try:
-            driver.set_page_load_timeout(60)
-            yield driver
-        finally:
-            driver.quit()
 
 
 def test_a_person_logs_in_with_chromium_and_the_client_gets_its_code(

@@ -16,7 +16,7 @@ from kubernetes_validate.utils import latest_version
 
 from taskgate.cli import parser
 from tests.support.compose import compose_cli
-from tests.support.dashboard import dashboard_expressions, metrics_read_by
+from tests.support.dashboard import dashboard_expressions, dashboard_panels, metrics_read_by
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy/grafana/dashboards/taskgate.json"
@@ -87,8 +87,7 @@ def test_grafana_is_provisioned_with_the_dashboard_and_its_datasource(
         "datasources"
     ]
     assert source["url"] == "http://prometheus:9090"
-    dashboard = json.loads(DASHBOARD.read_text())
-    uids = {target["datasource"]["uid"] for p in dashboard["panels"] for target in p["targets"]}
+    uids = {target["datasource"]["uid"] for p in dashboard_panels() for target in p["targets"]}  # type: ignore[attr-defined]
     assert uids == {source["uid"]}
 
 
