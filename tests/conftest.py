@@ -11,15 +11,17 @@ import pytest
 
 from shared.settings import Settings
 from taskgate.pgpair import PgPair
+from tests.support.browser import chromium
 from tests.support.clusters import migrated_cluster
 from tests.support.config import TEST_JWT_SECRET, TEST_MCP_URL
+from tests.support.npm import npm_ci
 from tests.support.processes import running_backend
 from tests.support.redis import RedisServer, running_redis
 
 TESTS = Path(__file__).parent
-# What a test needs besides Python, by where it lives and by the fixtures it uses (pytest lists
-# every fixture a test needs, through other fixtures too). The fast part needs none of it:
-# uv run pytest -m "not (e2e or cluster or node or browser)"
+# What a test needs besides Python, by where it lives, by the fixtures it uses (pytest lists
+# every fixture a test needs, through other fixtures too) and by the helpers its module takes.
+# The fast part needs none of it: uv run pytest -m "not (e2e or cluster or node or browser)"
 MARKERS_BY_PATH = {
     "e2e": ("e2e",),
     "oauth": ("e2e",),
@@ -27,7 +29,6 @@ MARKERS_BY_PATH = {
     "reliability": ("e2e",),
     "integration/test_pg_pair_start.py": ("cluster",),
     "integration/test_embedded_postgres.py": ("cluster",),
-    "oauth/test_browser_login.py": ("browser",),
 }
 MARKERS_BY_FIXTURE = {
     "pg_pair": "cluster",  # the session's primary and replica
@@ -35,8 +36,12 @@ MARKERS_BY_FIXTURE = {
     "stack": "cluster",  # tests/e2e: a pair, a backend and a gateway of their own
     "ops": "cluster",
     "faults": "cluster",
-    "conformance_cli": "node",  # npm ci, then Node processes
+    "conformance_cli": "node",  # its conftest runs npm ci
     "node": "node",
+}
+MARKERS_BY_HELPER = {
+    chromium: "browser",  # a headless Chromium
+    npm_ci: "node",  # npm ci, then Node processes
 }
 
 
@@ -53,6 +58,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             marker
             for fixture, marker in MARKERS_BY_FIXTURE.items()
             if fixture in getattr(item, "fixturenames", ())
+        )
+        module = vars(getattr(item, "module", None) or object())
+        names.update(
+            marker
+            for helper, marker in MARKERS_BY_HELPER.items()
+            if any(value is helper for value in module.values())
         )
         for name in sorted(names):
             item.add_marker(name)

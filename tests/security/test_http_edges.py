@@ -243,3 +243,5 @@ def test_hostile_bodies_never_get_a_5xx_from_the_backend(
     assert reply.status_code < 500, (body, reply.status_code, reply.text)
     if reply.status_code >= 400:
         assert reply.json()["status"] == "error"
+    else:  # a body that happened to be a valid task: created for this agent, and no other
+        assert (reply.status_code, reply.json()["user_id"]) == (201, agent.id), reply.text

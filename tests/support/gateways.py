@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from mcp import Client
@@ -19,12 +19,20 @@ def gateway_settings(settings: Settings, backend_url: str, **changes: Any) -> Se
 
 
 @asynccontextmanager
-async def gateway_as(settings: Settings, backend_url: str, agent: Agent) -> AsyncIterator[Client]:
-    """An in-process gateway whose stdio-style credentials are the agent's token."""
-    configured = gateway_settings(settings, backend_url, gateway_token=SecretStr(agent.token))
-    server, _ = build_server(configured)
+async def gateway_with(
+    settings: Settings, backend_url: str, **changes: Any
+) -> AsyncIterator[Client]:
+    """An in-process gateway with these settings changed, and an MCP client on it."""
+    server, _ = build_server(gateway_settings(settings, backend_url, **changes))
     async with Client(server) as client:
         yield client
+
+
+def gateway_as(
+    settings: Settings, backend_url: str, agent: Agent
+) -> AbstractAsyncContextManager[Client]:
+    """An in-process gateway whose stdio-style credentials are the agent's token."""
+    return gateway_with(settings, backend_url, gateway_token=SecretStr(agent.token))
 
 
 @asynccontextmanager

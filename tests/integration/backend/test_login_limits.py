@@ -8,42 +8,22 @@ import statistics
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 import httpx
 import pytest
 
 from backend.security import hash_password
 from shared.settings import Settings
-from taskgate.devstack import spawn_component, wait_healthy
 from taskgate.pgpair import PgPair
 from tests.support.agents import Agent, sign_up
-from tests.support.config import TEST_JWT_SECRET
-from tests.support.ports import free_port
+from tests.support.processes import running_backend
 
 LOGIN = "/api/v1/auth/token"
 
 
-@contextmanager
-def backend_process(settings: Settings, **env: str) -> Iterator[str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    component = spawn_component(
-        "backend",
-        ["backend", "--port", str(port)],
-        {
-            "DATABASE_URL": settings.database_url,
-            "JWT_SECRET": TEST_JWT_SECRET,
-            "LOG_LEVEL": "WARNING",
-            **env,
-        },
-        f"{url}/healthz",
-    )
-    try:
-        wait_healthy(component)
-        yield url
-    finally:
-        component.stop()
+def backend_process(settings: Settings, **env: str) -> AbstractContextManager[str]:
+    return running_backend({"DATABASE_URL": settings.database_url, **env})
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +82,9 @@ def test_a_forged_forwarded_for_header_does_not_escape_the_address_limit(
 
 async def _latency_during_logins(
     backend_url: str, reader: Agent, burst: list[Agent]
-) -> list[float]:
-    """Another user's GET /tasks latencies (seconds) while `burst` log in all at once."""
+) -> tuple[list[float], float]:
+    """Another user's GET /tasks latencies while `burst` log in all at once, and how long the
+    burst took (seconds)."""
     async with (
         httpx.AsyncClient(base_url=backend_url, timeout=60) as logins,
         httpx.AsyncClient(
@@ -112,12 +93,13 @@ async def _latency_during_logins(
             headers={"Authorization": f"Bearer {reader.backend_token}"},
         ) as tasks,
     ):
-        await tasks.get("/api/v1/tasks")  # a warm connection
+        assert (await tasks.get("/api/v1/tasks")).status_code == 200  # a warm connection
 
         async def log_in(agent: Agent) -> int:
             data = {"username": agent.email, "password": agent.password}
             return (await logins.post(LOGIN, data=data)).status_code
 
+        burst_started = time.perf_counter()
         burst_done = asyncio.gather(*(log_in(agent) for agent in burst))
         latencies: list[float] = []
         while not burst_done.done():
@@ -127,7 +109,7 @@ async def _latency_during_logins(
             assert reply.status_code == 200
             await asyncio.sleep(0.005)
         assert await burst_done == [200] * len(burst)
-        return latencies
+        return latencies, time.perf_counter() - burst_started
 
 
 def burst_accounts(pg_pair: PgPair, count: int) -> list[Agent]:
@@ -150,15 +132,21 @@ def test_a_login_burst_does_not_starve_another_users_task_requests(
     reader = sign_up(backend_url)
     burst = burst_accounts(pg_pair, 48)
     figures: dict[str, tuple[float, float]] = {}
+    runs: dict[str, tuple[list[float], float]] = {}
     # 6 hashes at once is what asyncio.to_thread's default pool gave on this 2-core machine.
     for label, concurrency in (("uncapped (6 threads)", "6"), ("capped (default 2)", "2")):
         env = {"PASSWORD_HASH_CONCURRENCY": concurrency, "LOGIN_ADDRESS_FAILURES": "1000"}
         with backend_process(settings, **env) as url:
-            latencies = asyncio.run(_latency_during_logins(url, reader, burst))
+            runs[label] = asyncio.run(_latency_during_logins(url, reader, burst))
+        latencies = runs[label][0]
         figures[label] = (statistics.median(latencies) * 1000, max(latencies) * 1000)
     print(
         "LOGIN_BURST "
         + ", ".join(f"{k}: median {m:.0f} ms, max {x:.0f} ms" for k, (m, x) in figures.items())
     )
-    capped_median, capped_max = figures["capped (default 2)"]
-    assert capped_median < 250 and capped_max < 2000, figures
+    # Not starved, measured against the burst itself (a busy machine slows both alike): the
+    # reader was answered again and again while the hashes ran, and no request of its waited
+    # out a large part of the burst.
+    latencies, burst_seconds = runs["capped (default 2)"]
+    assert len(latencies) >= 4, (latencies, burst_seconds)
+    assert max(latencies) < burst_seconds / 4, (latencies, burst_seconds)

@@ -12,7 +12,12 @@ from gateway.server import build_server
 from shared.settings import Settings
 from shared.tokens import issue_token
 from tests.support.agents import sign_up
-from tests.support.gateways import gateway_as, gateway_for_new_agent, gateway_settings
+from tests.support.gateways import (
+    gateway_as,
+    gateway_for_new_agent,
+    gateway_settings,
+    gateway_with,
+)
 from tests.support.mcp_results import envelope, ok
 from tests.support.ports import free_port
 
@@ -254,14 +259,10 @@ async def test_stdio_credentials_log_in_with_email_and_password(
     settings: Settings, backend_url: str
 ) -> None:
     agent = sign_up(backend_url)
-    configured = gateway_settings(
-        settings,
-        backend_url,
-        gateway_email=agent.email,
-        gateway_password=SecretStr(agent.password),
-    )
-    server, _ = build_server(configured)
-    async with Client(server) as client:
+    password = SecretStr(agent.password)
+    async with gateway_with(
+        settings, backend_url, gateway_email=agent.email, gateway_password=password
+    ) as client:
         task = ok(await client.call_tool("create_task", {"title": "logged in"}))
         page = ok(await client.call_tool("list_tasks", {}))
     assert task["user_id"] == agent.id
@@ -272,14 +273,10 @@ async def test_wrong_stdio_password_is_unauthorized_on_each_call(
     settings: Settings, backend_url: str
 ) -> None:
     agent = sign_up(backend_url)
-    configured = gateway_settings(
-        settings,
-        backend_url,
-        gateway_email=agent.email,
-        gateway_password=SecretStr("not-the-password"),
-    )
-    server, _ = build_server(configured)
-    async with Client(server) as client:
+    wrong = SecretStr("not-the-password")
+    async with gateway_with(
+        settings, backend_url, gateway_email=agent.email, gateway_password=wrong
+    ) as client:
         body = envelope(await client.call_tool("create_task", {"title": "t"}))
     assert body["error_code"] == "unauthorized"
     assert "not-the-password" not in json.dumps(body)

@@ -27,12 +27,16 @@ from tests.support.waiting import eventually
 
 def hold_loads_until_misses(
     reader: TaskReader, misses: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> set[str]:
     """Holds each load until `misses` callers have missed, so all of them overlap it however a
-    busy machine orders them (a Redis get that times out comes back after a quick load lands)."""
+    busy machine orders them (a Redis get that times out comes back after a quick load lands).
+    Returns the keys the callers asked for, filled in as they ask."""
     get_or_load = reader.cache.get_or_load
+    keys: set[str] = set()
 
     async def held_get_or_load(tool: str, key: str, load: Callable[[], Awaitable[Any]]) -> Any:
+        keys.add(key)
+
         async def held() -> Any:
             await eventually(lambda: reader.cache.stats.misses >= misses, f"{misses} misses")
             return await load()
@@ -40,6 +44,7 @@ def hold_loads_until_misses(
         return await get_or_load(tool, key, held)
 
     monkeypatch.setattr(reader.cache, "get_or_load", held_get_or_load)
+    return keys
 
 
 async def test_hundred_concurrent_misses_on_one_key_cause_one_query(
@@ -48,12 +53,14 @@ async def test_hundred_concurrent_misses_on_one_key_cause_one_query(
     user = user_with_tasks(pg_pair, 3)
     reader = await make_reader(cache_url=cache_url)
     counter = QueryCounter(reader.replica)
-    hold_loads_until_misses(reader, 100, monkeypatch)
+    keys = hold_loads_until_misses(reader, 100, monkeypatch)
 
     pages = await asyncio.gather(*(reader.list_tasks(user, "all", 50, None) for _ in range(100)))
 
-    assert counter.selects_from_tasks() == 1
-    assert reader.cache.stats.loads == 1
+    # One query per key, whatever the callers. A quiet run asks for one key; on a busy machine a
+    # write-mark read that times out gives some callers the local mark, so another key.
+    assert counter.selects_from_tasks() == reader.cache.stats.loads == len(keys)
+    assert len(keys) <= 2, keys
     assert all(page == pages[0] for page in pages)
     assert len(pages[0]["tasks"]) == 3
 
