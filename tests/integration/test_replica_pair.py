@@ -35,8 +35,9 @@ async def test_read_model_connection_cannot_write_even_on_the_primary(
                     text("INSERT INTO users (email, password_hash) VALUES ('x@y.z', 'h')")
                 )
             await conn.rollback()
-            # Even with read-only switched off, the reader role holds SELECT only.
-            await conn.execute(text("SET TRANSACTION READ WRITE"))
+            # Even with read-only switched off for the session (reads run in autocommit, so one
+            # transaction's SET would not reach the INSERT), the reader role holds SELECT only.
+            await conn.execute(text("SET default_transaction_read_only = off"))
             with pytest.raises(DBAPIError, match="permission denied"):
                 await conn.execute(
                     text("INSERT INTO users (email, password_hash) VALUES ('x@y.z', 'h')")
