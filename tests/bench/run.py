@@ -874,8 +874,11 @@ def bench_stack(args: argparse.Namespace) -> Iterator[Stack]:
                 "MCP_BENCH_TOOLS": "1",
                 "CACHE_TTL": str(args.cache_ttl),
                 "LOG_LEVEL": "WARNING",
-                # One closed-loop session per user measures throughput: no per-user limit.
+                # One closed-loop session per user measures throughput: no per-user limit, in
+                # the gateway or in the backend's REST API, and sign-ups from one address.
                 "RATE_LIMIT_PER_USER": "0",
+                "REST_RATE_LIMIT_PER_USER": "0",
+                "SIGNUP_ADDRESS_PER_HOUR": "0",
             },
         ) as stack:
             yield stack
