@@ -59,6 +59,8 @@ from tests.bench.run import (
     install_uvloop,
     load_average,
     percentile,
+    py_spy,
+    py_spy_record,
     say,
 )
 
@@ -755,9 +757,7 @@ def _round_trip_share(raw: Path) -> float:
 async def profile_loop(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     """py-spy on each process of the loop at once (a gateway and its backend), while 16 agents
     run it; PostgreSQL's share is its CPU per request in the same cell."""
-    spy = shutil.which("py-spy")
-    if spy is None:
-        raise BenchError("py-spy is not installed: uv sync --group bench")
+    spy = py_spy()
     out: dict[str, Any] = {}
     for key in args.profile.split(","):
         scn = next(s for s in scenarios(bench.servers) if s.key == key)
@@ -766,27 +766,7 @@ async def profile_loop(bench: Bench, args: argparse.Namespace) -> dict[str, Any]
         for name in _PROFILED_WITH[scn.server]:
             raw = args.out / f"profile-{key}-{name}.txt"
             raws[name] = raw
-            procs.append(
-                subprocess.Popen(  # noqa: ASYNC220 - runs beside the load, on purpose
-                    [
-                        spy,
-                        "record",
-                        "--pid",
-                        str(bench.servers[name].pid),
-                        "--duration",
-                        str(seconds),
-                        "--rate",
-                        "250",
-                        "--format",
-                        "raw",
-                        "--nonblocking",
-                        "--output",
-                        str(raw),
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
+            procs.append(py_spy_record(spy, bench.servers[name].pid, seconds, raw))
         await asyncio.sleep(0.5)
         cell = await bench.run_cell(scn, 16, 0.5, seconds)
         for proc in procs:

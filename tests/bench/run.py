@@ -582,9 +582,7 @@ def merge_rounds(cells: list[Cell]) -> list[Cell]:
 
 async def profile_gateway(bench: Bench, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """py-spy samples the cached gateway while 16 sessions call list_tasks (and ping)."""
-    spy = shutil.which("py-spy")
-    if spy is None:
-        raise BenchError("py-spy is not installed: uv sync --group bench")
+    spy = py_spy()
     results = {}
     for spec in args.profile.split(","):
         # "peer@backend": drive the peer scenario, sample the backend process.
@@ -593,26 +591,7 @@ async def profile_gateway(bench: Bench, args: argparse.Namespace, out: Path) -> 
         pid = bench.servers[server or scn.server].process.pid
         raw = out / f"profile-{key}{'-' + server if server else ''}.txt"
         seconds = max(5, int(args.duration))
-        # Runs beside the load, on purpose: Popen returns at once.
-        proc = subprocess.Popen(  # noqa: ASYNC220
-            [
-                spy,
-                "record",
-                "--pid",
-                str(pid),
-                "--duration",
-                str(seconds),
-                "--rate",
-                "250",
-                "--format",
-                "raw",
-                "--nonblocking",
-                "--output",
-                str(raw),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        proc = py_spy_record(spy, pid, seconds, raw)
         await asyncio.sleep(0.5)
         cell = await bench.run_cell(scn, 16, 0.5, seconds)
         await asyncio.to_thread(proc.wait)
@@ -861,6 +840,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.warmup = args.warmup if args.warmup is not None else (0.5 if quick else 2.0)
     args.duration = args.duration if args.duration is not None else (2.0 if quick else 10.0)
     return args
+
+
+def py_spy() -> str:
+    spy = shutil.which("py-spy")
+    if spy is None:
+        raise BenchError("py-spy is not installed: uv sync --group bench")
+    return spy
+
+
+def py_spy_record(spy: str, pid: int, seconds: int, raw: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling `pid` for `seconds` into `raw`; returns at once, to run beside the load."""
+    argv = [spy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "250"]
+    argv += ["--format", "raw", "--nonblocking", "--output", str(raw)]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 @contextlib.contextmanager
