@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from tests.bench import report
+
 RYW_EXTRA_MS = 1.0
 
 
@@ -169,16 +171,7 @@ def markdown(data: dict[str, Any], name: str) -> str:
             p = _pg(data, n)
             parts.append(f"{p['pairs_per_s']:,.0f} pairs/s" if p else "")
         lines.append("| PostgreSQL: pgbench INSERT + SELECT pairs | " + " | ".join(parts) + " |")
-    lines += [
-        "",
-        "## Targets",
-        "",
-        "| target | measured | limit | met |",
-        "| --- | --- | --- | --- |",
-    ]
-    for t in evaluate_targets(data):
-        met = "reported" if t["met"] is None else ("yes" if t["met"] else "**no**")
-        lines.append(f"| {t['target']} | {t['measured']} | {t['limit']} | {met} |")
+    lines += ["", *report.targets_table(evaluate_targets(data))]
     lines += [
         "",
         "## Each call of the loop: p50 / p99 ms, and server CPU ms per request",

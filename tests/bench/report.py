@@ -142,6 +142,15 @@ def evaluate_targets(data: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def targets_table(targets: list[dict[str, Any]]) -> list[str]:
+    """The "Targets" section: each target's line, measured against its limit, met or not."""
+    lines = ["## Targets", "", "| target | measured | limit | met |", "| --- | --- | --- | --- |"]
+    for t in targets:
+        met = "reported" if t["met"] is None else ("yes" if t["met"] else "**no**")
+        lines.append(f"| {t['target']} | {t['measured']} | {t['limit']} | {met} |")
+    return lines
+
+
 def markdown(data: dict[str, Any]) -> str:
     env = data["environment"]
     cells = sorted(data["cells"], key=lambda c: (c["rows"], c["concurrency"]))
@@ -161,15 +170,7 @@ def markdown(data: dict[str, Any]) -> str:
     ]
     lines += [
         *headline(data),
-        "## Targets",
-        "",
-        "| target | measured | limit | met |",
-        "| --- | --- | --- | --- |",
-    ]
-    for t in evaluate_targets(data):
-        met = "reported" if t["met"] is None else ("yes" if t["met"] else "**no**")
-        lines.append(f"| {t['target']} | {t['measured']} | {t['limit']} | {met} |")
-    lines += [
+        *targets_table(evaluate_targets(data)),
         "",
         "## All cells",
         "",
