@@ -10,7 +10,7 @@ from pathlib import Path
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.asgi_body import content_length, read_body, replaying
+from shared.asgi_body import content_length, read_body, replaying, send_json
 from shared.errors import ErrorCode, ErrorEnvelope
 
 log = logging.getLogger(__name__)
@@ -30,20 +30,6 @@ def _where(exc: BaseException) -> str:
 def _envelope_bytes(code: ErrorCode, message: str, details: dict[str, str] | None = None) -> bytes:
     envelope = ErrorEnvelope(error_code=code, message=message, details=details or {})
     return json.dumps(envelope.model_dump(mode="json")).encode()
-
-
-async def _send_json(send: Send, status: int, body: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 class BodySizeLimit:
@@ -71,11 +57,11 @@ class BodySizeLimit:
         for name, value in scope.get("headers", []):
             declared = content_length(value) if name == b"content-length" else None
             if declared is not None and declared > max_bytes:
-                await _send_json(send, 413, self._too_large(max_bytes))
+                await send_json(send, 413, self._too_large(max_bytes))
                 return
         read = await read_body(receive, max_bytes)
         if read.too_large:
-            await _send_json(send, 413, self._too_large(max_bytes))
+            await send_json(send, 413, self._too_large(max_bytes))
             return
         if read.body is None:
             return  # the client went away before sending its body
@@ -123,4 +109,4 @@ class UnhandledErrors:
             body = _envelope_bytes(
                 ErrorCode.SERVER_ERROR, "internal server error", {"error_id": error_id}
             )
-            await _send_json(send, 500, body)
+            await send_json(send, 500, body)

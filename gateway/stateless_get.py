@@ -12,6 +12,7 @@ import json
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from shared.asgi_body import send_json
 from shared.errors import ErrorCode, ErrorEnvelope
 
 _BODY = json.dumps(
@@ -32,10 +33,4 @@ class RefuseStandaloneStream:
         if scope["type"] != "http" or scope["method"] != "GET" or scope["path"] not in self._paths:
             await self.app(scope, receive, send)
             return
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(_BODY)).encode()),
-            (b"allow", b"POST"),
-        ]
-        await send({"type": "http.response.start", "status": 405, "headers": headers})
-        await send({"type": "http.response.body", "body": _BODY})
+        await send_json(send, 405, _BODY, ((b"allow", b"POST"),))

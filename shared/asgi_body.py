@@ -1,12 +1,13 @@
 """A request body read in ASGI, bounded, and its Content-Length read one way: for the
-gateway's fast path and admin API and the backend's body size limit."""
+gateway's fast path and admin API and the backend's body size limit; and a JSON reply sent
+straight from an ASGI middleware."""
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
 
-from starlette.types import Message, Receive
+from starlette.types import Message, Receive, Send
 
 
 def content_length(value: bytes | str | None) -> int | None:
@@ -20,6 +21,15 @@ def content_length(value: bytes | str | None) -> int | None:
     if not (text and text.isascii() and text.isdigit()):
         return None
     return int(text)
+
+
+async def send_json(
+    send: Send, status: int, body: bytes, headers: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
+    """A whole JSON response from a middleware that answers before (or instead of) the app."""
+    head = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": [*head, *headers]})
+    await send({"type": "http.response.body", "body": body})
 
 
 @dataclass(frozen=True)

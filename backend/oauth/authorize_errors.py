@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.oauth.clients import LOOPBACK_HOSTS
 from backend.oauth.registration import is_verified
+from shared.asgi_body import send_json
 
 _REDIRECTS = frozenset({302, 303, 307})
 
@@ -86,10 +87,4 @@ async def _send_error_here(send: Send, error: str) -> None:
             ),
         }
     ).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"cache-control", b"no-store"),
-    ]
-    await send({"type": "http.response.start", "status": 400, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send_json(send, 400, body, ((b"cache-control", b"no-store"),))
