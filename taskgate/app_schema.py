@@ -17,19 +17,40 @@ from shared.appspec import AppSpec
 
 
 class SchemaError(ValueError):
-    """The spec gives no way to create its schema."""
+    """The spec's schema cannot be created; the message says why, without the database URL."""
+
+
+def alembic_ini(spec: AppSpec) -> Path | None:
+    """The spec's alembic.ini, relative to the spec's folder when not absolute."""
+    if spec.alembic_ini is None:
+        return None
+    ini = Path(spec.alembic_ini)
+    return ini if ini.is_absolute() else Path(spec.root or os.getcwd()) / ini
+
+
+def check_app_schema(spec: AppSpec) -> None:
+    """Refuses, before any server starts, a spec that gives no way to create its schema."""
+    ini = alembic_ini(spec)
+    if ini is None and spec.metadata is None:
+        raise SchemaError(f"the app spec {spec.name} names neither metadata nor alembic_ini")
+    if ini is not None and not ini.is_file():
+        raise SchemaError(f"the app spec {spec.name} names alembic_ini {str(ini)!r}: no such file")
 
 
 def create_app_schema(spec: AppSpec, database_url: str, reader_role: str | None) -> None:
-    if spec.alembic_ini is not None:
-        ini = Path(spec.alembic_ini)
-        if not ini.is_absolute():
-            ini = Path(spec.root or os.getcwd()) / ini
+    check_app_schema(spec)
+    ini = alembic_ini(spec)
+    if ini is not None:
         config = Config(str(ini))
+        # The async URL, as taskgate's own env.py takes it: the app's env.py must run on asyncpg
+        # (`alembic init -t async`), since that is the one driver taskgate installs.
         config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
-        command.upgrade(config, "head")
-    elif spec.metadata is None:
-        raise SchemaError(f"the app spec {spec.name} names neither metadata nor alembic_ini")
+        try:
+            command.upgrade(config, "head")
+        except Exception as failure:  # the app's own env.py and revisions: anything may fail
+            raise SchemaError(
+                f"the Alembic migrations of {ini} failed: {type(failure).__name__}: {failure}"
+            ) from failure
     asyncio.run(_create_and_grant(spec, database_url, reader_role))
 
 

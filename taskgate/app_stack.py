@@ -19,6 +19,7 @@ import jwt
 from shared.appspec import AppSpec, ServiceSession, SignedJwt
 from shared.spec_loader import load_spec
 from shared.tokens import issue_token
+from taskgate.app_schema import SchemaError, check_app_schema
 
 DEMO_USER_ID = 1
 DEMO_TOKEN_SECONDS = 86_400
@@ -71,6 +72,10 @@ def issue_token_for(jwt_secret: str, mcp_url: str) -> str:
 
 def load_user_app(reference: str) -> UserApp:
     spec = load_spec(reference)
+    try:
+        check_app_schema(spec)
+    except SchemaError as refused:
+        raise AppStartError(str(refused)) from None
     names = [spec.identity.secret_env]
     auth = spec.backend_auth
     if isinstance(auth, SignedJwt):

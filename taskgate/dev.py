@@ -20,6 +20,7 @@ from pathlib import Path
 from types import FrameType
 
 from shared.spec_loader import SpecLoadError
+from taskgate.app_schema import SchemaError
 from taskgate.app_stack import AppStartError, load_user_app
 from taskgate.devenv import (
     ADMIN_URL_KEY,
@@ -257,7 +258,7 @@ def _run_dev_locked(options: DevOptions, lock: DevFolderLock) -> int:
     except KeyboardInterrupt:
         say("stopping")
         return 0
-    except (PgPairError, RedisServerError, RuntimeError, OSError) as exc:
+    except (PgPairError, RedisServerError, SchemaError, RuntimeError, OSError) as exc:
         say(f"error: {exc}")
         return 1
     finally:
