@@ -41,7 +41,8 @@ import psutil  # type: ignore[import-untyped]
 
 from taskgate.devstack import Component, Stack, spawn_component, wait_healthy
 from taskgate.pgpair import SUPERUSER, find_bindir, free_port
-from tests.bench import loop_report, report, seed
+from tests.bench import loop_report, pinning, report, seed
+from tests.bench.pinning import CLIENT_CPU, pin_servers_and_client, postmaster_pids
 from tests.bench.rawclient import (
     MCP_META,
     BenchError,
@@ -66,8 +67,6 @@ from tests.bench.run import (
 
 SIZE = 10_000
 USERS = 1_000
-SERVER_CPU = 0
-CLIENT_CPU = 1
 TASK = {"title": "agent loop task", "description": "created by the agent-loop benchmark"}
 # One slice of users per loop, so that no loop reads another's writes.
 LOOP_USERS = {
@@ -79,27 +78,6 @@ LOOP_USERS = {
     "base_gateway_uncached": slice(600, 700),
 }
 KINDS = ("write", "read_after_write", "complete", "read_after_complete")
-
-
-# -- pinning -------------------------------------------------------------------------------
-
-
-def pin(pid: int, cpu: int) -> None:
-    """Every thread of the process (and of its children) on one CPU, as `taskset -a -p -c`."""
-    procs = [psutil.Process(pid)]
-    procs += procs[0].children(recursive=True)
-    for proc in procs:
-        subprocess.run(
-            ["taskset", "-a", "-p", "-c", str(cpu), str(proc.pid)],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-
-
-def postmaster_pids(stack: Stack) -> list[int]:
-    pair = stack.pair
-    dirs = [pair.primary_dir] + [pair.replica_dir_of(i) for i in range(pair.replicas)]
-    return [int((d / "postmaster.pid").read_text().split()[0]) for d in dirs]
 
 
 def postgres_cpu(postmasters: list[int]) -> float:
@@ -817,11 +795,7 @@ async def drive(args: argparse.Namespace, stack: Stack, baseline: Path | None) -
             user_ids,
         )
         bench.last_seeded_id = last
-        for server in servers.values():
-            pin(server.pid, SERVER_CPU)
-        for pid in bench.postmasters:
-            pin(pid, SERVER_CPU)
-        os.sched_setaffinity(0, {CLIENT_CPU})
+        pin_servers_and_client([server.pid for server in servers.values()], stack)
         wanted = scenarios(servers)
         if args.only:
             wanted = [s for s in wanted if s.key in args.only.split(",")]
@@ -923,8 +897,7 @@ def main(argv: list[str] | None = None) -> None:
         "duration_s": args.duration,
         "warmup_s": args.warmup,
         "cache_ttl": args.cache_ttl,
-        "pinning": f"servers and PostgreSQL on CPU {SERVER_CPU}, load generators on CPU "
-        f"{CLIENT_CPU}",
+        "pinning": pinning.described(),
     }
     for path in loop_report.write_all(data, args.out, args.name):
         say(f"wrote {path}")

@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from readmodel.lsn import parse_lsn
 from readmodel.replicas import wait_replayed
 from taskgate.pgpair import SUPERUSER, PgPair
-from tests.bench.agent_loop import CLIENT_CPU, SERVER_CPU, pin
+from tests.bench.pinning import CLIENT_CPU, SERVER_CPU, pin
 from tests.bench.run import HERE, load_average, percentile
 
 POLL_FIRST_SECONDS = 0.005  # the former readmodel.replicas constants

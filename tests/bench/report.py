@@ -157,8 +157,9 @@ def markdown(data: dict[str, Any]) -> str:
     lines = [
         "# taskgate benchmark results",
         "",
-        f"Run {env['date']} on commit `{env['commit']}` ({env['code']}), {env['cpus']} cores "
-        f"shared by the client, the servers and PostgreSQL. Load average before "
+        f"Run {env['date']} on commit `{env['commit']}` ({env['code']}), {env['cpus']} cores: "
+        f"{env.get('pinning') or 'shared by the client, the servers and PostgreSQL'}. "
+        f"Load average before "
         f"{data['load_before']}, after {data['load_after']}.",
         f"Each cell: {env['warmup_s']} s warm-up, then {env['duration_s']} s measured "
         f"(rounds: {env['rounds']}). Client: {env['client']}. "

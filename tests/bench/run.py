@@ -37,7 +37,7 @@ from packaging.requirements import Requirement
 
 from taskgate.devstack import Component, Stack, running_stack, spawn_component, wait_healthy
 from taskgate.pgpair import free_port
-from tests.bench import report, seed
+from tests.bench import pinning, report, seed
 from tests.bench.rawclient import (
     BenchError,
     Connection,
@@ -733,6 +733,9 @@ async def started_bench(
 
 async def run(args: argparse.Namespace, stack: Stack, peer_python: Path) -> dict[str, Any]:
     async with started_bench(args, stack, peer_python) as bench:
+        if args.pin:
+            servers = [c.process.pid for c in bench.servers.values()]
+            pinning.pin_servers_and_client(servers, stack)
         load_before = load_average()
         measured = await measure(bench, args)
         profile = {}
@@ -771,6 +774,7 @@ def environment(args: argparse.Namespace, source: Path) -> dict[str, Any]:
         if args.snapshot
         else ("working tree" + (" (dirty)" if dirty else "")),
         "cpus": os.cpu_count(),
+        "pinning": pinning.described() if args.pin else None,
         "python": platform.python_version(),
         "mcp": version("mcp"),
         "uvicorn": version("uvicorn"),
@@ -807,6 +811,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--rounds", type=int, default=1, help="repeat every cell; keep the (upper) median round"
     )
     p.add_argument("--only", help="scenario keys to run, comma-separated")
+    p.add_argument(
+        "--pin", action="store_true", help=f"taskset: {pinning.described()} (needs 2 cores)"
+    )
     p.add_argument(
         "--cache-ttl",
         type=float,
