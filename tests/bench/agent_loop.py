@@ -498,6 +498,9 @@ def scenarios(servers: dict[str, Server]) -> list[Scenario]:
                      "base_backend", "loop"),
             Scenario("base_uncached", "baseline: `list_tasks` alone, CACHE_TTL=0",
                      "base_gateway_uncached", "read"),
+            Scenario("base_cached", "baseline: `list_tasks` alone, cached", "base_gateway",
+                     "read"),
+            Scenario("base_noop", "baseline: no-op tool (`ping`)", "base_gateway", "ping"),
         ]  # fmt: skip
     return out
 

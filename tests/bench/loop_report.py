@@ -122,7 +122,7 @@ def evaluate_targets(data: dict[str, Any]) -> list[dict[str, Any]]:
                 r >= 0.10 if n == 16 else None,
             )
     for n in conns:
-        for key in ("loop_gw", "loop_direct"):
+        for key in ("loop_gw", "loop_direct", "cached", "noop"):
             ratio(
                 f"{key} / the baseline's, {n} conn",
                 _cell(data, key, n),
