@@ -131,7 +131,7 @@ class _Permitted:
         return True
 
 
-class CachedAnswers:
+class CacheHitResponder:
     """What the path needs of the gateway, and its one decision: answer, or pass through."""
 
     def __init__(
@@ -155,7 +155,7 @@ class CachedAnswers:
         self.ref = ref
         self.verifier = verifier
         self.encoder = ReplyEncoder.of(server, settings.cache_max_bytes // MEMO_SHARE)
-        self.answers = Counter(
+        self.hits_served = Counter(
             "taskgate_fast_path_answers",
             "Read tool calls answered from the cache in front of the MCP SDK, by tool.",
             ["tool"],
@@ -305,19 +305,19 @@ class CachedAnswers:
         )
         if isinstance(answered, CallToolResult):
             answered = await self.encoder.encode(answered, call.version)
-        self.answers.labels(call.name).inc()
+        self.hits_served.labels(call.name).inc()
         return answered, body_of(answered, call.version, call.request_id)
 
 
 class FastPath:
-    """The ASGI middleware: CachedAnswers' request checks, body reading and replay."""
+    """The ASGI middleware: the responder's request checks, body reading and replay."""
 
-    def __init__(self, app: ASGIApp, answers: CachedAnswers) -> None:
+    def __init__(self, app: ASGIApp, responder: CacheHitResponder) -> None:
         self.app = app
-        self.answers = answers
+        self.responder = responder
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        a = self.answers
+        a = self.responder
         if (
             not a.enabled
             or scope["type"] != "http"
@@ -360,13 +360,13 @@ class FastPath:
         try:
             return await self._answer(request, version, body)
         except Exception as exc:
-            self.answers.fault(exc)
+            self.responder.fault(exc)
             return None
 
     async def _answer(
         self, request: Request, version: str, body: bytes
     ) -> tuple[Reply, bytes] | None:
-        a = self.answers
+        a = self.responder
         modern = version in MODERN_PROTOCOL_VERSIONS
         try:
             shape = a.shape_of(a.parse(body, modern), modern)
@@ -415,18 +415,18 @@ def install_fast_path(
         return False
     enabled = server.gate.observer.metrics.fast_path_enabled
     try:
-        answers = CachedAnswers(settings, server, ref, verifier, security, lookups)
+        responder = CacheHitResponder(settings, server, ref, verifier, security, lookups)
     except Exception as exc:  # an SDK whose internals the fence no longer finds
         log.error("the fast path stays off: %s: %s", type(exc).__name__, exc)
         enabled.set(0)
         return False
-    app.add_middleware(FastPath, answers=answers)
+    app.add_middleware(FastPath, responder=responder)
     serve = app.router.lifespan_context
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[Any]:
         async with serve(app) as state:
-            await answers.start()
+            await responder.start()
             yield state
 
     app.router.lifespan_context = lifespan

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.types import Message, Scope
 
-from gateway.fast_path import CachedAnswers, FastPath
+from gateway.fast_path import CacheHitResponder, FastPath
 from gateway.sdk_fence import token_verifier
 from gateway.server import build_server, transport_security
 from shared.settings import Settings
@@ -13,10 +13,10 @@ from shared.settings import Settings
 async def test_a_content_length_that_is_not_ascii_digits_goes_to_the_sdk() -> None:
     settings = Settings(_env_file=None)
     server, ref = build_server(settings)
-    answers = CachedAnswers(
+    responder = CacheHitResponder(
         settings, server, ref, token_verifier(server), transport_security(settings), {}
     )
-    answers.enabled = True  # as its start-up self-test leaves it
+    responder.enabled = True  # as its start-up self-test leaves it
     reached: list[Scope] = []
 
     async def sdk(scope: Scope, receive: object, send: object) -> None:
@@ -38,5 +38,5 @@ async def test_a_content_length_that_is_not_ascii_digits_goes_to_the_sdk() -> No
             "root_path": "",
             "headers": [(b"content-length", length), (b"content-type", b"application/json")],
         }
-        await FastPath(sdk, answers)(scope, receive, send)
+        await FastPath(sdk, responder)(scope, receive, send)
     assert len(reached) == len(lengths)
