@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from unittest import mock
 
 import pytest
 from pydantic import BaseModel
-from sqlalchemy import BigInteger, DateTime, ForeignKey, String, func, select
+from sqlalchemy import BigInteger, DateTime, ForeignKey, String, Uuid, func, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 import shared.models
@@ -48,6 +49,12 @@ class Card(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     board_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("boards.id"))
     text: Mapped[str] = mapped_column(String(40))
+
+
+class Sheet(Base):  # as full-stack-fastapi-template's models are since 2024: UUID ids
+    __tablename__ = "sheets"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    owner_id: Mapped[uuid.UUID] = mapped_column(Uuid)
 
 
 class BoardOut(BaseModel):
@@ -108,6 +115,13 @@ def test_a_page_that_cannot_be_paged_is_refused_at_start(order: Any, reason: str
 def test_a_model_that_is_not_mapped_or_an_owner_column_of_another_table_is_refused() -> None:
     with pytest.raises(SpecError, match="not one of its columns"):
         compile_reads(AppSpec(name="x", openapi="x.json", owners={Board: Card.board_id}))
+
+
+def test_an_owner_column_that_is_not_an_integer_is_refused_at_start_naming_it() -> None:
+    spec = AppSpec(name="sheets", openapi="x.json", owners={Sheet: Sheet.owner_id})
+    refusal = r"sheets\.owner_id holds UUID values, .* user ids are integers"
+    with pytest.raises(SpecError, match=refusal):
+        compile_reads(spec)
 
 
 def test_every_read_gets_the_owner_filter_the_spec_did_not_write() -> None:
