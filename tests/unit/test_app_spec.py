@@ -140,6 +140,23 @@ def test_an_unknown_operation_or_tag_is_refused_at_start_naming_the_known_ones()
         write_operations(document, Writes(tools={"nope": Rename(name="x")}))
 
 
+def test_a_form_login_served_because_nothing_was_chosen_is_refused_saying_how_to_leave_it_out() -> (
+    None
+):
+    form = {"content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}}}
+    login = {"operationId": "login-login_access_token", "requestBody": form}
+    document = {"openapi": "3.1.0", "paths": {"/api/v1/login/access-token": {"post": login}}}
+    with pytest.raises(OpenApiError) as refused:
+        write_operations(document, Writes())
+    assert str(refused.value) == (
+        "operation 'login-login_access_token' (POST /api/v1/login/access-token): only a JSON "
+        "request body can be a tool's arguments; leave it out with "
+        "Writes(exclude_operations=['login-login_access_token']), or choose the tools with "
+        "include_tags or include_operations"
+    )
+    assert write_operations(document, Writes(exclude_operations=["login-login_access_token"])) == []
+
+
 def test_annotations_follow_the_method_unless_the_spec_says_otherwise() -> None:
     document = json.loads((Path(TASKS.root or "") / TASKS.openapi).read_text())
     chosen = Writes(include_tags=["tasks"])
