@@ -140,9 +140,7 @@ def test_an_unknown_operation_or_tag_is_refused_at_start_naming_the_known_ones()
         write_operations(document, Writes(tools={"nope": Rename(name="x")}))
 
 
-def test_a_form_login_served_because_nothing_was_chosen_is_refused_saying_how_to_leave_it_out() -> (
-    None
-):
+def test_a_form_login_is_refused_saying_how_to_leave_it_out() -> None:
     form = {"content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}}}
     login = {"operationId": "login-login_access_token", "requestBody": form}
     document = {"openapi": "3.1.0", "paths": {"/api/v1/login/access-token": {"post": login}}}
