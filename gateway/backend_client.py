@@ -142,8 +142,9 @@ def _checked(response: httpx.Response) -> httpx.Response:
 class BackendClient:
     """Calls the backend's REST API with the caller's credentials (an httpx.Auth)."""
 
-    def __init__(self, http: httpx.AsyncClient) -> None:
+    def __init__(self, http: httpx.AsyncClient, liveness_path: str = LIVENESS_PATH) -> None:
         self.http = http
+        self.liveness_path = liveness_path  # the app spec's health_path
 
     async def send(
         self,
@@ -186,7 +187,7 @@ class BackendClient:
 
     async def check_alive(self) -> None:
         """Raises unless the backend process answers its liveness probe."""
-        response = await self.http.get(LIVENESS_PATH)
+        response = await self.http.get(self.liveness_path)
         response.raise_for_status()
 
     async def wal_position(self) -> int:

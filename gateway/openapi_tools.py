@@ -90,9 +90,16 @@ def write_operations(document: Mapping[str, Any], writes: Writes) -> list[WriteO
         excluded = operation_id in writes.exclude_operations or op_tags & set(writes.exclude_tags)
         if included and not excluded:
             rename = writes.tools.get(operation_id, Rename())
-            chosen_ops.append(
-                _mapped(document, operation_id, method, path, op, rename, writes.idempotency_header)
-            )
+            try:
+                mapped = _mapped(
+                    document, operation_id, method, path, op, rename, writes.idempotency_header
+                )
+            except OpenApiError as exc:  # a login form, say, served because nothing was chosen
+                raise OpenApiError(
+                    f"{exc}; leave it out with Writes(exclude_operations=[{operation_id!r}]), or "
+                    "choose the tools with include_tags or include_operations"
+                ) from None
+            chosen_ops.append(mapped)
     names = [op.name for op in chosen_ops]
     if len(set(names)) != len(names):
         raise OpenApiError(f"two write tools would share a name: {sorted(names)}")

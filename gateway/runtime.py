@@ -20,6 +20,7 @@ from readmodel.reader import Reader
 from readmodel.reads import ReadTools
 from readmodel.replicas import ReplicaSet
 from readmodel.ttl import TtlStore
+from shared.api import LIVENESS_PATH
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -61,11 +62,13 @@ async def open_runtime(
     reads: ReadTools,
     on_response: Sequence[ResponseHook] = (),
     auth_for: AppAuthFor | None = None,
+    liveness_path: str = LIVENESS_PATH,
 ) -> AsyncIterator[Runtime]:
     """`reads`: the app spec's read tools; `on_response`: httpx hooks for every backend answer
-    (the metrics count 5xx); `auth_for`: how the spec says to call the app."""
+    (the metrics count 5xx); `auth_for`: how the spec says to call the app; `liveness_path`:
+    the app's health route, which /readyz asks."""
     http = create_http_client(settings, on_response)
-    backend = BackendClient(http)
+    backend = BackendClient(http, liveness_path)
     replicas = ReplicaSet.of(
         settings.replica_urls,
         lambda url: create_read_engine(settings, url),

@@ -77,6 +77,7 @@ def _build(
                 app.reads,
                 on_response=[backend_error_counter(metrics)],
                 auth_for=app.auth_for,
+                liveness_path=app.spec.health_path,
             ) as rt,
             contextlib.AsyncExitStack() as background,
         ):

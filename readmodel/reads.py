@@ -133,8 +133,24 @@ def _owner_table(spec: AppSpec) -> dict[Table, ColumnElement[Any]]:
         expression: ColumnElement[Any] = column.expression
         if getattr(expression, "table", None) is not table:
             raise SpecError(f"owners: the owner column of {table.name} is not one of its columns")
+        held = _python_type(expression)
+        if held not in (int, None):
+            # The caller's id is an integer end to end (tokens, cache keys, read marks).
+            raise SpecError(
+                f"owners: the owner column {table.name}.{expression.name} holds "
+                f"{getattr(held, '__name__', held)} values, and taskgate's user ids are integers: "
+                "an owner column of another type (a UUID, a name) is not supported"
+            )
         owners[table] = expression
     return owners
+
+
+def _python_type(column: ColumnElement[Any]) -> type | None:
+    try:
+        python_type: type = column.type.python_type
+    except NotImplementedError:  # a type that does not say: given the benefit of the doubt
+        return None
+    return python_type
 
 
 def _compile(tool: ReadTool, owners: Mapping[Table, ColumnElement[Any]]) -> CompiledRead:

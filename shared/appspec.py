@@ -131,6 +131,9 @@ class AppSpec:
     instructions: str = ""
     metadata: MetaData | None = None
     alembic_ini: str | None = None  # dev creates the schema with it, else metadata.create_all
+    # A GET route of the app that answers 200 while it is up: dev waits for it at start, and the
+    # gateway's /readyz asks it (e.g. "/api/v1/utils/health-check/").
+    health_path: str = "/healthz"
     identity: Identity = field(default_factory=Identity)
     backend_auth: BackendAuth = field(default_factory=TokenExchange)
     reads: list[ReadTool] = field(default_factory=list)

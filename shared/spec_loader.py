@@ -76,6 +76,8 @@ def load_spec(reference: str | None, app_dir: str | None = None) -> AppSpec:
         spec = getattr(module, attribute, None)
         if not isinstance(spec, AppSpec):
             raise SpecLoadError(f"{reference} is not a taskgate.spec.AppSpec")
+        if not spec.health_path.startswith("/"):
+            raise SpecLoadError(f"{reference}: health_path must be a path, starting with /")
         spec.root = os.path.dirname(os.path.abspath(module.__file__ or folder))
         spec.openapi_document = _openapi_of(spec, folder)
     return spec

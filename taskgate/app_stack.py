@@ -16,8 +16,10 @@ from dataclasses import dataclass
 
 import jwt
 
+from gateway.openapi_tools import OpenApiError, write_operations
+from readmodel.reads import SpecError, compile_reads
 from shared.appspec import AppSpec, ServiceSession, SignedJwt
-from shared.spec_loader import load_spec
+from shared.spec_loader import load_spec, openapi_document
 from shared.tokens import issue_token
 from taskgate.app_schema import SchemaError, check_app_schema
 
@@ -71,11 +73,15 @@ def issue_token_for(jwt_secret: str, mcp_url: str) -> str:
 
 
 def load_user_app(reference: str) -> UserApp:
+    """The spec, refused before anything starts when the gateway would refuse it: its read
+    tools, its write tools and its schema, each checked as the gateway and dev check them."""
     spec = load_spec(reference)
     try:
+        compile_reads(spec)
+        write_operations(openapi_document(spec), spec.writes)
         check_app_schema(spec)
-    except SchemaError as refused:
-        raise AppStartError(str(refused)) from None
+    except (SpecError, OpenApiError, SchemaError) as refused:
+        raise AppStartError(f"app spec {reference}: {refused}") from None
     names = [spec.identity.secret_env]
     auth = spec.backend_auth
     if isinstance(auth, SignedJwt):

@@ -165,6 +165,11 @@ def dev_settings(stack: Stack, token: DevToken, password: str | None) -> dict[st
 DEMO_LOGIN_LINE = (
     f"Demo login: {DEMO_EMAIL} with DEMO_PASSWORD from the settings file (OAuth login page)"
 )
+# A user's app (--app) has its own accounts, and no OAuth server of taskgate's.
+APP_USER_LINE = (
+    "Token user: id 1 of your app, which dev does not create: sign a user up through your app "
+    "first (FASTAPI_BASE_URL in the settings file)"
+)
 
 
 def banner(
@@ -180,8 +185,9 @@ def banner(
         *(f"MCP endpoint: {url}" for url in stack.mcp_urls),
         f"Bearer token: {token.token}",
         f"Token lifetime: {round((token.expires_at - time.time()) / 3600)}h, until "
-        f"{token.expires} (MCP_TOKEN_EXPIRES_AT); then restart dev, or use OAuth, which refreshes",
-        *([DEMO_LOGIN_LINE] if demo_login else []),
+        f"{token.expires} (MCP_TOKEN_EXPIRES_AT); then restart dev"
+        + (", or use OAuth, which refreshes" if demo_login else ""),
+        DEMO_LOGIN_LINE if demo_login else APP_USER_LINE,
         f"Settings file: {settings_file}",
         *(f"Log: {path}" for path in logs),
         "Admin CLI: uv run taskgate cache show   (reads the settings file; see --help)",

@@ -38,6 +38,7 @@ class Component:
     process: subprocess.Popen[bytes]
     health_url: str
     log: Path | None = None  # where its output goes; None: our own stderr
+    hint: str = ""  # what to change when it never answers its health URL
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.process.poll() is None:
@@ -82,9 +83,9 @@ def spawn_process(
 def wait_healthy(component: Component, timeout: float = 90.0) -> None:
     """Wait until the component's health URL answers 200, or stop it and raise."""
     deadline = time.monotonic() + timeout
+    where = f"; its log: {component.log}" if component.log else ""
     while time.monotonic() < deadline:
         if component.process.poll() is not None:
-            where = f"; its log: {component.log}" if component.log else ""
             raise RuntimeError(
                 f"{component.name} exited with code {component.process.returncode} "
                 f"while starting{where}"
@@ -96,7 +97,10 @@ def wait_healthy(component: Component, timeout: float = 90.0) -> None:
             pass
         time.sleep(0.05)
     component.stop()
-    raise RuntimeError(f"{component.name} did not become healthy within {timeout:.0f}s")
+    raise RuntimeError(
+        f"{component.name} did not answer GET {component.health_url} with 200 within "
+        f"{timeout:.0f}s{component.hint}{where}"
+    )
 
 
 @dataclass
@@ -207,8 +211,12 @@ def running_stack(
                 app.spec.name,
                 app.command(backend_port),
                 env,
-                f"{backend_url}/openapi.json",
+                f"{backend_url}{app.spec.health_path}",
                 backend_log,
+            )
+            backend.hint = (
+                f" (the spec's health_path, {app.spec.health_path!r}: give the app that GET "
+                "route, or name one it has)"
             )
         stack.callback(backend.stop)
         started: list[Component] = []

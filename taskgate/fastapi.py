@@ -1,7 +1,7 @@
 """What a FastAPI app adds so the gateway shows each agent its own writes at once:
 
     from taskgate.fastapi import install_commit_lsn
-    install_commit_lsn(app, engine)   # engine: the app's SQLAlchemy AsyncEngine on the primary
+    install_commit_lsn(app, engine)   # engine: the app's SQLAlchemy engine on the primary
 
 Every write response (POST, PUT, PATCH, DELETE, below 400) then carries X-Commit-LSN, the
 primary's WAL position once the handler has returned (so after its commit: commit before
@@ -10,14 +10,18 @@ gateway makes the caller's next reads wait until a replica has replayed that pos
 
 With `commit_lsn=False` only /wal-position is added: the gateway asks it after each write,
 which is as safe and one round trip slower.
+
+The engine is an AsyncEngine or a plain (sync) Engine, as most FastAPI apps have (psycopg,
+SQLModel): a sync engine is asked from the threadpool that runs the app's sync routes.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -30,7 +34,17 @@ _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _POSITION = text("SELECT pg_current_wal_lsn()::text")
 
 
-async def _position(engine: AsyncEngine) -> str:
+AnyEngine = AsyncEngine | Engine
+
+
+def _sync_position(engine: Engine) -> str:
+    with engine.connect() as conn:
+        return str(conn.scalar(_POSITION))
+
+
+async def _position(engine: AnyEngine) -> str:
+    if isinstance(engine, Engine):
+        return await run_in_threadpool(_sync_position, engine)
     async with engine.connect() as conn:
         return str(await conn.scalar(_POSITION))
 
@@ -38,7 +52,7 @@ async def _position(engine: AsyncEngine) -> str:
 class CommitLsnMiddleware:
     """Adds X-Commit-LSN to each successful write response."""
 
-    def __init__(self, app: ASGIApp, engine: AsyncEngine) -> None:
+    def __init__(self, app: ASGIApp, engine: AnyEngine) -> None:
         self.app = app
         self.engine = engine
 
@@ -60,8 +74,14 @@ class CommitLsnMiddleware:
         await self.app(scope, receive, send_with_position)
 
 
-def install_commit_lsn(app: Any, engine: AsyncEngine, *, commit_lsn: bool = True) -> None:
-    """`app`: a FastAPI (or Starlette) app; `engine`: its engine on the primary."""
+def install_commit_lsn(app: Any, engine: AnyEngine, *, commit_lsn: bool = True) -> None:
+    """`app`: a FastAPI (or Starlette) app; `engine`: its engine on the primary, async or sync."""
+    if not isinstance(engine, AsyncEngine | Engine):
+        # Refused here, at import: otherwise every write would fail after its commit.
+        raise TypeError(
+            "install_commit_lsn takes the app's SQLAlchemy engine (an AsyncEngine or an Engine), "
+            f"not {type(engine).__name__}"
+        )
 
     async def wal_position(_request: Request) -> JSONResponse:
         return JSONResponse({"lsn": await _position(engine)})

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from taskgate.dev import APP_USER_LINE
 from taskgate.devenv import read_dev_env
 from taskgate.pgpair import free_port
 from tests.support.mcp_client import mcp_session
@@ -87,6 +88,10 @@ async def test_dev_serves_a_users_own_app_from_its_folder(dev_app: DevApp) -> No
     token = next(line for line in dev_app.lines if line.startswith("Bearer token: "))[14:]
     settings = read_dev_env(dev_app.cwd / ".taskgate" / "dev.env")
     assert settings["MCP_URL"] == url and settings["MCP_TOKEN"] == token
+    # The app's own tokens: no OAuth to refresh them, and no demo account, but user 1.
+    lifetime = next(line for line in dev_app.lines if line.startswith("Token lifetime: "))
+    assert lifetime.endswith("(MCP_TOKEN_EXPIRES_AT); then restart dev")
+    assert APP_USER_LINE in dev_app.lines and not any("Demo login" in x for x in dev_app.lines)
     assert settings["FASTAPI_BASE_URL"] == f"http://127.0.0.1:{dev_app.backend_port}"
     async with mcp_session(url, token) as client:
         note = ok(await client.call_tool("create_note", {"title": "from dev"}))

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from unittest import mock
 
 import pytest
 from pydantic import BaseModel
-from sqlalchemy import BigInteger, DateTime, ForeignKey, String, func, select
+from sqlalchemy import BigInteger, DateTime, ForeignKey, String, Uuid, func, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 import shared.models
@@ -48,6 +49,12 @@ class Card(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     board_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("boards.id"))
     text: Mapped[str] = mapped_column(String(40))
+
+
+class Sheet(Base):  # as full-stack-fastapi-template's models are since 2024: UUID ids
+    __tablename__ = "sheets"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    owner_id: Mapped[uuid.UUID] = mapped_column(Uuid)
 
 
 class BoardOut(BaseModel):
@@ -110,6 +117,13 @@ def test_a_model_that_is_not_mapped_or_an_owner_column_of_another_table_is_refus
         compile_reads(AppSpec(name="x", openapi="x.json", owners={Board: Card.board_id}))
 
 
+def test_an_owner_column_that_is_not_an_integer_is_refused_at_start_naming_it() -> None:
+    spec = AppSpec(name="sheets", openapi="x.json", owners={Sheet: Sheet.owner_id})
+    refusal = r"sheets\.owner_id holds UUID values, .* user ids are integers"
+    with pytest.raises(SpecError, match=refusal):
+        compile_reads(spec)
+
+
 def test_every_read_gets_the_owner_filter_the_spec_did_not_write() -> None:
     read = compile_reads(TASKS)["get_task"]
     sql = str(read.statement(7, read.checked({"task_id": 3})))
@@ -124,6 +138,21 @@ def test_an_unknown_operation_or_tag_is_refused_at_start_naming_the_known_ones()
         write_operations(document, Writes(include_tags=["taks"]))
     with pytest.raises(OpenApiError, match="does not have"):
         write_operations(document, Writes(tools={"nope": Rename(name="x")}))
+
+
+def test_a_form_login_is_refused_saying_how_to_leave_it_out() -> None:
+    form = {"content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}}}
+    login = {"operationId": "login-login_access_token", "requestBody": form}
+    document = {"openapi": "3.1.0", "paths": {"/api/v1/login/access-token": {"post": login}}}
+    with pytest.raises(OpenApiError) as refused:
+        write_operations(document, Writes())
+    assert str(refused.value) == (
+        "operation 'login-login_access_token' (POST /api/v1/login/access-token): only a JSON "
+        "request body can be a tool's arguments; leave it out with "
+        "Writes(exclude_operations=['login-login_access_token']), or choose the tools with "
+        "include_tags or include_operations"
+    )
+    assert write_operations(document, Writes(exclude_operations=["login-login_access_token"])) == []
 
 
 def test_annotations_follow_the_method_unless_the_spec_says_otherwise() -> None:

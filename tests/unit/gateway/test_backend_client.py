@@ -274,3 +274,15 @@ def test_an_app_that_speaks_the_envelope_keeps_its_own_error() -> None:
     body = {"status": "error", "error_code": "conflict", "message": "tag exists", "details": {}}
     error = error_from_response(httpx.Response(409, json=body))
     assert (error.code, error.message) == (ErrorCode.CONFLICT, "tag exists")
+
+
+@respx.mock
+async def test_the_backends_liveness_is_asked_at_the_app_specs_health_path() -> None:
+    settings = Settings(_env_file=None, fastapi_base_url=BASE)
+    alive = respx.get(f"{BASE}/api/v1/utils/health-check/").respond(200, json=True)
+    respx.get(f"{BASE}/healthz").respond(404)
+    async with create_http_client(settings) as http:
+        await BackendClient(http, "/api/v1/utils/health-check/").check_alive()
+        with pytest.raises(httpx.HTTPStatusError):
+            await BackendClient(http).check_alive()  # the default, /healthz
+    assert alive.call_count == 1
