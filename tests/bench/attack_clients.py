@@ -97,6 +97,10 @@ class SocketPool:
                 continue
             self._end(key.fd, held.reply[9:12].decode("latin-1") or "closed")
 
+    def ended_unanswered(self) -> int:
+        """Sockets that got no reply: the server closed them first, or they never connected."""
+        return self.fates["closed"] + self.fates["connect failed"]
+
     def answered(self) -> Counter[str]:
         """The statuses of the replies so far, of open and ended sockets alike."""
         statuses = Counter(h.reply[9:12].decode("latin-1") for h in self.held.values() if h.reply)
@@ -201,7 +205,7 @@ async def rest_list_outcome(http: httpx.AsyncClient, url: str, token: str) -> st
         reply = await http.get(url, headers={"Authorization": f"Bearer {token}"})
     except httpx.TransportError:
         return "other"
-    if reply.status_code == 200 and isinstance(reply.json(), list):
+    if reply.status_code == 200 and isinstance(reply.json().get("tasks"), list):
         return "ok"
     if reply.status_code == 429 and reply.json().get("error_code") == "rate_limited":
         return "refused"
