@@ -393,6 +393,12 @@ def event_streams(stack: Stack, noisy: Agent, report: Report) -> None:
         seconds = time.monotonic() - started
         statuses = pool.answered()
         held = len(pool.held)
+        # What an endless stream would not do: every socket ends once it idles past keep-alive.
+        linger = DEFAULTS.keep_alive_timeout_seconds + 2
+        idle_until = time.monotonic() + linger
+        while pool.held and time.monotonic() < idle_until:
+            pool.poll(0.1)
+        lingering = len(pool.held)
     finally:
         pool.close()
     time.sleep(SETTLE_SECONDS)
@@ -400,14 +406,15 @@ def event_streams(stack: Stack, noisy: Agent, report: Report) -> None:
     report.note(
         phase,
         f"{STREAMS:,} GET /mcp from one address with the user's bearer, none closed by the "
-        f"client: statuses {dict(statuses)} in {seconds:.1f} s; still open at the end {held} "
-        f"(the gateway closed {dict(pool.fates)}); load average {load_average()}",
+        f"client: statuses {dict(statuses)} in {seconds:.1f} s; open when the last was "
+        f"answered {held}, {linger:.0f} s later {lingering} (how the gateway ended them: "
+        f"{dict(pool.fates)}); load average {load_average()}",
     )
     report.row(
         "3,000 GET /mcp streams, one user",
         "endless streams, RSS 146 → 386 MB",
-        f"{dict(statuses)}, {held} held at the end; RSS {mb(rss_before)} → {mb(rss_peak)} "
-        f"peak → {mb(rss_after)}",
+        f"{dict(statuses)}; open {held} → {lingering} {linger:.0f} s later; RSS "
+        f"{mb(rss_before)} → {mb(rss_peak)} peak → {mb(rss_after)}",
     )
 
 
