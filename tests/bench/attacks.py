@@ -599,26 +599,34 @@ def _registration(redirect_uri: str, **extra: object) -> dict[str, object]:
     return {"redirect_uris": [redirect_uri], "token_endpoint_auth_method": "none", **extra}
 
 
+def _register_many(address: str, backend_url: str, body: bytes) -> Counter[str]:
+    """REGISTRATIONS registrations of `body` from `address`: the statuses (a 429 checked to be
+    the envelope with Retry-After), or the transport error when the server cut one off."""
+    statuses: Counter[str] = Counter()
+    headers = {"Content-Type": "application/json"}
+    with local_client(address, backend_url) as http:
+        for _ in range(REGISTRATIONS):
+            try:
+                reply = http.post(OAUTH_REGISTER_PATH, content=body, headers=headers)
+            except httpx.TransportError as exc:
+                statuses[type(exc).__name__] += 1
+                continue
+            if reply.status_code == 429:
+                _refusal(reply)
+            statuses[str(reply.status_code)] += 1
+    return statuses
+
+
 def registration_floods(stack: Stack, report: Report) -> None:
     phase = "dynamic client registration floods (backend, default limits)"
     before = _client_rows(stack)
     big = json.dumps(_registration("http://127.0.0.1:4567/cb", client_name="x" * 60_000))
     started = time.monotonic()
-    with local_client("127.0.8.1", stack.backend_url) as http:
-        headers = {"Content-Type": "application/json"}
-        large = Counter(
-            str(http.post(OAUTH_REGISTER_PATH, content=big, headers=headers).status_code)
-            for _ in range(REGISTRATIONS)
-        )
+    large = _register_many("127.0.8.1", stack.backend_url, big.encode())
     large_seconds = time.monotonic() - started
     started = time.monotonic()
-    small: Counter[str] = Counter()
-    with local_client("127.0.8.2", stack.backend_url) as http:
-        for _ in range(REGISTRATIONS):
-            reply = http.post(OAUTH_REGISTER_PATH, json=_registration("http://127.0.0.1:4567/cb"))
-            if reply.status_code == 429:
-                _refusal(reply)  # the envelope, with Retry-After
-            small[str(reply.status_code)] += 1
+    small_body = json.dumps(_registration("http://127.0.0.1:4567/cb")).encode()
+    small = _register_many("127.0.8.2", stack.backend_url, small_body)
     small_seconds = time.monotonic() - started
     after = _client_rows(stack)
     report.note(
