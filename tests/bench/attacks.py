@@ -866,7 +866,11 @@ def header(started: datetime, load_before: str, load_after: str, seconds: float)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.bench.attacks", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.bench.attacks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--out", type=Path, help="also write the report (markdown) here")
     args = parser.parse_args(argv)
     started_at = datetime.now(UTC)
