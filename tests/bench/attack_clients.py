@@ -34,7 +34,7 @@ def partial_body(path: str) -> bytes:
     """A whole head announcing a body of which one byte comes (slow body)."""
     return (
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        "Content-Length: 100000\r\n\r\n{"
+        "Content-Length: 1000\r\n\r\n{"
     ).encode()
 
 
@@ -139,12 +139,13 @@ def connection_flood(
     path: str,
     trickle_seconds: float,
     new_per_round: int,
+    reopen: bool,
     stop: Any,
     live: Any,
     results: Any,
 ) -> None:
-    """Keep `per_source` sockets open from each source address, half of them a stalled head and
-    half a stalled body, one byte more on each every `trickle_seconds`, and open a new one for
+    """Open `per_source` sockets from each source address, half of them a stalled head and half
+    a stalled body, one byte more on each every `trickle_seconds`; with `reopen`, a new one for
     every socket the server ends (at most `new_per_round` every 0.1 s), until `stop` is set.
     `live` (an Array) shows [open now, peak open, opened in all]; `results` gets the fates."""
     raise_descriptor_limit()
@@ -153,11 +154,12 @@ def connection_flood(
     mine: dict[str, int] = dict.fromkeys(sources, 0)
     by_fd: dict[int, str] = {}
     opened = 0
+    wanted = per_source * len(sources)
     last_trickle = time.monotonic()
     while not stop.is_set():
         budget = new_per_round
         for source in sources:
-            while mine[source] < per_source and budget > 0:
+            while mine[source] < per_source and budget > 0 and (reopen or opened < wanted):
                 budget -= 1
                 fd = pool.connect(source, openings[opened % 2])
                 if fd is not None:

@@ -223,10 +223,24 @@ async def probe_for(
     return probes
 
 
-async def connection_flood(stack: Stack, other: Agent, logs: Path, report: Report) -> None:
-    phase = "connection flood and trickle (gateway)"
+@dataclass
+class FloodRound:
+    label: str
+    seconds: float
+    ramp: float
+    live: list[int]  # open now, peak open, opened in all (the attacker's side)
+    fates: dict[str, int]
+    during: Probes
+    after: Probes
+    rss: tuple[int, int, int]  # before, peak, SETTLE_SECONDS after
+    log: tuple[int, int]  # bytes and lines the gateway logged
+    load: str
+
+
+async def flood_round(
+    stack: Stack, other: Agent, logs: Path, label: str, reopen: bool
+) -> FloodRound:
     pid = stack.gateway.process.pid
-    quiet = await probe_for(3, stack, other, lambda: None)
     rss_before = rss_bytes(pid)
     log_before = log_bytes(logs, "gateway")
     context = multiprocessing.get_context("spawn")
@@ -240,6 +254,7 @@ async def connection_flood(stack: Stack, other: Agent, logs: Path, report: Repor
             "/mcp",
             TRICKLE_SECONDS,
             FLOOD_NEW_PER_ROUND,
+            reopen,
             stop,
             live,
             results,
@@ -248,9 +263,10 @@ async def connection_flood(stack: Stack, other: Agent, logs: Path, report: Repor
     attacker.start()
     started = time.monotonic()
     rss_peak = rss_before
+    wanted = len(FLOOD_SOURCES) * FLOOD_PER_SOURCE
     try:
         with contextlib.suppress(AssertionError):  # a slower flood is measured all the same
-            await eventually(lambda: live[2] >= DEFAULTS.max_connections, "the cap", 10)
+            await eventually(lambda: live[2] >= wanted, "the flood's sockets", 10)
         ramp = time.monotonic() - started
 
         def sample() -> None:
@@ -262,77 +278,90 @@ async def connection_flood(stack: Stack, other: Agent, logs: Path, report: Repor
         stop.set()
         fates = await asyncio.to_thread(results.get, True, 60)
         await asyncio.to_thread(attacker.join, 30)
-    flood_seconds = time.monotonic() - started
+    seconds = time.monotonic() - started
     load = load_average()
     await asyncio.sleep(SETTLE_SECONDS)
     rss_after = rss_bytes(pid)
     log_after = log_bytes(logs, "gateway")
-    after_probe = await probe_for(2, stack, other, lambda: None)
-    grown, lines = log_after[0] - log_before[0], log_after[1] - log_before[1]
+    after = await probe_for(2, stack, other, lambda: None)
+    return FloodRound(
+        label,
+        seconds,
+        ramp,
+        list(live[:]),
+        fates,
+        during,
+        after,
+        (rss_before, rss_peak, rss_after),
+        (log_after[0] - log_before[0], log_after[1] - log_before[1]),
+        load,
+    )
+
+
+async def connection_flood(stack: Stack, other: Agent, logs: Path, report: Report) -> None:
+    phase = "connection flood and trickle (gateway)"
+    quiet = await probe_for(3, stack, other, lambda: None)
+    report.note(
+        phase,
+        f"quiet: /healthz {spread(quiet.healthz)}, cached call {spread(quiet.cached)}, "
+        f"uncached call {spread(quiet.uncached)} ({len(quiet.healthz)} probes, "
+        f"{sum(quiet.failed.values())} failed)",
+    )
+    rounds = [
+        await flood_round(stack, other, logs, "opened once, as the issue's scripts", False),
+        await flood_round(stack, other, logs, "re-opened as fast as the gateway closes them", True),
+    ]
     emfile = sum(
         p.read_bytes().count(b"Too many open files")
         for p in (logs / "gateway.log", logs / "gateway.log.1")
         if p.exists()
     )
-    report.note(
-        phase,
-        f"{len(FLOOD_SOURCES)} addresses x {FLOOD_PER_SOURCE} sockets kept open for "
-        f"{flood_seconds:.0f} s (the gateway's cap reached after {ramp:.1f} s): {live[2]:,} "
-        f"opened in all, at most {live[1]:,} open at once from the attacker's side; how the "
-        f"gateway ended them: {fates}; load average {load}",
-    )
-    for name, before, after in (
-        ("/healthz", quiet.healthz, during.healthz),
-        ("cached call", quiet.cached, during.cached),
-        ("uncached call", quiet.uncached, during.uncached),
-    ):
+    for r in rounds:
+        d = r.during
         report.note(
             phase,
-            f"{name}: quiet {spread(before)} ({len(before)}); during {spread(after)} "
-            f"({len(after)}, {sum(x > 1 for x in after)} over 1 s)",
+            f"{r.label}: {len(FLOOD_SOURCES)} addresses x {FLOOD_PER_SOURCE} sockets for "
+            f"{r.seconds:.0f} s (all opened after {r.ramp:.1f} s), a byte on each every "
+            f"{TRICKLE_SECONDS:.0f} s: {r.live[2]:,} opened in all, at most {r.live[1]:,} open "
+            f"at once from the attacker's side; how the gateway ended them: {r.fates}; load "
+            f"average {r.load}",
         )
-    report.note(
-        phase,
-        f"failed probes during the flood: {dict(during.failed) or 'none'}; "
-        f"after it: {dict(after_probe.failed) or 'none'}",
-    )
-    report.note(
-        phase,
-        f"gateway RSS {mb(rss_before)} before, {mb(rss_peak)} at the peak, {mb(rss_after)} "
-        f"{SETTLE_SECONDS:.0f} s after the sockets closed",
-    )
-    report.note(
-        phase,
-        f"gateway.log grew {grown:,} bytes ({lines:,} lines) over the flood; "
-        f"'Too many open files' in it: {emfile}",
-    )
-    worst = max([*during.healthz, *during.cached, *during.uncached], default=float("nan"))
-    failures = sum(during.failed.values())
-    report.row(
-        "connection flood + trickle: /healthz during it",
-        "timed out",
-        f"{spread(during.healthz)} ({len(during.healthz)} probes)",
-    )
-    report.row(
-        "... another user's cached call during it",
-        "timed out",
-        f"{spread(during.cached)}",
-    )
-    report.row(
-        "... another user's uncached call during it",
-        "timed out",
-        f"{spread(during.uncached)}; slowest probe of all {ms(worst)}, {failures} failed",
-    )
-    report.row(
-        "... gateway RSS",
-        "240 → 410 MB, and stayed after the sockets closed",
-        f"{mb(rss_before)} → {mb(rss_peak)} peak → {mb(rss_after)} after",
-    )
-    report.row(
-        "... gateway.log",
-        "122 MB in 45 s (270,335 lines of EMFILE)",
-        f"{grown / 1024:,.1f} KB in {flood_seconds:.0f} s ({lines:,} lines, {emfile} EMFILE)",
-    )
+        report.note(
+            phase,
+            f"{r.label}, during it: /healthz {spread(d.healthz)} ({len(d.healthz)}, "
+            f"{sum(x > 1 for x in d.healthz)} over 1 s); cached call {spread(d.cached)} "
+            f"({len(d.cached)}, {sum(x > 1 for x in d.cached)} over 1 s); uncached call "
+            f"{spread(d.uncached)} ({len(d.uncached)}, {sum(x > 1 for x in d.uncached)} over "
+            f"1 s); failed: {dict(d.failed) or 'none'}; after it: "
+            f"{dict(r.after.failed) or 'none'} failed",
+        )
+        report.note(
+            phase,
+            f"{r.label}: gateway RSS {mb(r.rss[0])} before, {mb(r.rss[1])} at the peak, "
+            f"{mb(r.rss[2])} {SETTLE_SECONDS:.0f} s after; gateway.log grew {r.log[0]:,} bytes "
+            f"({r.log[1]:,} lines)",
+        )
+        slow = sum(x > 1 for x in (*d.healthz, *d.cached, *d.uncached))
+        report.row(
+            f"connection flood + trickle, {r.label}: /healthz, another user's cached and "
+            "uncached calls during it",
+            "timed out",
+            f"/healthz {spread(d.healthz)}; cached {spread(d.cached)}; uncached "
+            f"{spread(d.uncached)}; {slow} of "
+            f"{len(d.healthz) + len(d.cached) + len(d.uncached)} over 1 s, "
+            f"{sum(d.failed.values())} failed ({', '.join(d.failed) or 'none'})",
+        )
+        report.row(
+            "... gateway RSS",
+            "240 → 410 MB, and stayed after the sockets closed",
+            f"{mb(r.rss[0])} → {mb(r.rss[1])} peak → {mb(r.rss[2])} after",
+        )
+        report.row(
+            "... gateway.log",
+            "122 MB in 45 s (270,335 lines of EMFILE)",
+            f"{r.log[0] / 1024:,.1f} KB in {r.seconds:.0f} s ({r.log[1]:,} lines)",
+        )
+    report.note(phase, f"'Too many open files' in gateway.log after both: {emfile}")
 
 
 def backend_trickle(stack: Stack, report: Report) -> None:
@@ -367,8 +396,9 @@ def backend_trickle(stack: Stack, report: Report) -> None:
     )
 
 
-def event_streams(stack: Stack, noisy: Agent, report: Report) -> None:
+def event_streams(stack: Stack, noisy: Agent, report: Report, sources: list[str]) -> None:
     phase = "GET /mcp event streams (gateway)"
+    where = "one address" if len(sources) == 1 else f"{len(sources)} addresses"
     pid = stack.gateway.process.pid
     port = port_of(stack.mcp_url)
     request = (
@@ -380,7 +410,7 @@ def event_streams(stack: Stack, noisy: Agent, report: Report) -> None:
     started = time.monotonic()
     try:
         for n in range(STREAMS):
-            pool.connect("127.0.5.1", request)
+            pool.connect(sources[n % len(sources)], request)
             if n % 100 == 99:
                 pool.poll(0)
                 rss_peak = max(rss_peak, rss_bytes(pid))
@@ -405,15 +435,16 @@ def event_streams(stack: Stack, noisy: Agent, report: Report) -> None:
     rss_after = rss_bytes(pid)
     report.note(
         phase,
-        f"{STREAMS:,} GET /mcp from one address with the user's bearer, none closed by the "
+        f"{STREAMS:,} GET /mcp from {where} with the user's bearer, none closed by the "
         f"client: statuses {dict(statuses)} in {seconds:.1f} s; open when the last was "
         f"answered {held}, {linger:.0f} s later {lingering} (how the gateway ended them: "
         f"{dict(pool.fates)}); load average {load_average()}",
     )
     report.row(
-        "3,000 GET /mcp streams, one user",
+        f"3,000 GET /mcp streams, one user, from {where}",
         "endless streams, RSS 146 → 386 MB",
-        f"{dict(statuses)}; open {held} → {lingering} {linger:.0f} s later; RSS "
+        f"{dict(statuses)}, {pool.fates['closed']:,} closed by the gateway unanswered "
+        f"(the address's cap); open {held} → {lingering} {linger:.0f} s later; RSS "
         f"{mb(rss_before)} → {mb(rss_peak)} peak → {mb(rss_after)}",
     )
 
@@ -835,7 +866,8 @@ async def run(stack: Stack, logs: Path, report: Report) -> None:
     other = sign_up(stack.backend_url, stack.mcp_url)
     await noisy_neighbour(stack, noisy, other, report)
     await connection_flood(stack, other, logs, report)
-    event_streams(stack, noisy, report)
+    event_streams(stack, noisy, report, ["127.0.5.1"])
+    event_streams(stack, noisy, report, [f"127.0.5.{n}" for n in range(2, 14)])
     backend_trickle(stack, report)
     await sign_up_floods(stack, other, report)
     registration_floods(stack, report)
