@@ -177,6 +177,12 @@ class Probes:
     cached: list[float] = field(default_factory=list)
     uncached: list[float] = field(default_factory=list)
     failed: Counter[str] = field(default_factory=Counter)
+    failed_latency: list[float] = field(default_factory=list)  # how long a failure took
+    rounds: list[float] = field(default_factory=list)  # each round's three calls, in all
+
+    @property
+    def slowest(self) -> float:
+        return max([*self.healthz, *self.cached, *self.uncached, *self.failed_latency], default=0)
 
 
 async def probe_once(
@@ -193,6 +199,7 @@ async def probe_once(
         probes.healthz.append(time.monotonic() - started)
     else:
         probes.failed[f"healthz {status}"] += 1
+        probes.failed_latency.append(time.monotonic() - started)
     cached = await call_tool(http, stack.mcp_url, other.token, "list_tasks", {"limit": 20})
     # A limit and status of its own each time: 147 keys, none of them asked twice in a TTL.
     uncached_args = {"limit": 1 + n % 49, "status": ("all", "pending", "completed")[n % 3]}
@@ -205,6 +212,8 @@ async def probe_once(
             into.append(outcome.latency)
         else:
             probes.failed[f"{name} {outcome.http_status} {outcome.error_code}"] += 1
+            probes.failed_latency.append(outcome.latency)
+    probes.rounds.append(time.monotonic() - started)
 
 
 async def probe_for(
@@ -310,6 +319,8 @@ async def connection_flood(stack: Stack, other: Agent, logs: Path, report: Repor
     rounds = [
         await flood_round(stack, other, logs, "opened once, as the issue's scripts", False),
         await flood_round(stack, other, logs, "re-opened as fast as the gateway closes them", True),
+        # Once more as the first: does the RSS the floods left grow again, or is it reused?
+        await flood_round(stack, other, logs, "opened once, a second time", False),
     ]
     emfile = sum(
         p.read_bytes().count(b"Too many open files")
@@ -332,7 +343,9 @@ async def connection_flood(stack: Stack, other: Agent, logs: Path, report: Repor
             f"{sum(x > 1 for x in d.healthz)} over 1 s); cached call {spread(d.cached)} "
             f"({len(d.cached)}, {sum(x > 1 for x in d.cached)} over 1 s); uncached call "
             f"{spread(d.uncached)} ({len(d.uncached)}, {sum(x > 1 for x in d.uncached)} over "
-            f"1 s); failed: {dict(d.failed) or 'none'}; after it: "
+            f"1 s); failed: {dict(d.failed) or 'none'}, each after "
+            f"{', '.join(ms(x) for x in d.failed_latency) or '-'}; a round of the three took "
+            f"{spread(d.rounds)}; after it: "
             f"{dict(r.after.failed) or 'none'} failed",
         )
         report.note(
@@ -341,15 +354,16 @@ async def connection_flood(stack: Stack, other: Agent, logs: Path, report: Repor
             f"{mb(r.rss[2])} {SETTLE_SECONDS:.0f} s after; gateway.log grew {r.log[0]:,} bytes "
             f"({r.log[1]:,} lines)",
         )
-        slow = sum(x > 1 for x in (*d.healthz, *d.cached, *d.uncached))
+        slow = sum(x > 1 for x in (*d.healthz, *d.cached, *d.uncached, *d.failed_latency))
         report.row(
             f"connection flood + trickle, {r.label}: /healthz, another user's cached and "
             "uncached calls during it",
             "timed out",
             f"/healthz {spread(d.healthz)}; cached {spread(d.cached)}; uncached "
             f"{spread(d.uncached)}; {slow} of "
-            f"{len(d.healthz) + len(d.cached) + len(d.uncached)} over 1 s, "
-            f"{sum(d.failed.values())} failed ({', '.join(d.failed) or 'none'})",
+            f"{len(d.healthz) + len(d.cached) + len(d.uncached) + len(d.failed_latency)} "
+            f"over 1 s (slowest {ms(d.slowest)}), {sum(d.failed.values())} failed "
+            f"({', '.join(d.failed) or 'none'})",
         )
         report.row(
             "... gateway RSS",
@@ -880,7 +894,11 @@ def header(started: datetime, load_before: str, load_after: str, seconds: float)
             ["git", *args], cwd=REPO, capture_output=True, text=True, check=False
         ).stdout.strip()
 
-    dirty = " (with uncommitted changes)" if git("status", "--porcelain", "--", ".") else ""
+    dirty = (
+        " (with uncommitted changes)"
+        if git("status", "--porcelain", "--", ".", ":!tests/bench/results")
+        else ""
+    )
     return [
         "# Hostile traffic at the edges (issue 21): before and after",
         "",
@@ -889,7 +907,7 @@ def header(started: datetime, load_before: str, load_after: str, seconds: float)
         "`uv run python -m tests.bench.attacks`, in "
         f"{seconds:.0f} s. {os.cpu_count()} CPUs, shared with other work: load average "
         f"{load_before} at the start, {load_after} at the end (each phase's is beside its "
-        "figures). Before: issue 21's figures, from a `taskgate dev` stack on another machine.",
+        "figures). Before: the figures issue 21 reports from its own `taskgate dev` runs.",
         "",
         "One stack as `taskgate dev` starts it (primary, one streaming replica, backend, gateway; "
         "every limit at its default), attacked from 127.x addresses of this machine; see the "
