@@ -375,7 +375,7 @@ async def connection_flood(stack: Stack, other: Agent, logs: Path, report: Repor
             "122 MB in 45 s (270,335 lines of EMFILE)",
             f"{r.log[0] / 1024:,.1f} KB in {r.seconds:.0f} s ({r.log[1]:,} lines)",
         )
-    report.note(phase, f"'Too many open files' in gateway.log after both: {emfile}")
+    report.note(phase, f"'Too many open files' in gateway.log after the three: {emfile}")
 
 
 def backend_trickle(stack: Stack, report: Report) -> None:
