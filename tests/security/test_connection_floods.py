@@ -5,9 +5,10 @@ a count of sockets (held, refused, closed), read back from the attacker's side."
 from __future__ import annotations
 
 import json
+import secrets
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -115,6 +116,82 @@ def test_a_flood_from_one_address_holds_at_most_its_cap_and_others_are_served(
     grown = rss_bytes(server.component.process.pid) - baseline
     print(f"FLOOD {server.name}: RSS grew {grown / 2**20:.1f} MB over the flood")
     assert grown < 32 * 2**20
+
+
+ANSWER_WITHIN_SECONDS = 1.0  # issue 21: answers within a second while the attack runs
+
+
+def _timed(call: Callable[[httpx.Client], httpx.Response]) -> tuple[httpx.Response, float]:
+    """`call` on a connection of its own (as a client that is not the attacker's opens one)."""
+    with httpx.Client(timeout=30) as http:
+        started = time.perf_counter()
+        reply = call(http)
+        return reply, time.perf_counter() - started
+
+
+def _cache_counter(server: Server, name: str) -> float:
+    metrics = httpx.get(f"{server.url}/metrics", timeout=30).text
+    line = next(x for x in metrics.splitlines() if x.startswith(f"taskgate_cache_{name}_total "))
+    return float(line.split()[1])
+
+
+def _read(server: Server, limit: int) -> Callable[[httpx.Client], httpx.Response]:
+    call = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "list_tasks", "arguments": {"limit": limit}},
+    }
+    headers = {**ACCEPT, "Authorization": f"Bearer {server.agent.token}"}
+    return lambda http: http.post(f"{server.url}/mcp", json=call, headers=headers)
+
+
+def _answered(reply: httpx.Response) -> bool:
+    return reply.status_code == 200 and not reply.json()["result"].get("isError")
+
+
+def test_during_a_flood_that_trickles_health_and_another_users_reads_answer_within_a_second(
+    servers: dict[str, Server],
+) -> None:
+    gateway = servers["gateway"]
+    # Stalled heads and bodies from four addresses, over both caps, each trickling a byte.
+    floods = [
+        SlowFlood(gateway.port, source=f"127.0.2.{n}", opening=(PARTIAL_HEAD, PARTIAL_BODY)[n % 2])
+        for n in range(1, 5)
+    ]
+
+    def refill() -> int:
+        """New stalled sockets (the read timeout ends the old ones), a byte on each; how many
+        the gateway holds."""
+        for flood in floods:
+            flood.open(PER_CLIENT + 10)
+            flood.trickle()
+        return sum(flood.read()["open"] for flood in floods)
+
+    limit = 1 + secrets.randbelow(100)  # a page nobody asked for yet: its first read misses
+    timings, held = {}, []
+    try:
+        held.append(refill())
+        health, timings["/healthz"] = _timed(lambda http: http.get(f"{gateway.url}/healthz"))
+        assert health.status_code == 200
+        misses = _cache_counter(gateway, "misses")
+        held.append(refill())
+        uncached, timings["uncached read"] = _timed(_read(gateway, limit))
+        assert _answered(uncached), uncached.text
+        misses_after = _cache_counter(gateway, "misses")
+        assert misses_after > misses
+        hits = _cache_counter(gateway, "hits")
+        held.append(refill())
+        cached, timings["cached read"] = _timed(_read(gateway, limit))
+        assert _answered(cached), cached.text
+        assert _cache_counter(gateway, "hits") > hits
+        assert _cache_counter(gateway, "misses") == misses_after
+    finally:
+        for flood in floods:
+            flood.close()
+    print(f"FLOOD gateway: stalled sockets held before each call {held}; {timings}")
+    assert min(held) >= MAX_CONNECTIONS // 2, held  # the flood was there at each call
+    assert all(seconds < ANSWER_WITHIN_SECONDS for seconds in timings.values()), timings
 
 
 @pytest.mark.parametrize("opening", [PARTIAL_HEAD, PARTIAL_BODY], ids=["head", "body"])

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from backend.oauth.registration import CLIENT_NAME_MAX
 from shared.settings import Settings
 from taskgate.pgpair import PgPair, free_port
 from tests.support.oauth import authorize_params, hidden_field, pkce_pair
@@ -168,3 +169,32 @@ def test_the_login_page_shows_the_name_without_hidden_characters_and_the_host_pl
     for hidden in ("\u202e", "\u200b", "\u2066", "\u0007"):
         assert hidden not in page
     assert "<b>https://xn--pple-43d.com</b>" in page, page
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"redirect_uris": [f"http://127.0.0.1:4567/callback{n}" for n in range(11)]},
+        {"redirect_uris": [f"{LOOPBACK}?pad={'a' * 2100}"]},
+        {"redirect_uris": [LOOPBACK], "client_uri": f"https://client.example/{'a' * 2100}"},
+    ],
+    ids=["eleven redirect URIs", "a redirect URI over 2048", "a client_uri over 2048"],
+)
+def test_registration_fields_over_their_bounds_are_refused(
+    open_backend: str, pg_pair: PgPair, metadata: dict[str, object]
+) -> None:
+    before = _bytes_of_clients(pg_pair)
+    with httpx.Client(base_url=open_backend, timeout=30) as http:
+        reply = http.post(REGISTER, json={**metadata, "token_endpoint_auth_method": "none"})
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"] == "invalid_client_metadata"
+    assert _bytes_of_clients(pg_pair) == before
+
+
+def test_a_long_client_name_is_stored_cut_to_its_bound(open_backend: str, pg_pair: PgPair) -> None:
+    with httpx.Client(base_url=open_backend, timeout=30) as http:
+        client_id = _client(http, LOOPBACK, client_name="n" * 5000)  # under the body's bound
+    stored = pg_pair.psql(
+        f"SELECT info->>'client_name' FROM oauth_clients WHERE client_id = '{client_id}'"
+    )
+    assert stored == "n" * CLIENT_NAME_MAX

@@ -49,6 +49,11 @@ REFUSED = {
         {"JWT_SECRET": GOOD_SECRET, "ADMIN_TOKEN": "change_me_" + "Jq7vR2mXw9LpK4zT8bN1cH5f"},
         "ADMIN_TOKEN",
     ),
+    "admin token 40 spaces": ({"JWT_SECRET": GOOD_SECRET, "ADMIN_TOKEN": " " * 40}, "ADMIN_TOKEN"),
+    "jwt secret low in entropy, not a pattern": (
+        {"JWT_SECRET": "a" * 30 + "b" + "a" * 5 + "c"},
+        "JWT_SECRET",
+    ),
     "admin token the k8s placeholder": (
         {"JWT_SECRET": GOOD_SECRET, "ADMIN_TOKEN": K8S_SECRET["ADMIN_TOKEN"]},
         "ADMIN_TOKEN",
