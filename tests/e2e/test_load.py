@@ -22,9 +22,19 @@ from taskgate.devstack import Stack
 from tests.support.agents import sign_up_for_mcp
 from tests.support.raw_agents import Agent, Outcome, new_http
 
-# Refusals that are correct answers under load: probing another agent's task id, and a read
-# that the replica could not serve within RYW_WAIT_TIMEOUT (it says so, never serves stale data).
-ALLOWED_ERRORS = {"not_found", "replica_unavailable"}
+# Refusals that are correct answers under load: probing another agent's task id, a read that
+# the replica could not serve within RYW_WAIT_TIMEOUT (it says so, never serves stale data), and
+# a read shed because no database connection was free in time (a busy machine; it says when to
+# retry). A per-user limit refusal is not among them: an agent's pace stays under its limit.
+ALLOWED_ERRORS = {"not_found", "replica_unavailable", "rate_limited (overloaded)"}
+
+
+def _error(outcome: Outcome) -> str:
+    """The error code, with the reason a rate_limited refusal gives."""
+    code = str(outcome.error_code)
+    if code == "rate_limited":
+        return f"{code} ({outcome.body.get('details', {}).get('reason')})"
+    return code
 
 
 @dataclass
@@ -150,7 +160,7 @@ async def run_load(stack: Stack, agents: int, seconds: float) -> Report:
         requests=len(outcomes),
         reads=sum(o.tool != "create_task" for o in outcomes),
         writes=sum(o.tool == "create_task" for o in outcomes),
-        errors=dict(Counter(o.error_code for o in outcomes if o.error_code)),
+        errors=dict(Counter(_error(o) for o in outcomes if o.error_code)),
         http_failures=sum(o.http_status != 200 for o in outcomes),
         writes_checked=check_every_write(stack, everyone),
         ryw_checks=counters["ryw_checks"],
