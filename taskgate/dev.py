@@ -14,6 +14,7 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -131,9 +132,12 @@ def long_lived_demo_token(stack: Stack, password: str) -> DevToken:
     return DevToken(token, claims.expires_at)
 
 
-def dev_settings(stack: Stack, token: DevToken, password: str | None) -> dict[str, str]:
+def dev_settings(
+    stack: Stack, token: DevToken, password: str | None, app_secrets: Mapping[str, str]
+) -> dict[str, str]:
     """What .taskgate/dev.env holds: every value a person or a client needs, in a stable order.
-    No password: a user's app (--app), whose accounts are its own, has no demo account."""
+    No password: a user's app (--app), whose accounts are its own, has no demo account. The
+    secrets dev made up for the app's spec are there too, to sign the app's own tokens."""
     values: dict[str, str] = {}
     for index, url in enumerate(stack.mcp_urls, start=1):
         values["MCP_URL" if index == 1 else f"MCP_URL_{index}"] = url
@@ -152,6 +156,7 @@ def dev_settings(stack: Stack, token: DevToken, password: str | None) -> dict[st
     values.update(
         JWT_SECRET=stack.env["JWT_SECRET"],
         ADMIN_TOKEN=stack.env["ADMIN_TOKEN"],
+        **app_secrets,
         CACHE_URL=stack.env.get("CACHE_URL", "memory://"),
         # libpq URLs, for psql: local debugging only.
         PRIMARY_SUPERUSER_URL=pair.url(SUPERUSER, driver="postgresql"),
@@ -257,7 +262,8 @@ def _run_dev_locked(options: DevOptions, lock: DevFolderLock) -> int:
             else:  # the app's own accounts: no demo account, a token for user 1
                 password = None
                 token = DevToken.of(app.token(stack.env["JWT_SECRET"], stack.mcp_url))
-            write_dev_env(settings_file, dev_settings(stack, token, password))
+            app_secrets = {} if app is None else app.env
+            write_dev_env(settings_file, dev_settings(stack, token, password, app_secrets))
             elapsed = time.monotonic() - started
             print(banner(stack, token, settings_file, elapsed, password is not None), flush=True)
             return _watch(stack)

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import jwt
 import pytest
 
 from taskgate.dev import APP_USER_LINE
@@ -93,6 +94,9 @@ async def test_dev_serves_a_users_own_app_from_its_folder(dev_app: DevApp) -> No
     assert lifetime.endswith("(MCP_TOKEN_EXPIRES_AT); then restart dev")
     assert APP_USER_LINE in dev_app.lines and not any("Demo login" in x for x in dev_app.lines)
     assert settings["FASTAPI_BASE_URL"] == f"http://127.0.0.1:{dev_app.backend_port}"
+    # The secret dev made up for the spec is written down: the printed token is signed with it.
+    claims = jwt.decode(token, settings["NOTES_SECRET"], algorithms=["HS256"])
+    assert claims["uid"] == 1
     async with mcp_session(url, token) as client:
         note = ok(await client.call_tool("create_note", {"title": "from dev"}))
         page = ok(await client.call_tool("list_notes", {}))
