@@ -195,7 +195,7 @@ def banner(
         DEMO_LOGIN_LINE if demo_login else APP_USER_LINE,
         f"Settings file: {settings_file}",
         *(f"Log: {path}" for path in logs),
-        "Admin CLI: uv run taskgate cache show   (reads the settings file; see --help)",
+        "Admin CLI: taskgate cache show   (run it as you ran dev; it reads the settings file)",
         "Press Ctrl-C to stop.",
     ]
     return "\n".join(lines)
