@@ -28,6 +28,7 @@ request head is complete, so connections that never send one are held without bo
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 import ipaddress
 import json
@@ -182,6 +183,15 @@ def _fitting_descriptors(wanted: int) -> int:
     return fitted
 
 
+def _break_transport_cycle(transport: asyncio.BaseTransport) -> None:
+    """asyncio's socket transport (3.11, 3.12) holds a bound method of itself, so a closed one
+    is freed only by a full garbage collection, which a quiet process seldom runs: after a flood,
+    thousands of them stayed alive, pinning the memory they were allocated in. Dropped once the
+    transport is lost (its last use), it is freed at once."""
+    if hasattr(transport, "_read_ready_cb"):
+        transport._read_ready_cb = None
+
+
 def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol with the bounds above; one class per server."""
     per_client: Counter[str] = Counter()
@@ -247,6 +257,7 @@ def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
                     del waiting_by_client[self._peer]
 
         def connection_lost(self, exc: Exception | None) -> None:
+            _break_transport_cycle(self.transport)
             if self._refused:
                 return
             self._stop_waiting()
@@ -313,6 +324,10 @@ def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
     return GuardedHttpToolsProtocol
 
 
+# Open connections that make a flood, whose end gives memory back (FloodRelease).
+FLOOD_CONNECTIONS = 512
+# uvicorn ticks every 0.1 s: idle addresses leave the new-connection rate table every 10 s.
+RATE_SWEEP_TICKS = 100
 # Over-rate connections refused in one accept() call at most; then the loop's other work gets
 # its turn (the listener stays readable, so the next tick goes on).
 REFUSALS_PER_ACCEPT = 256
@@ -350,17 +365,66 @@ class RateLimitedListener(socket.socket):
         raise BlockingIOError
 
 
+class FloodRelease:
+    """Gives memory back once a flood of connections has ended: when the open connections have
+    been at least FLOOD_CONNECTIONS and have since fallen to an eighth of their peak, one full
+    garbage collection (what died in cycles, and the interpreter's free lists) and malloc_trim.
+    Never on the hot path: it looks at one count per uvicorn tick (0.1 s)."""
+
+    def __init__(self, release: Callable[[], None]) -> None:
+        self._release = release
+        self._peak = 0
+
+    def observe(self, open_connections: int) -> None:
+        self._peak = max(self._peak, open_connections)
+        if self._peak >= FLOOD_CONNECTIONS and open_connections <= self._peak // 8:
+            self._peak = open_connections
+            self._release()
+
+
+def release_memory() -> None:
+    started = time.perf_counter()
+    collected = gc.collect()
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+    log.info(
+        "connections fell back after a flood: %d objects collected, heap trimmed, in %.0f ms",
+        collected,
+        (time.perf_counter() - started) * 1000,
+    )
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim (free heap pages back to the system); None elsewhere."""
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
+
+
 class GuardedServer(uvicorn.Server):
-    """uvicorn's server on a RateLimitedListener when a new-connection rate is set."""
+    """uvicorn's server on a RateLimitedListener when a new-connection rate is set, giving
+    memory back after a flood and forgetting idle addresses' rates as it ticks."""
 
     def __init__(self, config: uvicorn.Config, limits: ConnectionLimits) -> None:
         super().__init__(config)
         self.limits = limits
+        self.listener: RateLimitedListener | None = None
+        self.flood_release = FloodRelease(release_memory)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         if sockets is None and self.limits.new_per_second > 0:
-            sockets = [RateLimitedListener.wrapping(self.config.bind_socket(), self.limits)]
+            self.listener = RateLimitedListener.wrapping(self.config.bind_socket(), self.limits)
+            sockets = [self.listener]
         await super().startup(sockets=sockets)
+
+    async def on_tick(self, counter: int) -> bool:
+        self.flood_release.observe(len(self.server_state.connections))
+        if self.listener is not None and counter % RATE_SWEEP_TICKS == 0:
+            self.listener.rate.forget_idle()
+        return await super().on_tick(counter)
 
 
 def throttle_accept_errors(

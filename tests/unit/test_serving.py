@@ -18,7 +18,13 @@ from uvicorn.config import Config
 
 from shared.settings import Settings
 from taskgate.cli import main
-from taskgate.serving import SERVING_LOOP, ThrottledLog, throttle_accept_errors
+from taskgate.serving import (
+    FLOOD_CONNECTIONS,
+    SERVING_LOOP,
+    FloodRelease,
+    ThrottledLog,
+    throttle_accept_errors,
+)
 
 CONNECTIONS = 32
 TICKS = 8  # asyncio needs three (accept, transport, connection_made); libuv accepts one a tick
@@ -108,3 +114,17 @@ def test_accept_errors_are_logged_once_per_interval_with_their_count(
     assert len(lines) == 2, lines
     assert "Too many open files" in lines[0] and "(1 since" in lines[0]
     assert "(1000 since" in lines[1]
+
+
+def test_memory_is_given_back_once_after_a_flood_of_connections_ends() -> None:
+    released: list[int] = []
+    release = FloodRelease(lambda: released.append(1))
+    for open_now in (10, FLOOD_CONNECTIONS - 1, 10):
+        release.observe(open_now)
+    assert released == []  # never a flood: nothing to give back
+    for open_now in (FLOOD_CONNECTIONS * 2, FLOOD_CONNECTIONS, FLOOD_CONNECTIONS // 4):
+        release.observe(open_now)
+    assert released == [1]  # fallen to an eighth of the peak
+    for open_now in (FLOOD_CONNECTIONS // 4, 1, 0):
+        release.observe(open_now)
+    assert released == [1]  # once per flood
