@@ -1,4 +1,4 @@
-"""Write deploy/k8s/edge-proxy.yaml from taskgate.conf.template.
+"""Write deploy/k8s/edge-proxy.yaml from taskgate.conf.template and nginx.conf.
 
 Run after changing the template: `uv run python deploy/nginx/render_k8s.py` (a test fails,
 saying so, while the two differ). The backend and gateway pods mount the ConfigMap into their
@@ -11,10 +11,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 TEMPLATE = HERE / "taskgate.conf.template"
+MAIN = HERE / "nginx.conf"
 CONFIGMAP = HERE.parent / "k8s" / "edge-proxy.yaml"
 
 HEADER = """\
-# Generated from deploy/nginx/taskgate.conf.template by deploy/nginx/render_k8s.py.
+# Generated from deploy/nginx/taskgate.conf.template and nginx.conf by deploy/nginx/render_k8s.py.
 apiVersion: v1
 kind: ConfigMap
 metadata:
@@ -25,9 +26,14 @@ data:
 """
 
 
+def _indented(path: Path) -> str:
+    return "".join(f"    {line}\n" if line else "\n" for line in path.read_text().splitlines())
+
+
 def render() -> str:
-    body = "".join(f"    {line}\n" if line else "\n" for line in TEMPLATE.read_text().splitlines())
-    return HEADER + body
+    # nginx.conf is mounted over the image's own (subPath); the image's entrypoint renders only
+    # *.template files, so it is left alone in the templates folder.
+    return HEADER + _indented(TEMPLATE) + "  nginx.conf: |\n" + _indented(MAIN)
 
 
 if __name__ == "__main__":

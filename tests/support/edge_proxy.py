@@ -18,6 +18,7 @@ from taskgate.pgpair import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "deploy" / "nginx" / "taskgate.conf.template"
+MAIN = ROOT / "deploy" / "nginx" / "nginx.conf"  # its connection bounds are used here as shipped
 START_SECONDS = 10.0
 
 
@@ -26,6 +27,15 @@ def nginx_binary() -> str:
     if not found:
         raise RuntimeError("nginx is not installed (Debian: apt-get install nginx-light)")
     return found
+
+
+def connection_bounds() -> str:
+    """The shipped nginx.conf's worker_rlimit_nofile and events block."""
+    text = MAIN.read_text()
+    rlimit = re.search(r"^worker_rlimit_nofile \d+;", text, re.MULTILINE)
+    events = re.search(r"^events \{[^}]*\}", text, re.MULTILINE)
+    assert rlimit and events, "deploy/nginx/nginx.conf: no worker_rlimit_nofile or events block"
+    return f"{rlimit.group(0)} {events.group(0)}"
 
 
 def render(variables: dict[str, str]) -> str:
@@ -60,7 +70,7 @@ def running_edge_proxy(upstream: str, real_ip_from: str = "192.0.2.1") -> Iterat
         (root / "nginx.conf").write_text(
             f"daemon off; worker_processes 1; pid {root / 'nginx.pid'};"
             f"error_log {root / 'error.log'} warn;"
-            "events { worker_connections 1024; }"
+            f"{connection_bounds()}"
             f"http {{ access_log off; {temp_paths} include {root / 'taskgate.conf'}; }}"
         )
         process = subprocess.Popen(
