@@ -875,17 +875,27 @@ def attack_stack() -> Iterator[tuple[Stack, Path]]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-async def run(stack: Stack, logs: Path, report: Report) -> None:
+PHASES = ("noisy", "connections", "streams", "trickle", "sign-ups", "registrations", "login")
+
+
+async def run(stack: Stack, logs: Path, report: Report, only: set[str]) -> None:
     noisy = sign_up(stack.backend_url, stack.mcp_url)
     other = sign_up(stack.backend_url, stack.mcp_url)
-    await noisy_neighbour(stack, noisy, other, report)
-    await connection_flood(stack, other, logs, report)
-    event_streams(stack, noisy, report, ["127.0.5.1"])
-    event_streams(stack, noisy, report, [f"127.0.5.{n}" for n in range(2, 14)])
-    backend_trickle(stack, report)
-    await sign_up_floods(stack, other, report)
-    registration_floods(stack, report)
-    login_backoff(stack, report)
+    if "noisy" in only:
+        await noisy_neighbour(stack, noisy, other, report)
+    if "connections" in only:
+        await connection_flood(stack, other, logs, report)
+    if "streams" in only:
+        event_streams(stack, noisy, report, ["127.0.5.1"])
+        event_streams(stack, noisy, report, [f"127.0.5.{n}" for n in range(2, 14)])
+    if "trickle" in only:
+        backend_trickle(stack, report)
+    if "sign-ups" in only:
+        await sign_up_floods(stack, other, report)
+    if "registrations" in only:
+        registration_floods(stack, report)
+    if "login" in only:
+        login_backoff(stack, report)
 
 
 def header(started: datetime, load_before: str, load_after: str, seconds: float) -> list[str]:
@@ -922,13 +932,19 @@ def main(argv: list[str] | None = None) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--out", type=Path, help="also write the report (markdown) here")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=PHASES,
+        help="run only this attack (repeatable); all of them by default",
+    )
     args = parser.parse_args(argv)
     started_at = datetime.now(UTC)
     started = time.monotonic()
     load_before = load_average()
     report = Report()
     with attack_stack() as (stack, logs):
-        asyncio.run(run(stack, logs, report))
+        asyncio.run(run(stack, logs, report, set(args.only or PHASES)))
     text = report.markdown(
         header(started_at, load_before, load_average(), time.monotonic() - started)
     )
