@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Literal, get_args, get_origin
@@ -302,5 +302,10 @@ def _jsonable(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-def jsonable_row(row: Mapping[Any, Any]) -> dict[str, Any]:
-    return {k: _jsonable(v) for k, v in row.items()}
+def jsonable_rows(keys: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+    """Rows as dicts of JSON-safe values (a datetime as its ISO text), in one comprehension: a
+    page's hundreds of values make a call per value a tenth of a miss's CPU."""
+    return [
+        {k: v.isoformat() if isinstance(v, datetime) else v for k, v in zip(keys, row, strict=True)}
+        for row in rows
+    ]
