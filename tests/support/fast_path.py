@@ -110,5 +110,7 @@ async def scrape(url: str) -> str:
     return reply.body.decode()
 
 
-def answered(metrics: str) -> float:
-    return sum(metric(metrics, "taskgate_fast_path_answers_total").values())
+def answered(metrics: str, cache: str | None = None) -> float:
+    """Calls the fast path answered; with `cache` ("hit" or "miss"), only those."""
+    found = metric(metrics, "taskgate_fast_path_answers_total")
+    return sum(v for k, v in found.items() if cache is None or f'cache="{cache}"' in k)
