@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     # close after KEEP_ALIVE_TIMEOUT_SECONDS.
     max_connections: int = Field(4096, ge=1)
     max_connections_per_client: int = Field(256, ge=1)
+    # New connections per client address and second, after a burst; past it a connection is
+    # closed in accept() before anything is read. TRUSTED_PROXIES are exempt;
+    # 0 turns the limit off.
+    new_connections_per_client_per_second: float = Field(32.0, ge=0)
+    new_connections_per_client_burst: int = Field(256, ge=1)
     request_read_timeout_seconds: float = Field(10.0, gt=0)
     keep_alive_timeout_seconds: int = Field(5, ge=1)
 

@@ -294,6 +294,16 @@ SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
                 "open connections per client address (`TRUSTED_PROXIES` exempt)",
             ),
             (
+                "new_connections_per_client_per_second",
+                "new connections per second per client address (an IPv6 one by its /64); past "
+                "it, closed in accept() before anything is read; "
+                "`TRUSTED_PROXIES` exempt; `0`: no limit",
+            ),
+            (
+                "new_connections_per_client_burst",
+                "new connections one address may open at once above that rate",
+            ),
+            (
                 "request_read_timeout_seconds",
                 "a request's head and body must arrive within this, or the connection closes",
             ),

@@ -4,6 +4,9 @@ start-up heap frozen, and with every connection bounded.
 The bounds live in the HTTP protocol (a subclass of uvicorn's httptools protocol), not in the
 app, because a connection that never finishes its request head never reaches the app:
 
+- an address that opens connections faster than NEW_CONNECTIONS_PER_CLIENT_PER_SECOND (after a
+  burst of NEW_CONNECTIONS_PER_CLIENT_BURST; trusted proxies excepted) has the excess closed in
+  accept() itself, with no transport, protocol or parser made for it;
 - at most MAX_CONNECTIONS open, and MAX_CONNECTIONS_PER_CLIENT from one peer address (trusted
   proxies excepted). At either cap the oldest connection that is still waiting for a whole
   request (idle, or trickling one in) is closed to make room, so stalled sockets cannot keep
@@ -29,17 +32,21 @@ import gc
 import ipaddress
 import json
 import logging
+import os
 import resource
+import socket
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from shared.errors import ErrorCode, ErrorEnvelope
 from shared.settings import Settings
+from taskgate.connection_rate import NewConnectionRate, client_key
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +128,8 @@ class ConnectionLimits:
     max_connections: int
     max_per_client: int
     read_timeout: float
+    new_per_second: float  # per client address; 0: no limit
+    new_burst: int
     trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     trust_all: bool
 
@@ -137,6 +146,8 @@ class ConnectionLimits:
             max_connections=_fitting_descriptors(settings.max_connections),
             max_per_client=settings.max_connections_per_client,
             read_timeout=settings.request_read_timeout_seconds,
+            new_per_second=settings.new_connections_per_client_per_second,
+            new_burst=settings.new_connections_per_client_burst,
             trusted=tuple(networks),
             trust_all="*" in names,
         )
@@ -144,6 +155,8 @@ class ConnectionLimits:
     def is_trusted(self, peer: str) -> bool:
         if self.trust_all:
             return True
+        if not self.trusted:
+            return False
         try:
             address = ipaddress.ip_address(peer)
         except ValueError:
@@ -300,6 +313,56 @@ def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
     return GuardedHttpToolsProtocol
 
 
+# Over-rate connections refused in one accept() call at most; then the loop's other work gets
+# its turn (the listener stays readable, so the next tick goes on).
+REFUSALS_PER_ACCEPT = 256
+
+
+class RateLimitedListener(socket.socket):
+    """A listening socket whose accept() closes there and then a connection from an address over
+    its new-connection rate, so asyncio's loop, which calls accept() on the listener it serves,
+    never makes a transport, a protocol or a parser for it.
+
+    Closed without a word: writing a 503 first cost as much as the accept() itself (profiled
+    under the flood), and the flood is who gets nearly all of these.
+    """
+
+    rate: NewConnectionRate
+    limits: ConnectionLimits
+    refusals: ThrottledLog
+
+    @classmethod
+    def wrapping(cls, sock: socket.socket, limits: ConnectionLimits) -> RateLimitedListener:
+        listener = cls(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        listener.rate = NewConnectionRate(limits.new_per_second, limits.new_burst)
+        listener.limits = limits
+        listener.refusals = ThrottledLog()
+        return listener
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        for _ in range(REFUSALS_PER_ACCEPT):
+            fd, address = self._accept()  # type: ignore[attr-defined]
+            host = str(address[0]) if isinstance(address, tuple) else ""
+            if self.rate.admits(client_key(host)) or self.limits.is_trusted(host):
+                return socket.socket(self.family, self.type, self.proto, fileno=fd), address
+            os.close(fd)
+            self.refusals.note("connections refused: over one address's new-connection rate")
+        raise BlockingIOError
+
+
+class GuardedServer(uvicorn.Server):
+    """uvicorn's server on a RateLimitedListener when a new-connection rate is set."""
+
+    def __init__(self, config: uvicorn.Config, limits: ConnectionLimits) -> None:
+        super().__init__(config)
+        self.limits = limits
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        if sockets is None and self.limits.new_per_second > 0:
+            sockets = [RateLimitedListener.wrapping(self.config.bind_socket(), self.limits)]
+        await super().startup(sockets=sockets)
+
+
 def throttle_accept_errors(
     loop: asyncio.AbstractEventLoop, accept_errors: ThrottledLog | None = None
 ) -> None:
@@ -327,8 +390,7 @@ def freeze_startup_heap() -> None:
 
 def serve(app: Any, settings: Settings, host: str, port: int) -> None:
     """Serve `app` on host:port until SIGINT/SIGTERM, with the bounds above."""
-    import uvicorn
-
+    limits = ConnectionLimits.from_settings(settings)
     config = uvicorn.Config(
         app,
         host=host,
@@ -336,11 +398,11 @@ def serve(app: Any, settings: Settings, host: str, port: int) -> None:
         log_config=None,
         access_log=False,
         loop=SERVING_LOOP,
-        http=guarded_protocol(ConnectionLimits.from_settings(settings)),
+        http=guarded_protocol(limits),
         timeout_keep_alive=int(settings.keep_alive_timeout_seconds),
         **proxy_options(settings),
     )
-    server = uvicorn.Server(config)
+    server = GuardedServer(config, limits)
     freeze_startup_heap()
 
     async def run() -> None:

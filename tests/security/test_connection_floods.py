@@ -5,11 +5,14 @@ a count of sockets (held, refused, closed), read back from the attacker's side."
 from __future__ import annotations
 
 import json
+import multiprocessing
 import secrets
 import socket
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -20,6 +23,8 @@ from taskgate.devstack import Component
 from tests.support.agents import Agent, sign_up
 from tests.support.processes import backend_process, gateway_process
 from tests.support.slow_clients import PARTIAL_BODY, PARTIAL_HEAD, SlowFlood, rss_bytes
+from tests.support.socket_floods import connection_flood
+from tests.support.waiting import wait_until
 
 PER_CLIENT = 40
 MAX_CONNECTIONS = 120
@@ -192,6 +197,64 @@ def test_during_a_flood_that_trickles_health_and_another_users_reads_answer_with
     print(f"FLOOD gateway: stalled sockets held before each call {held}; {timings}")
     assert min(held) >= MAX_CONNECTIONS // 2, held  # the flood was there at each call
     assert all(seconds < ANSWER_WITHIN_SECONDS for seconds in timings.values()), timings
+
+
+# Over both caps, every socket the gateway ends opened again at once: as the attacks bench's flood
+# (tests/bench/attacks.py), scaled to this module's caps.
+REOPEN_SOURCES = [f"127.0.6.{n}" for n in range(1, 5)]
+REOPEN_PER_SOURCE = PER_CLIENT + 20
+REOPEN_PROBE_SECONDS = 8.0
+# The defaults admit a burst of NEW_CONNECTIONS_PER_CLIENT_BURST from each address, then
+# NEW_CONNECTIONS_PER_CLIENT_PER_SECOND. The calls are made once the bursts are spent (while they
+# last, every waiting connection here is evicted within a few ms, a caller's too), and the flood
+# must try far more than the rate admits, or it did not test the limit.
+_DEFAULTS = Settings(_env_file=None)
+REOPEN_SPENT_BURSTS = 2 * _DEFAULTS.new_connections_per_client_burst * len(REOPEN_SOURCES)
+REOPEN_AT_LEAST_PER_SECOND = (
+    10 * _DEFAULTS.new_connections_per_client_per_second * len(REOPEN_SOURCES)
+)
+
+
+@contextmanager
+def reopening_flood(port: int) -> Iterator[Any]:
+    """The flood in a process of its own; yields its [open now, peak open, opened in all]."""
+    context = multiprocessing.get_context("spawn")
+    stop, live, results = context.Event(), context.Array("q", 3), context.Queue()
+    args = (port, REOPEN_SOURCES, REOPEN_PER_SOURCE, "/mcp", 1.0, 250, True, stop, live, results)
+    attacker = context.Process(target=connection_flood, args=args)
+    attacker.start()
+    try:
+        yield live
+    finally:
+        stop.set()
+        results.get(timeout=60)  # it closes its sockets after handing over its counts
+        attacker.join(30)
+
+
+def test_during_a_flood_that_reopens_every_closed_socket_health_and_reads_answer_within_a_second(
+    servers: dict[str, Server],
+) -> None:
+    gateway = servers["gateway"]
+    timings: dict[str, list[float]] = {"/healthz": [], "uncached read": [], "cached read": []}
+    first_page = secrets.randbelow(200)
+    with reopening_flood(gateway.port) as live:
+        wait_until(lambda: live[2] >= REOPEN_SPENT_BURSTS, "the flood's first sockets")
+        opened_before, started = live[2], time.monotonic()
+        while time.monotonic() - started < REOPEN_PROBE_SECONDS:
+            health, seconds = _timed(lambda http: http.get(f"{gateway.url}/healthz"))
+            assert health.status_code == 200
+            timings["/healthz"].append(seconds)
+            read = _read(gateway, 1 + (first_page + len(timings["/healthz"])) % 200)  # a new page
+            for kind in ("uncached read", "cached read"):
+                reply, seconds = _timed(read)
+                assert _answered(reply), reply.text
+                timings[kind].append(seconds)
+            time.sleep(0.1)
+        rate = (live[2] - opened_before) / (time.monotonic() - started)
+    slowest = {kind: round(max(seconds), 3) for kind, seconds in timings.items()}
+    print(f"FLOOD gateway: re-opened {rate:,.0f} connections a second; slowest {slowest}")
+    assert rate >= REOPEN_AT_LEAST_PER_SECOND
+    assert all(seconds < ANSWER_WITHIN_SECONDS for seconds in slowest.values()), slowest
 
 
 @pytest.mark.parametrize("opening", [PARTIAL_HEAD, PARTIAL_BODY], ids=["head", "body"])
