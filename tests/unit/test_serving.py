@@ -18,7 +18,13 @@ from uvicorn.config import Config
 
 from shared.settings import Settings
 from taskgate.cli import main
-from taskgate.serving import SERVING_LOOP, ThrottledLog, throttle_accept_errors
+from taskgate.serving import (
+    SERVING_LOOP,
+    ConnectionLimits,
+    RateLimitedListener,
+    ThrottledLog,
+    throttle_accept_errors,
+)
 
 CONNECTIONS = 32
 TICKS = 8  # asyncio needs three (accept, transport, connection_made); libuv accepts one a tick
@@ -108,3 +114,35 @@ def test_accept_errors_are_logged_once_per_interval_with_their_count(
     assert len(lines) == 2, lines
     assert "Too many open files" in lines[0] and "(1 since" in lines[0]
     assert "(1000 since" in lines[1]
+
+
+def test_the_rate_limited_listener_hands_out_connections_without_nagle_and_closes_the_excess() -> (
+    None
+):
+    # uvicorn's own listener (proto 0): asyncio would not set TCP_NODELAY on what it accepts,
+    # and each reply written in two sends would wait out the client's delayed ACK.
+    config = Config(app=None, host="127.0.0.1", port=0)
+    settings = Settings(
+        _env_file=None,
+        new_connections_per_client_per_second=1,
+        new_connections_per_client_burst=1,
+        trusted_proxies="",
+    )
+    listener = RateLimitedListener.wrapping(
+        config.bind_socket(), ConnectionLimits.from_settings(settings)
+    )
+    listener.listen()  # asyncio's create_server does this for uvicorn
+    listener.setblocking(False)
+    try:
+        first = socket.create_connection(listener.getsockname())
+        conn, _ = listener.accept()
+        assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        second = socket.create_connection(listener.getsockname())
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # over the rate: closed in accept(), nothing handed out
+        second.settimeout(5)
+        assert second.recv(1) == b""  # the server closed it
+        for sock in (first, conn, second):
+            sock.close()
+    finally:
+        listener.close()
