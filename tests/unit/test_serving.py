@@ -121,7 +121,7 @@ def test_the_rate_limited_listener_hands_out_connections_without_nagle_and_close
 ):
     # uvicorn's own listener (proto 0): asyncio would not set TCP_NODELAY on what it accepts,
     # and each reply written in two sends would wait out the client's delayed ACK.
-    config = Config(app=None, host="127.0.0.1", port=0)
+    config = Config(app="tests.unit.test_serving:missing", host="127.0.0.1", port=0)
     settings = Settings(
         _env_file=None,
         new_connections_per_client_per_second=1,
