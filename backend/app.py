@@ -24,6 +24,7 @@ from backend.rate_limits import Buckets
 from backend.request_log import RequestLog
 from backend.routes import auth, health, tasks, users
 from backend.security import PasswordHashing
+from backend.user_limit import UserLimit
 from shared.api import API_PREFIX, OAUTH_REGISTER_PATH
 from shared.metrics_endpoint import MetricsEndpoint
 from shared.settings import Settings
@@ -43,12 +44,6 @@ def create_app(settings: Settings) -> FastAPI:
             settings.login_limit_entries,
             "sign-ups from this address",
         )
-        app.state.user_limits = Buckets(
-            settings.rest_rate_limit_per_user,
-            settings.rest_rate_limit_burst,
-            settings.login_limit_entries,
-            "requests from this user",
-        )
         pruning = asyncio.create_task(prune_periodically(app.state.sessions, settings))
         try:
             with metrics_endpoint.own_port():
@@ -63,6 +58,13 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="taskgate backend", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     app.state.log = logging.getLogger("backend")
+    # Made here, not in the lifespan: UserLimit (built before the lifespan runs) needs it.
+    app.state.user_limits = Buckets(
+        settings.rest_rate_limit_per_user,
+        settings.rest_rate_limit_burst,
+        settings.login_limit_entries,
+        "requests from this user",
+    )
     install_error_handlers(app)
     # Added last, so outermost: even the size limit's failures leave as an envelope.
     app.add_middleware(
@@ -74,6 +76,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(OAuthErrorEnvelope)  # OAuth's error bodies also carry the envelope
     metrics = BackendMetrics(CollectorRegistry())
     metrics_endpoint = MetricsEndpoint.for_backend(settings, metrics.registry)
+    # Before routing, inside the metrics and the log: a refusal is still counted and logged.
+    app.add_middleware(UserLimit, settings=settings, limits=app.state.user_limits)
     app.add_middleware(RequestMetrics, metrics=metrics)
     app.add_middleware(RequestLog)  # outermost: logs the status the client gets
     app.add_route("/metrics", metrics_endpoint.scrape, include_in_schema=False)

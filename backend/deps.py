@@ -14,11 +14,12 @@ from backend.login_limits import LoginLimits
 from backend.rate_limits import Buckets
 from backend.security import PasswordHashing
 from backend.sessions import CSRF_HEADER, SAFE_METHODS, SESSION_COOKIE, csrf_token_matches
+from backend.user_limit import VERIFIED
 from shared.api import LOGIN_PATH
 from shared.errors import ErrorCode, TaskgateError
 from shared.models import User
 from shared.settings import Settings
-from shared.tokens import verify_token
+from shared.tokens import TokenClaims, verify_token
 
 # Both are declared so the OpenAPI schema lists them as alternatives; the header wins.
 bearer_scheme = HTTPBearer(
@@ -92,16 +93,9 @@ def _token_from(
     raise TaskgateError(ErrorCode.UNAUTHORIZED, "missing bearer token or session cookie")
 
 
-async def get_current_user(
-    request: Request,
-    settings: SettingsDep,
-    session: SessionDep,
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
-    cookie: Annotated[str | None, Depends(cookie_scheme)],
-) -> User:
-    token = _token_from(request, settings, bearer, cookie)
+def _verified(settings: Settings, token: str) -> TokenClaims:
     try:
-        claims = verify_token(settings, token)
+        return verify_token(settings, token)
     except jwt.ExpiredSignatureError:
         raise TaskgateError(ErrorCode.UNAUTHORIZED, "token has expired") from None
     except jwt.InvalidAudienceError:
@@ -113,9 +107,23 @@ async def get_current_user(
         ) from None
     except jwt.InvalidTokenError:
         raise TaskgateError(ErrorCode.UNAUTHORIZED, "token is not valid") from None
-    # Before the database: a user over their allowance costs a token check, not a query.
-    user_limits: Buckets = request.app.state.user_limits
-    user_limits.take(claims.user_id)
+
+
+async def get_current_user(
+    request: Request,
+    settings: SettingsDep,
+    session: SessionDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+    cookie: Annotated[str | None, Depends(cookie_scheme)],
+) -> User:
+    token = _token_from(request, settings, bearer, cookie)
+    verified: tuple[str, TokenClaims] | None = getattr(request.state, VERIFIED, None)
+    if verified is not None and verified[0] == token:
+        claims = verified[1]  # verified and charged by UserLimit, before routing
+    else:
+        claims = _verified(settings, token)
+        user_limits: Buckets = request.app.state.user_limits
+        user_limits.take(claims.user_id)
     user = await session.get(User, claims.user_id)
     if user is None:
         raise TaskgateError(ErrorCode.UNAUTHORIZED, "the token's user no longer exists")

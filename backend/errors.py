@@ -43,6 +43,11 @@ def envelope_response(
     return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
 
 
+def error_response(exc: TaskgateError) -> JSONResponse:
+    """A TaskgateError as the envelope, with its status and headers (Retry-After)."""
+    return envelope_response(exc.http_status, exc.code, exc.message, exc.details, exc.http_headers)
+
+
 def _is_malformed_json(exc: RequestValidationError) -> bool:
     return any(err.get("type") == "json_invalid" for err in exc.errors())
 
@@ -87,9 +92,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(TaskgateError)
     async def _taskgate(_: Request, exc: TaskgateError) -> JSONResponse:
-        return envelope_response(
-            exc.http_status, exc.code, exc.message, exc.details, exc.http_headers
-        )
+        return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

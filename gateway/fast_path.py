@@ -1,4 +1,5 @@
-"""Cache hits of read tool calls, answered in front of the MCP SDK from bytes encoded once.
+"""Read tool calls, answered in front of the MCP SDK: a hit from bytes encoded once, a miss
+loaded by the tool itself and encoded by the SDK's own writer.
 
 The path answers only a request it fully understands, and only where every check the SDK
 would make passes: a POST on the MCP path; Content-Type, Host and Origin as the SDK's transport
@@ -6,15 +7,18 @@ security checks them; an Accept that takes JSON; a protocol version of either er
 handshake version: the 2025 transport; a 2026-07-28 version: the per-request entry, with its
 envelope, routing headers and surface validation run by the SDK's own functions); one JSON-RPC
 `tools/call` of a read tool, with nothing in it the path does not handle, and arguments the
-tool's own model accepts unchanged; a bearer token the gateway's verifier accepts; and a
-result the read cache holds. Then the call gate admits it (once: the SDK never sees this call)
-and it answers. Anything else, and any doubt, goes to the SDK untouched, with the
-body replayed, so every error reply is the SDK's own, and a cache miss is the SDK path's to
-load and cache.
+tool's own model accepts unchanged; and a bearer token the gateway's verifier accepts. Then the
+call gate admits it (once: the SDK never sees this call) and it answers: from the read cache,
+or, on a miss, by running the registered tool as the SDK would (TaskgateMCP.run_tool: the same
+read, cache fill and result conversion) and encoding its result as the SDK's writer does. A
+miss skips the SDK's request parsing, dispatch and reply writing, which cost more than the
+read itself. Anything else, and any doubt, goes to the SDK untouched, with the body replayed,
+so every error reply the path does not make through the gate is the SDK's own.
 
 The call passes the same gate as the SDK path's (gateway.call_gate: request id, caller, limits,
-failure envelope, metrics), and is counted in taskgate_fast_path_answers_total. The SDK's
-OpenTelemetry middleware sees none of these calls (the gateway configures no tracer).
+failure envelope, metrics), and is counted in taskgate_fast_path_answers_total, by tool and by
+whether the cache held it. The SDK's OpenTelemetry middleware sees none of these calls (the
+gateway configures no tracer).
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ from gateway.sdk_fence import (
 )
 from gateway.tools.read import CachedReadOf
 from shared.asgi_body import content_length, read_body, replaying
-from shared.errors import TaskgateError, rate_limited
+from shared.errors import TaskgateError
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -131,7 +135,7 @@ class _Permitted:
         return True
 
 
-class CacheHitResponder:
+class ReadResponder:
     """What the path needs of the gateway, and its one decision: answer, or pass through."""
 
     def __init__(
@@ -144,6 +148,7 @@ class CacheHitResponder:
         lookups: Mapping[str, CachedReadOf],
     ) -> None:
         self.path = settings.mcp_path
+        self.server = server
         self.gate = server.gate  # the SDK path's gate: counted and limited alike
         # Off until start() has run the SDK fence's self-test.
         self.enabled = False
@@ -155,10 +160,10 @@ class CacheHitResponder:
         self.ref = ref
         self.verifier = verifier
         self.encoder = ReplyEncoder.of(server, settings.cache_max_bytes // MEMO_SHARE)
-        self.hits_served = Counter(
+        self.answers = Counter(
             "taskgate_fast_path_answers",
-            "Read tool calls answered from the cache in front of the MCP SDK, by tool.",
-            ["tool"],
+            "Read tool calls answered in front of the MCP SDK, by tool and cache hit or miss.",
+            ["tool", "cache"],
             registry=self.gate.observer.metrics.registry,
         )
         self.tools = _served_tools(server, lookups)
@@ -282,10 +287,6 @@ class CacheHitResponder:
         try:
             reader = self.ref.get().reader
             hit = await call.tool.cached_read(reader, call.user_id, call.validated)
-            # A miss is the SDK path's to load, unless the caller is over its limits now: then
-            # the refusal is answered here, as cheaply as a hit, so a flood costs little.
-            if hit is None and not self.gate.limits.refuses_now(str(call.user_id)):
-                return None
             reply = None
             if hit is not None:
                 convert = call.tool.tool.fn_metadata.convert_result
@@ -294,25 +295,25 @@ class CacheHitResponder:
             log.debug("fast path passes %s on: %s", call.name, type(exc).__name__)
             return None
 
-        async def counted_hit() -> Reply:
-            if reply is None:  # the gate refuses this call; a token back since is too late
-                raise rate_limited("too many calls: the limit was reached", 0.1, "per_user_limit")
+        async def served() -> Reply | CallToolResult:
+            if reply is None:  # a miss: the tool reads (and fills the cache) as on the SDK path
+                return await self.server.run_tool(call.name, call.arguments)
             reader.cache.count_hit()
             return reply
 
         answered = await self.gate.call(
-            call.name, call.name, headers, call.access, call.arguments, counted_hit
+            call.name, call.name, headers, call.access, call.arguments, served
         )
         if isinstance(answered, CallToolResult):
             answered = await self.encoder.encode(answered, call.version)
-        self.hits_served.labels(call.name).inc()
+        self.answers.labels(call.name, "miss" if reply is None else "hit").inc()
         return answered, body_of(answered, call.version, call.request_id)
 
 
 class FastPath:
     """The ASGI middleware: the responder's request checks, body reading and replay."""
 
-    def __init__(self, app: ASGIApp, responder: CacheHitResponder) -> None:
+    def __init__(self, app: ASGIApp, responder: ReadResponder) -> None:
         self.app = app
         self.responder = responder
 
@@ -415,7 +416,7 @@ def install_fast_path(
         return False
     enabled = server.gate.observer.metrics.fast_path_enabled
     try:
-        responder = CacheHitResponder(settings, server, ref, verifier, security, lookups)
+        responder = ReadResponder(settings, server, ref, verifier, security, lookups)
     except Exception as exc:  # an SDK whose internals the fence no longer finds
         log.error("the fast path stays off: %s: %s", type(exc).__name__, exc)
         enabled.set(0)

@@ -16,7 +16,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.context import Context
 from mcp.server.mcpserver.tools import Tool
 from mcp.shared.exceptions import MCPError
-from mcp.types import INVALID_PARAMS
+from mcp.types import INVALID_PARAMS, CallToolResult
 
 from gateway.call_gate import CallGate
 from gateway.runtime import Runtime
@@ -75,6 +75,14 @@ class TaskgateMCP(MCPServer[Runtime]):
         label = name if tool is not None else "unknown"
         access = get_access_token()  # the bearer the SDK's middleware verified, if any
         return await self._gate.call(name, label, _headers_of(context), access, arguments, run)
+
+    async def run_tool(self, name: str, arguments: dict[str, Any]) -> CallToolResult:
+        """The tool run as the SDK runs it (arguments validated, result converted), without the
+        call gate: for an entry in front of the SDK that gates the call itself (the fast path)."""
+        result = await super().call_tool(name, arguments)
+        if not isinstance(result, CallToolResult):  # a multi-round result: not for that entry
+            raise TypeError(f"tool {name} answered {type(result).__name__}")
+        return result
 
     async def get_prompt(
         self, name: str, arguments: dict[str, Any] | None = None, context: Any = None

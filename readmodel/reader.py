@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from readmodel.cache import ReadCache
 from readmodel.lsn import format_lsn, parse_lsn
 from readmodel.marks import Marks, MarksUnknown, ReadMark
-from readmodel.reads import CompiledRead, ReadTools, jsonable_row
+from readmodel.reads import CompiledRead, ReadTools, jsonable_rows
 from readmodel.replicas import Replica, ReplicaBehind, ReplicaSet, checked_read
 from shared.errors import ErrorCode, TaskgateError, rate_limited
 
@@ -154,19 +154,20 @@ class Reader:
         args: dict[str, Any],
         after: tuple[Any, ...] | None,
     ) -> dict[str, Any]:
-        rows = (await conn.execute(read.statement(user_id, args, after))).mappings().all()
+        result = await conn.execute(read.statement(user_id, args, after))
+        keys, rows = tuple(result.keys()), result.all()
         shape = read.tool.shape
         if shape == "one":
             # A miss is cached too ({}), so probing for ids does not reach the replica each time.
-            return jsonable_row(rows[0]) if rows else {}
+            return jsonable_rows(keys, rows[:1])[0] if rows else {}
         if shape == "row":
-            return jsonable_row(rows[0]) if rows else {}
+            return jsonable_rows(keys, rows[:1])[0] if rows else {}
         # One row more than asked says whether a next page exists, so the last page has no
         # cursor to an empty page.
         limit = args["limit"]
         page, more = rows[:limit], len(rows) > limit
-        next_cursor = read.next_cursor(self._secret, args, page[-1]) if more else None
-        return {read.tool.items: [jsonable_row(r) for r in page], "next_cursor": next_cursor}
+        next_cursor = read.next_cursor(self._secret, args, page[-1]._mapping) if more else None
+        return {read.tool.items: jsonable_rows(keys, page), "next_cursor": next_cursor}
 
     # -- cache hits alone (gateway.fast_path) -----------------------------------------
 

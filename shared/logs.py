@@ -59,6 +59,12 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+# Libraries that log every request at INFO, noise next to the call gate's own line per call:
+# httpx, one line per backend call; the MCP SDK's transport, "Terminating session: None" after
+# every stateless request (py-spy: a fifth of the gateway's CPU under a tools/list flood).
+_PER_REQUEST_LOGGERS = ("httpx", "mcp.server.streamable_http")
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -86,5 +92,6 @@ def configure_logging(level: str, as_json: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # httpx logs every request at INFO: one line per backend call, noise next to our own lines.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
+    quiet = logging.WARNING if root.level > logging.DEBUG else logging.NOTSET  # DEBUG: all
+    for name in _PER_REQUEST_LOGGERS:
+        logging.getLogger(name).setLevel(max(quiet, root.level))

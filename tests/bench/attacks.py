@@ -797,8 +797,11 @@ async def _neighbour(
     )
 
 
-async def noisy_neighbour(stack: Stack, noisy: Agent, other: Agent, report: Report) -> None:
-    phase = "noisy neighbour (two users on one stack, default limits)"
+async def noisy_neighbour(
+    stack: Stack, noisy: Agent, other: Agent, report: Report, kinds: set[str] | None = None
+) -> None:
+    replicas = stack.pair.replicas
+    phase = f"noisy neighbour (two users on one stack, {replicas} replica(s), default limits)"
     insert_tasks(stack.pair, other.id, 30)
     wait_replayed(stack.pair, insert_largest_tasks(stack.pair, noisy.id, 200))
     url = stack.mcp_url
@@ -817,8 +820,8 @@ async def noisy_neighbour(stack: Stack, noisy: Agent, other: Agent, report: Repo
             "large pages",
             url,
             noisy.token,
-            "large uncached pages, one replica",
-            "p50 12 ms → 1,659 ms",
+            f"large uncached pages, {replicas} replica(s)",
+            "p50 12 ms → 1,659 ms" if replicas == 1 else "p95 22 ms → 447 ms",
             list_page,
         ),
         (
@@ -839,6 +842,8 @@ async def noisy_neighbour(stack: Stack, noisy: Agent, other: Agent, report: Repo
         ),
     ]
     for kind, target, token, label, before, call in floods:
+        if kinds is not None and kind not in kinds:
+            continue
         f = await _neighbour(kind, target, token, call)
         ok, refused, other_outcomes = f.flood
         rate = ok / f.seconds if f.seconds else 0.0
@@ -863,19 +868,34 @@ async def noisy_neighbour(stack: Stack, noisy: Agent, other: Agent, report: Repo
 
 
 @contextmanager
-def attack_stack() -> Iterator[tuple[Stack, Path]]:
+def attack_stack(replicas: int = 1) -> Iterator[tuple[Stack, Path]]:
     """What `taskgate dev` runs, with default limits and a log file per process."""
     root = Path(tempfile.mkdtemp(prefix="taskgate-attacks-"))
     logs = root / "logs"
     logs.mkdir()
     try:
-        with running_stack(root, log_dir=logs) as stack:
+        with running_stack(root, log_dir=logs, replicas=replicas) as stack:
             yield stack, logs
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
-PHASES = ("noisy", "connections", "streams", "trickle", "sign-ups", "registrations", "login")
+PHASES = (
+    "noisy",
+    "noisy-2-replicas",
+    "connections",
+    "streams",
+    "trickle",
+    "sign-ups",
+    "registrations",
+    "login",
+)
+
+
+async def run_two_replicas(stack: Stack, report: Report) -> None:
+    noisy = sign_up(stack.backend_url, stack.mcp_url)
+    other = sign_up(stack.backend_url, stack.mcp_url)
+    await noisy_neighbour(stack, noisy, other, report, {"large pages"})
 
 
 async def run(stack: Stack, logs: Path, report: Report, only: set[str]) -> None:
@@ -943,8 +963,13 @@ def main(argv: list[str] | None = None) -> None:
     started = time.monotonic()
     load_before = load_average()
     report = Report()
-    with attack_stack() as (stack, logs):
-        asyncio.run(run(stack, logs, report, set(args.only or PHASES)))
+    only = set(args.only or PHASES)
+    if only - {"noisy-2-replicas"}:
+        with attack_stack() as (stack, logs):
+            asyncio.run(run(stack, logs, report, only))
+    if "noisy-2-replicas" in only:
+        with attack_stack(replicas=2) as (stack, _):
+            asyncio.run(run_two_replicas(stack, report))
     text = report.markdown(
         header(started_at, load_before, load_average(), time.monotonic() - started)
     )

@@ -2,6 +2,7 @@
 
     uv run --group bench python -m tests.bench.wrk            # 10 s per cell, 1/16/64 connections
     uv run --group bench python -m tests.bench.wrk --quick    # 3 s per cell, 16/64 connections
+    uv run --group bench python -m tests.bench.wrk --pin      # servers on CPU 0, wrk on CPU 1
 
 Run on purpose (never by pytest or CI). It starts what `tests.bench.run` starts, seeds 10,000
 tasks (every reader with a full 50-task page), warms each reader's cached page, then runs
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from taskgate.devstack import Stack
-from tests.bench import report
+from tests.bench import pinning, report
 from tests.bench.rawclient import BenchError, McpEndpoint, check_rpc
 from tests.bench.run import (
     HERE,
@@ -239,6 +240,8 @@ async def drive(args: argparse.Namespace, stack: Stack, peer_python: Path) -> di
     conns = [int(c) for c in args.connections.split(",")]
     cells: list[dict[str, Any]] = []
     async with started_bench(args, stack, peer_python) as bench:
+        if args.pin:  # wrk is started from this process, so it runs on the client's CPU too
+            pinning.pin_servers_and_client([c.process.pid for c in bench.servers.values()], stack)
         await grow(bench, SIZE)
         workdir = Path(tempfile.mkdtemp(prefix="taskgate-wrk-"))
         try:
@@ -285,6 +288,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cache-ttl", type=float, default=300.0)
     p.add_argument("--peer-venv", type=Path, default=HERE / ".peer-venv")
     p.add_argument("--json", type=Path, help="also write the cells and targets to this file")
+    p.add_argument(
+        "--pin", action="store_true", help=f"taskset: {pinning.described()} (needs 2 cores)"
+    )
     args = p.parse_args(argv)
     args.connections = args.connections or ("16,64" if args.quick else "1,16,64")
     args.duration = args.duration or (3.0 if args.quick else 10.0)
@@ -299,8 +305,9 @@ def main(argv: list[str] | None = None) -> None:
     with bench_stack(args) as stack:
         data = asyncio.run(drive(args, stack, peer_python))
     cells = data["cells"]
+    pinned = f", {pinning.described()}" if args.pin else ""
     print(
-        f"wrk, {args.duration:g} s per cell, load average before {data['load_before']}, "
+        f"wrk, {args.duration:g} s per cell{pinned}, load average before {data['load_before']}, "
         f"after {data['load_after']}\n"
     )
     print(table(cells, data["scenarios"], data["connections"]))

@@ -11,20 +11,24 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 import yaml
 
+from shared.api import OAUTH_AUTHORIZE_PATH, OAUTH_REGISTER_PATH
 from shared.settings import Settings
 from tests.support.agents import Agent, sign_up
 from tests.support.edge_proxy import running_edge_proxy
+from tests.support.oauth import authorize_params, pkce_pair, submit_login
 from tests.support.processes import running_backend
 
 ROOT = Path(__file__).resolve().parents[2]
 LOGIN = "/api/v1/auth/token"
 SIGN_UP = "/api/v1/users"
 ATTACKER, VICTIM = "127.0.0.2", "127.0.0.3"
+REDIRECT_URI = "http://127.0.0.1:33418/callback"  # an MCP client's loopback listener
 
 
 def _k8s_trusted_proxies() -> str:
@@ -174,3 +178,60 @@ def test_a_sign_up_flood_does_not_starve_logins_of_argon2(settings: Settings) ->
     print(f"SIGNUP_FLOOD: {at_login} of {flood} sign-ups hashed before the login returned")
     # Sign-ups hold one of the two slots; the login takes the other at once.
     assert at_login < flood // 2, at_login
+
+
+def _oauth_page(http: httpx.Client, client_id: str) -> httpx.Response:
+    """The OAuth login page of a fresh authorization request, as a browser reaches it."""
+    _, challenge = pkce_pair()
+    params = authorize_params(client_id, REDIRECT_URI, challenge, None, uuid.uuid4().hex[:8])
+    start = http.get(OAUTH_AUTHORIZE_PATH, params=params)
+    assert start.status_code == 302, start.text
+    # The page's URL is the backend's public one; here the proxy is that address.
+    login = urlsplit(start.headers["Location"])
+    page = http.get(f"{login.path}?{login.query}")
+    assert page.status_code == 200, page.text
+    return page
+
+
+def test_the_oauth_login_page_under_an_address_attack_locks_out_that_address_only(
+    proxied_backend: tuple[str, str],
+) -> None:
+    proxy_url, _ = proxied_backend
+    owner = _new_user(proxy_url, "127.0.0.11")  # sign-ups are limited per address
+    with (
+        client_from("127.0.0.9", proxy_url) as browser,
+        client_from("127.0.0.9", proxy_url) as attacker,
+    ):
+        registered = browser.post(
+            OAUTH_REGISTER_PATH,
+            json={"redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": "none"},
+        )
+        assert registered.status_code == 201, registered.text
+        client_id = registered.json()["client_id"]
+        # A browser that signed in on the page before the attack, from the address attacked.
+        signed_in = submit_login(
+            browser, _oauth_page(browser, client_id), owner.email, owner.password
+        )
+        assert signed_in.status_code == 302, signed_in.text
+        statuses = [
+            submit_login(
+                attacker, _oauth_page(attacker, client_id), f"guess-{n}@example.com", "wrong"
+            ).status_code
+            for n in range(60)
+        ]
+        assert statuses[:50] == [401] * 50 and 429 in statuses[50:], statuses
+        # The right password from the attacked address, without the device cookie: still 429,
+        # the page says when to retry.
+        refused = submit_login(
+            attacker, _oauth_page(attacker, client_id), owner.email, owner.password
+        )
+        assert refused.status_code == 429, refused.text
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert "retry after" in refused.text
+        # The browser that signed in before, with its device cookie, still gets in.
+        again = submit_login(browser, _oauth_page(browser, client_id), owner.email, owner.password)
+        assert again.status_code == 302, again.text
+    # Another address signs in on the page at once.
+    with client_from("127.0.0.10", proxy_url) as elsewhere:
+        page = _oauth_page(elsewhere, client_id)
+        assert submit_login(elsewhere, page, owner.email, owner.password).status_code == 302

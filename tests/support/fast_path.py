@@ -20,7 +20,12 @@ META = {
     "io.modelcontextprotocol/clientCapabilities": {},
 }
 # Far above the corpus, so neither gateway refuses a call the other answers.
-NO_LIMIT = {"RATE_LIMIT_PER_USER": "100000", "RATE_LIMIT_BURST": "1000000"}
+# The corpus opens a connection per request, from one address, far faster than a client would.
+NO_LIMIT = {
+    "RATE_LIMIT_PER_USER": "100000",
+    "RATE_LIMIT_BURST": "1000000",
+    "NEW_CONNECTIONS_PER_CLIENT_PER_SECOND": "0",
+}
 
 
 @dataclass(frozen=True)
@@ -110,5 +115,7 @@ async def scrape(url: str) -> str:
     return reply.body.decode()
 
 
-def answered(metrics: str) -> float:
-    return sum(metric(metrics, "taskgate_fast_path_answers_total").values())
+def answered(metrics: str, cache: str | None = None) -> float:
+    """Calls the fast path answered; with `cache` ("hit", "miss" or "write"), only those."""
+    found = metric(metrics, "taskgate_fast_path_answers_total")
+    return sum(v for k, v in found.items() if cache is None or f'cache="{cache}"' in k)

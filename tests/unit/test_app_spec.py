@@ -51,6 +51,13 @@ class Card(Base):
     text: Mapped[str] = mapped_column(String(40))
 
 
+class Pin(Base):
+    __tablename__ = "pins"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    owner_id: Mapped[int] = mapped_column(BigInteger)
+    board_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("boards.id"))
+
+
 class Sheet(Base):  # as full-stack-fastapi-template's models are since 2024: UUID ids
     __tablename__ = "sheets"
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
@@ -128,6 +135,24 @@ def test_every_read_gets_the_owner_filter_the_spec_did_not_write() -> None:
     read = compile_reads(TASKS)["get_task"]
     sql = str(read.statement(7, read.checked({"task_id": 3})))
     assert "tasks.user_id = :user_id_1" in sql
+
+
+def test_each_shape_a_query_builds_gets_the_owner_filters_of_the_tables_it_reads() -> None:
+    spec = AppSpec(
+        name="boards", openapi="x.json", owners={Board: Board.owner_id, Pin: Pin.owner_id}
+    )
+
+    @spec.row(BoardOut, title="Boards")
+    def boards(pinned: bool, name: str = "") -> Any:
+        query = select(Board.id, Board.name).where(Board.name != name)
+        return query.join(Pin, Pin.board_id == Board.id) if pinned else query
+
+    read = compile_reads(spec)["boards"]
+    # Alternating shapes, and one shape with other literals: each call its own tables' filters.
+    for pinned, name in [(False, ""), (True, ""), (False, "a"), (True, "b"), (False, "")]:
+        sql = str(read.statement(7, read.checked({"pinned": pinned, "name": name})))
+        assert "boards.owner_id = :owner_id_1" in sql, sql
+        assert ("pins.owner_id = :owner_id_2" in sql) is pinned, sql
 
 
 def test_an_unknown_operation_or_tag_is_refused_at_start_naming_the_known_ones() -> None:

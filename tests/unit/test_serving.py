@@ -21,7 +21,9 @@ from taskgate.cli import main
 from taskgate.serving import (
     FLOOD_CONNECTIONS,
     SERVING_LOOP,
+    ConnectionLimits,
     FloodRelease,
+    RateLimitedListener,
     ThrottledLog,
     throttle_accept_errors,
 )
@@ -128,3 +130,35 @@ def test_memory_is_given_back_once_after_a_flood_of_connections_ends() -> None:
     for open_now in (FLOOD_CONNECTIONS // 4, 1, 0):
         release.observe(open_now)
     assert released == [1]  # once per flood
+
+
+def test_the_rate_limited_listener_hands_out_connections_without_nagle_and_closes_the_excess() -> (
+    None
+):
+    # uvicorn's own listener (proto 0): asyncio would not set TCP_NODELAY on what it accepts,
+    # and each reply written in two sends would wait out the client's delayed ACK.
+    config = Config(app="tests.unit.test_serving:missing", host="127.0.0.1", port=0)
+    settings = Settings(
+        _env_file=None,
+        new_connections_per_client_per_second=1,
+        new_connections_per_client_burst=1,
+        trusted_proxies="",
+    )
+    listener = RateLimitedListener.wrapping(
+        config.bind_socket(), ConnectionLimits.from_settings(settings)
+    )
+    listener.listen()  # asyncio's create_server does this for uvicorn
+    listener.setblocking(False)
+    try:
+        first = socket.create_connection(listener.getsockname())
+        conn, _ = listener.accept()
+        assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        second = socket.create_connection(listener.getsockname())
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # over the rate: closed in accept(), nothing handed out
+        second.settimeout(5)
+        assert second.recv(1) == b""  # the server closed it
+        for sock in (first, conn, second):
+            sock.close()
+    finally:
+        listener.close()

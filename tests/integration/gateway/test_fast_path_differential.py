@@ -53,8 +53,9 @@ def build_corpus(agent: Agent, cursor: str, task_id: int, settings: Settings) ->
     for version in (None, *HANDSHAKE, MODERN):
         for label, tool, arguments in valid:
             c.call(f"{label} at {version}", tool, arguments, version=version, fast=True)
-    # A task that is not the caller's: not_found, the SDK path's to answer.
-    c.call("get_task not_found", "get_task", {"task_id": 999_999_999})
+    # A task that is not the caller's: a miss (its cached {} is no hit), whose not_found the
+    # fast path answers through the tool, as the SDK path does.
+    c.call("get_task not_found", "get_task", {"task_id": 999_999_999}, fast=True)
     plain_ids: list[Any] = ["abc", 'ünï-✓ "quoted" \\ \u0007', 0, -5, 2**62, ""]
     for rid in plain_ids:
         c.call(f"id {rid!r}", "list_tasks", {"limit": 2}, rid=rid, fast=True)

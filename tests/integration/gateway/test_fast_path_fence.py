@@ -104,7 +104,11 @@ async def test_the_pinned_sdk_passes_the_self_test_and_the_path_answers_hits(
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
     _assert_all_answered(replies)
     assert metric(scraped, "taskgate_fast_path_enabled") == {"": 1.0}
-    # The first call loads the page through the SDK; both eras' later calls hit its cache key.
-    assert sum(metric(scraped, "taskgate_fast_path_answers_total").values()) == 3
+    # The first call loads the page (a miss); both eras' later calls hit its cache key.
+    answers = metric(scraped, "taskgate_fast_path_answers_total")
+    assert answers == {
+        '{cache="miss",tool="list_tasks"}': 1.0,
+        '{cache="hit",tool="list_tasks"}': 3.0,
+    }
     calls = metric(scraped, "taskgate_tool_calls_total")
     assert _counted(calls) == {'{outcome="ok",tool="list_tasks"}': 4.0}  # one gate, both paths

@@ -85,8 +85,10 @@ async def test_a_burst_over_the_limit_is_refused_as_the_sdk_refuses_it(
         codes = {r[2]["result"]["content"][0]["text"]["error_code"] for r in replies[fast][4:]}
         assert codes == {"rate_limited"}
         scraped = {url: await scrape(url) for url in (fast, sdk)}
-        # Both eras share one cache entry: one miss, then three hits passed and four refused.
-        assert answered(scraped[fast]) == 7
+        # Both eras share one cache entry: one miss, then three hits passed and four refused,
+        # each answered in front of the SDK.
+        assert answered(scraped[fast], "miss") == 1
+        assert answered(scraped[fast], "hit") == 7
         for name in (
             "taskgate_tool_calls_total",
             "taskgate_rate_limited_total",
@@ -134,8 +136,10 @@ async def test_no_caller_is_answered_from_another_users_entries(
         for url in (fast, sdk):
             refused = await call(url, two, "get_task", {"task_id": theirs})
             assert json.loads(refused["content"][0]["text"])["error_code"] == "not_found"
-        # Misses: each user's first list and stats; the padded subject's were hits already.
-        assert answered(await scrape(fast)) == 8
+        # Misses: each user's first list and stats, and the other user's task; the padded
+        # subject's were hits already.
+        assert answered(await scrape(fast), "hit") == 8
+        assert answered(await scrape(fast), "miss") == 5
 
 
 async def test_flush_and_ttl_changes_end_the_fast_paths_answers_at_once(
@@ -150,7 +154,7 @@ async def test_flush_and_ttl_changes_end_the_fast_paths_answers_at_once(
     with running_gateway(settings, backend_url, env) as fast:
         first = titles(await call(fast, agent, "list_tasks", {}))
         assert titles(await call(fast, agent, "list_tasks", {})) == first
-        assert answered(await scrape(fast)) == 1
+        assert answered(await scrape(fast), "hit") == 1
         # Written behind the gateway's back: no mark moves, so the cached page stays.
         wait_replayed(pg_pair, insert_tasks(pg_pair, agent.id, 1, spacing=1))
         assert titles(await call(fast, agent, "list_tasks", {})) == first
@@ -158,9 +162,9 @@ async def test_flush_and_ttl_changes_end_the_fast_paths_answers_at_once(
         assert flushed.status == 200, flushed
         fresh = titles(await call(fast, agent, "list_tasks", {}))
         assert len(fresh) == len(first) + 1
-        assert answered(await scrape(fast)) == 2  # the call after the flush was the SDK's
+        assert answered(await scrape(fast), "hit") == 2  # the call after the flush was a miss
         assert titles(await call(fast, agent, "list_tasks", {})) == fresh  # re-encoded
-        assert answered(await scrape(fast)) == 3
+        assert answered(await scrape(fast), "hit") == 3
         ttl = await send_raw(
             fast, "PUT", admin, b'{"ttl": 0, "tool": "list_tasks"}', path="/admin/cache/ttl"
         )
@@ -168,7 +172,8 @@ async def test_flush_and_ttl_changes_end_the_fast_paths_answers_at_once(
         wait_replayed(pg_pair, insert_tasks(pg_pair, agent.id, 1, spacing=1))
         latest = titles(await call(fast, agent, "list_tasks", {}))
         assert len(latest) == len(fresh) + 1
-        assert answered(await scrape(fast)) == 3
+        assert answered(await scrape(fast), "hit") == 3
+        assert answered(await scrape(fast), "miss") == 3  # the first, after the flush, at TTL 0
 
 
 async def test_writes_through_one_gateway_show_in_the_others_fast_path(
@@ -230,7 +235,7 @@ async def test_with_redis_gone_the_fast_path_answers_as_the_sdk_does(
     settings: Settings, backend_url: str
 ) -> None:
     """Redis (cache, marks and rate limits) stops while both gateways run: no 500, and the
-    replies are the SDK path's (the fast path passes every call on)."""
+    replies are the SDK path's (the fast path answers no hit: every call reads through)."""
     agent = sign_up(backend_url)
     c = Corpus(agent.token)
     for version in (None, MODERN):
@@ -245,7 +250,7 @@ async def test_with_redis_gone_the_fast_path_answers_as_the_sdk_does(
             for case in c.cases * 2:  # warm, then hit
                 for url in (fast, sdk):
                     await send_raw(url, "POST", case.headers, case.body)
-            warm = answered(await scrape(fast))
+            warm = answered(await scrape(fast), "hit")
             assert warm > 0
             private.stop()
             for case in c.cases * 2:
@@ -253,4 +258,4 @@ async def test_with_redis_gone_the_fast_path_answers_as_the_sdk_does(
                 two = await send_raw(sdk, "POST", case.headers, case.body)
                 assert one.status == 200, one
                 assert comparable(one, fast) == comparable(two, sdk), case.name
-            assert answered(await scrape(fast)) == warm
+            assert answered(await scrape(fast), "hit") == warm
