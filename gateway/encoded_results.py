@@ -87,3 +87,7 @@ class ReplyEncoder:
     async def encode(self, result: CallToolResult, version: str) -> Reply:
         """Encode a tools/call result for `version`'s wire (not remembered)."""
         return await self._writer.encode(result, version)
+
+    async def encode_once(self, result: CallToolResult, version: str) -> Reply:
+        """Encode a result sent once (a miss), its values encoded once (not remembered)."""
+        return await self._writer.encode_once(result, version)

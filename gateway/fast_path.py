@@ -304,8 +304,8 @@ class ReadResponder:
         answered = await self.gate.call(
             call.name, call.name, headers, call.access, call.arguments, served
         )
-        if isinstance(answered, CallToolResult):
-            answered = await self.encoder.encode(answered, call.version)
+        if isinstance(answered, CallToolResult):  # a miss's page, or a refusal
+            answered = await self.encoder.encode_once(answered, call.version)
         self.answers.labels(call.name, "miss" if reply is None else "hit").inc()
         return answered, body_of(answered, call.version, call.request_id)
 

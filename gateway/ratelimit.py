@@ -112,13 +112,6 @@ class LocalBuckets:
     async def charge(self, user: str, tokens: float) -> None:
         self.charge_now(user, tokens, time.monotonic())
 
-    def empty_now(self, user: str, now: float) -> bool:
-        """Whether a take would be refused now; takes nothing."""
-        bucket = self._buckets.get(user)
-        if bucket is None:
-            return False
-        return min(self.burst, bucket[0] + max(0.0, now - bucket[1]) * self.rate) < 1
-
     def charge_now(self, user: str, tokens: float, now: float) -> None:
         bucket = self._buckets.get(user)
         if bucket is None:
@@ -193,9 +186,6 @@ class InFlight:
         self._running[user] = running + 1
         return True
 
-    def full(self, user: str) -> bool:
-        return bool(self.cap) and self._running.get(user, 0) >= self.cap
-
     def leave(self, user: str) -> None:
         running = self._running.pop(user, 1) - 1
         if running > 0:
@@ -214,14 +204,6 @@ class CallLimits:
         # RATE_LIMIT_PER_USER=0 turns the per-user limits off: the cap in flight too.
         limited = settings.rate_limit_per_user > 0
         self.in_flight = InFlight(settings.rate_limit_in_flight if limited else 0)
-
-    def refuses_now(self, user: str) -> bool:
-        """Whether a call of `user` would be refused now: its calls in flight at the cap, or
-        its bucket in this process empty (a bucket in Redis is not asked). Takes nothing."""
-        if self.in_flight.full(user):
-            return True
-        buckets = self.buckets()
-        return isinstance(buckets, LocalBuckets) and buckets.empty_now(user, time.monotonic())
 
     @asynccontextmanager
     async def admitted(self, label: str, user: str | None) -> AsyncIterator[None]:

@@ -75,6 +75,9 @@ __all__ = [
 ]
 
 _SENTINEL_ID = "taskgate-fast-path-request-id"
+# What ReplyWriter.encode_once puts in a result's place, to find where the result's values go.
+_SENTINEL_TEXT = "taskgate-fast-path-text"
+_SENTINEL_STRUCTURED = {"taskgate-fast-path-structured": 1}
 # Distinct header lists kept for replies to share: one per era and status, in practice.
 _SHARED_HEADER_SETS = 16
 
@@ -220,6 +223,38 @@ class ReplyWriter:
             shared = self._header_sets[kept] = kept
         return Reply(status, shared or kept, body[:at], body[at + len(sentinel) :])
 
+    async def encode_once(self, result: CallToolResult, version: str) -> Reply:
+        """As encode, for a result sent once (a cache miss): the SDK's writer encodes the reply
+        around placeholders, and the result's structured content and text, which make up most
+        of it, are encoded once each by the era's JSON encoder (json.dumps for the 2026-07-28
+        entry, pydantic's for the handshake era, as its writer encodes them) and spliced in.
+        The shaping and writer would otherwise copy the page twice more, and walk it in
+        Python. Anything else (no structured content, not one text block, a placeholder the
+        shaping dropped) is encoded whole. self_test() checks the splice against encode."""
+        blocks = result.content
+        text = blocks[0].text if len(blocks) == 1 and isinstance(blocks[0], TextContent) else None
+        if result.structured_content is None or text is None:
+            return await self.encode(result, version)
+        stand_in = result.model_copy(
+            update={
+                "structured_content": _SENTINEL_STRUCTURED,
+                "content": [TextContent(type="text", text=_SENTINEL_TEXT)],
+            }
+        )
+        reply = await self.encode(stand_in, version)
+        value = _value_encoder(version)
+        cuts = {value(_SENTINEL_STRUCTURED): result.structured_content, value(_SENTINEL_TEXT): text}
+        found = {reply.tail.find(cut): cut for cut in cuts}
+        if -1 in found or any(reply.tail.count(cut) != 1 for cut in cuts):
+            return await self.encode(result, version)
+        parts, at = [], 0
+        for start in sorted(found):
+            cut = found[start]
+            parts += [reply.tail[at:start], value(cuts[cut])]
+            at = start + len(cut)
+        parts.append(reply.tail[at:])
+        return Reply(reply.status, reply.headers, reply.head, b"".join(parts))
+
     async def _write(
         self, message: JSONRPCResponse, version: str
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
@@ -238,6 +273,13 @@ class ReplyWriter:
             response = self._legacy._create_json_response(message)
             await response(scope, no_body, capture)
         return _captured(sent)
+
+
+def _value_encoder(version: str) -> Callable[[Any], bytes]:
+    """How each era's writer spells a value inside a reply (see encode_id)."""
+    if version in MODERN_PROTOCOL_VERSIONS:
+        return lambda value: json.dumps(value, separators=(",", ":")).encode()
+    return pydantic_core.to_json
 
 
 def _captured(sent: list[Message]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
@@ -350,6 +392,12 @@ async def _compare_eras() -> str | None:
         for version in versions:
             negotiated = version or DEFAULT_NEGOTIATED_VERSION
             reply = await writer.encode(result, negotiated)
+            once = await writer.encode_once(result, negotiated)
+            if once != reply:
+                return (
+                    f"at protocol version {version or 'none'}, a result spliced into its reply "
+                    f"({once.tail[:200]!r}) is not the writer's own ({reply.tail[:200]!r})"
+                )
             for request_id in _PROBE_IDS:
                 headers, body = _probe_request(version, request_id)
                 sdk = _comparable(*await _sdk_reply(app, headers, body))

@@ -6,10 +6,12 @@ import json
 import tracemalloc
 from typing import Any
 
+import pytest
 from mcp.server.mcpserver.tools import Tool
+from mcp.types import CallToolResult
 
 from gateway.encoded_results import ReplyEncoder
-from gateway.sdk_fence import body_of
+from gateway.sdk_fence import Reply, ReplyWriter, body_of
 from gateway.server import build_server
 from readmodel.cache import encode_entry
 from readmodel.reader import CachedRead
@@ -101,3 +103,30 @@ async def test_the_memo_charges_at_least_the_memory_its_entries_hold() -> None:
             tracemalloc.stop()
         assert len(encoder) == entries + 1
         assert held <= encoder.used_bytes - charged, (version, held / entries)
+
+
+async def test_a_miss_encoded_once_is_the_writers_own_reply_byte_for_byte(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    encoder, tool = _encoder(2**20)
+    # Titles each era's encoder spells its own way, and ones that spell the stand-ins.
+    titles = ['ü ✓ "q" \\ \u2028', "taskgate-fast-path-text", "taskgate-fast-path-structured"]
+    results = [tool.fn_metadata.convert_result(_page(3, title)) for title in titles]
+    encoded: list[CallToolResult] = []
+    whole_encode = ReplyWriter.encode
+
+    async def spied(self: ReplyWriter, result: CallToolResult, version: str) -> Reply:
+        encoded.append(result)
+        return await whole_encode(self, result, version)
+
+    monkeypatch.setattr(ReplyWriter, "encode", spied)
+    for version in ("2025-06-18", "2026-07-28"):
+        for result in results:
+            assert isinstance(result, CallToolResult)
+            whole = await encoder.encode(result, version)
+            encoded.clear()
+            once = await encoder.encode_once(result, version)
+            assert once == whole, version
+            # Spliced: the writer encoded only the stand-in, never the page.
+            assert len(encoded) == 1, version
+            assert encoded[0].structured_content != result.structured_content, version

@@ -51,18 +51,6 @@ async def test_an_uncached_large_page_costs_more_than_a_cached_hit() -> None:
         await _call(limits, "hits")
 
 
-async def test_a_user_over_a_limit_is_known_without_taking_a_token() -> None:
-    limits, _ = _limits(rate=0.001, burst=2, in_flight=1)
-    assert not limits.refuses_now("7")  # a user never seen has a full bucket
-    await _call(limits, "7")
-    assert not limits.refuses_now("7")  # one token left, and asking took none
-    assert not limits.refuses_now("7")
-    async with limits.admitted("list_tasks", "7"):
-        assert limits.refuses_now("7")  # its one call in flight is the cap
-    assert limits.refuses_now("7")  # and now its bucket is empty
-    assert not limits.refuses_now("8")
-
-
 def test_no_per_user_rate_means_no_cap_in_flight_either() -> None:
     limits, _ = _limits(rate=0, burst=1, in_flight=2)
     assert limits.in_flight.cap == 0
