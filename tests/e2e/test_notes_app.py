@@ -148,7 +148,7 @@ async def test_reads_are_cached_until_the_caller_writes(notes: Notes) -> None:
         metrics = (await http.get(notes.one.removesuffix("/mcp") + "/metrics")).text
     answered = [
         line for line in metrics.splitlines()
-        if line.startswith('taskgate_fast_path_answers_total{tool="list_notes"}')
+        if line.startswith('taskgate_fast_path_answers_total{cache="hit",tool="list_notes"}')
     ]  # fmt: skip
     assert answered and float(answered[0].split()[-1]) >= 1, metrics[:2000]
 
