@@ -51,7 +51,10 @@ def _backend(args: argparse.Namespace) -> None:
     check_database_urls([("DATABASE_URL", settings.database_url)])
     configure_logging(settings.log_level, settings.log_json)
     port = args.port if args.port is not None else settings.backend_port
-    serve(create_app(settings), settings, settings.backend_host, port)
+    # No new-connection rate: the backend's clients are its gateways, whose pools open new
+    # connections faster than any per-address rate under write load (64 sessions: refused
+    # connections, failed writes), and the edge proxy, which is trusted anyway.
+    serve(create_app(settings), settings, settings.backend_host, port, rate_new_connections=False)
 
 
 def _gateway(args: argparse.Namespace) -> None:

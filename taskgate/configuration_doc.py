@@ -295,8 +295,8 @@ SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
             ),
             (
                 "new_connections_per_client_per_second",
-                "new connections per second per client address (an IPv6 one by its /64); past "
-                "it, closed in accept() before anything is read; "
+                "the gateway's new connections per second per client address (an IPv6 one by "
+                "its /64); past it, closed in accept() before anything is read; "
                 "`TRUSTED_PROXIES` exempt; `0`: no limit",
             ),
             (

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import dataclasses
 import gc
 import ipaddress
 import json
@@ -461,9 +462,14 @@ def freeze_startup_heap() -> None:
     gc.freeze()
 
 
-def serve(app: Any, settings: Settings, host: str, port: int) -> None:
-    """Serve `app` on host:port until SIGINT/SIGTERM, with the bounds above."""
+def serve(
+    app: Any, settings: Settings, host: str, port: int, *, rate_new_connections: bool = True
+) -> None:
+    """Serve `app` on host:port until SIGINT/SIGTERM, with the bounds above; without the
+    new-connection rate when `rate_new_connections` is False (the backend: see cli.py)."""
     limits = ConnectionLimits.from_settings(settings)
+    if not rate_new_connections:
+        limits = dataclasses.replace(limits, new_per_second=0)
     config = uvicorn.Config(
         app,
         host=host,

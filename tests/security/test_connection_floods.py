@@ -384,3 +384,27 @@ def test_get_mcp_on_a_stateless_gateway_is_405_and_opens_no_stream(
         assert replies[0].json()["status"] == "error"
         # Every one answered and ended: the user's calls still work.
         assert gateway.another_users_call().status_code == 200
+
+
+def test_the_backend_serves_a_gateways_churning_pool_without_a_new_connection_rate(
+    settings: Settings,
+) -> None:
+    # A gateway's pool to the backend opens a connection per write above BACKEND_MAX_KEEPALIVE
+    # under load: far more than the gateway's per-address rate allows one address (its burst
+    # and then its rate, at the defaults). The backend answers every one.
+    defaults = Settings(_env_file=None)
+    opened = defaults.new_connections_per_client_burst * 2
+    with backend_process({"DATABASE_URL": settings.database_url}) as (_, url):
+        port = urlsplit(url).port
+        assert port is not None
+        statuses = []
+        started = time.monotonic()
+        for _ in range(opened):  # each on a new connection, as a churning pool opens them
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+                conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: backend\r\nConnection: close\r\n\r\n")
+                statuses.append(conn.recv(64).split(b" ", 2)[1])
+        seconds = time.monotonic() - started
+    allowed = defaults.new_connections_per_client_burst
+    allowed += defaults.new_connections_per_client_per_second * seconds
+    assert opened > allowed  # more than a rated listener would have taken
+    assert statuses == [b"200"] * opened
