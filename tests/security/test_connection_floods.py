@@ -404,7 +404,7 @@ def test_the_backend_serves_a_gateways_churning_pool_without_a_new_connection_ra
                 conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: backend\r\nConnection: close\r\n\r\n")
                 statuses.append(conn.recv(64).split(b" ", 2)[1])
         seconds = time.monotonic() - started
-    allowed = defaults.new_connections_per_client_burst
-    allowed += defaults.new_connections_per_client_per_second * seconds
+    rate = defaults.new_connections_per_client_per_second
+    allowed = defaults.new_connections_per_client_burst + rate * seconds
     assert opened > allowed  # more than a rated listener would have taken
     assert statuses == [b"200"] * opened
