@@ -38,13 +38,18 @@ def test_the_rendered_template_is_valid_nginx() -> None:
             f"pid {root / 'nginx.pid'}; error_log {root / 'error.log'};"
             f"events {{}} http {{ include {root / 'taskgate.conf'}; }}"
         )
-        check = subprocess.run(
-            [nginx_binary(), "-t", "-p", str(root), "-c", str(root / "nginx.conf")],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        check = _nginx_test(root)
     assert check.returncode == 0, check.stderr
+
+
+def _nginx_test(root: Path) -> subprocess.CompletedProcess[str]:
+    """`nginx -t` on root/nginx.conf."""
+    return subprocess.run(
+        [nginx_binary(), "-t", "-p", str(root), "-c", str(root / "nginx.conf")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 def test_the_shipped_main_config_is_valid_nginx_and_holds_more_than_a_flood() -> None:
@@ -56,12 +61,7 @@ def test_the_shipped_main_config_is_valid_nginx_and_holds_more_than_a_flood() ->
         (root / "nginx.conf").write_text(
             main.replace("/etc/nginx/conf.d/*.conf", str(root / "taskgate.conf"))
         )
-        check = subprocess.run(
-            [nginx_binary(), "-t", "-p", str(root), "-c", str(root / "nginx.conf")],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        check = _nginx_test(root)
     assert check.returncode == 0, check.stderr
     # The attacks bench's flood holds 6,000 sockets; the image's own 1,024 let it in front.
     assert "worker_connections 16384;" in MAIN.read_text()
