@@ -359,7 +359,8 @@ class RateLimitedListener(socket.socket):
         for _ in range(REFUSALS_PER_ACCEPT):
             fd, address = self._accept()  # type: ignore[attr-defined]
             host = str(address[0]) if isinstance(address, tuple) else ""
-            if self.rate.admits(client_key(host)) or self.limits.is_trusted(host):
+            # A trusted proxy first: it is exempt, so it is neither charged nor kept in the table.
+            if self.limits.is_trusted(host) or self.rate.admits(client_key(host)):
                 return _without_nagle(socket.socket(self.family, self.type, fileno=fd)), address
             os.close(fd)
             self.refusals.note("connections refused: over one address's new-connection rate")
