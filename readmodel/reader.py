@@ -157,10 +157,8 @@ class Reader:
         result = await conn.execute(read.statement(user_id, args, after))
         keys, rows = tuple(result.keys()), result.all()
         shape = read.tool.shape
-        if shape == "one":
+        if shape in ("one", "row"):
             # A miss is cached too ({}), so probing for ids does not reach the replica each time.
-            return jsonable_rows(keys, rows[:1])[0] if rows else {}
-        if shape == "row":
             return jsonable_rows(keys, rows[:1])[0] if rows else {}
         # One row more than asked says whether a next page exists, so the last page has no
         # cursor to an empty page.
