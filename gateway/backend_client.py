@@ -12,6 +12,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from gateway.auth import ExchangeRefused, LoginAuth, LoginRefused
+from gateway.backend_transport import AiohttpTransport
 from gateway.request_id import send_request_id
 from readmodel.lsn import parse_lsn
 from shared.api import IDEMPOTENCY_HEADER, LIVENESS_PATH, WAL_POSITION_PATH
@@ -38,8 +39,15 @@ ResponseHook = Callable[[httpx.Response], Awaitable[None]]
 
 
 def create_http_client(
-    settings: Settings, on_response: Sequence[ResponseHook] = ()
+    settings: Settings,
+    on_response: Sequence[ResponseHook] = (),
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> httpx.AsyncClient:
+    """`transport`: aiohttp's pool unless given (respx's unit tests pass httpx's own)."""
+    limits = httpx.Limits(
+        max_connections=settings.backend_max_connections,
+        keepalive_expiry=settings.backend_keepalive_seconds,
+    )
     return httpx.AsyncClient(
         base_url=settings.fastapi_base_url,
         timeout=httpx.Timeout(
@@ -48,10 +56,8 @@ def create_http_client(
             write=settings.backend_write_timeout,
             pool=settings.backend_pool_timeout,
         ),
-        limits=httpx.Limits(
-            max_connections=settings.backend_max_connections,
-            max_keepalive_connections=settings.backend_max_keepalive,
-        ),
+        limits=limits,
+        transport=transport or AiohttpTransport(limits),
         headers={"User-Agent": "taskgate-gateway"},
         # One client serves every user: a cookie from one login must never ride on another's call.
         cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),

@@ -62,7 +62,9 @@ class Settings(BaseSettings):
     backend_write_timeout: float = Field(10.0, gt=0)
     backend_pool_timeout: float = Field(5.0, gt=0)
     backend_max_connections: int = Field(100, ge=1)
-    backend_max_keepalive: int = Field(20, ge=0)
+    # Below the backend's own keep-alive (KEEP_ALIVE_TIMEOUT_SECONDS, 5): the gateway lets an
+    # idle connection go first, so a call never meets one the backend is closing.
+    backend_keepalive_seconds: float = Field(4.0, ge=0)
 
     # MCP server.
     mcp_transport: Literal["stdio", "http"] = "http"

@@ -120,7 +120,10 @@ SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
             ("backend_write_timeout", "seconds, the same client"),
             ("backend_pool_timeout", "seconds waiting for a free connection of that pool"),
             ("backend_max_connections", "that pool's size"),
-            ("backend_max_keepalive", "idle connections that pool keeps"),
+            (
+                "backend_keepalive_seconds",
+                "seconds an idle connection of that pool stays open (0: one per call)",
+            ),
         ],
     ),
     (

@@ -15,6 +15,7 @@ from tests.support.browser import chromium
 from tests.support.clusters import migrated_cluster
 from tests.support.config import TEST_JWT_SECRET, TEST_MCP_URL
 from tests.support.npm import npm_ci
+from tests.support.ports import free_port
 from tests.support.processes import running_backend
 from tests.support.redis import RedisServer, running_redis
 
@@ -114,6 +115,9 @@ def settings(pg_pair: PgPair) -> Settings:
         jwt_secret=TEST_JWT_SECRET,
         mcp_public_url=TEST_MCP_URL,
         cache_url="memory://",
+        # Nothing listens there: a test never reaches whatever else runs on :8000 (a dev stack);
+        # the tests that need a backend take backend_url.
+        fastapi_base_url=f"http://127.0.0.1:{free_port()}",
     )
 
 

@@ -11,11 +11,13 @@ import respx
 
 from gateway.auth import BearerAuth, ExchangeAuth, TokenExchanger
 from gateway.backend_client import BackendClient, create_http_client, error_from_response
+from gateway.backend_transport import AiohttpTransport
 from gateway.request_id import bind_request_id, reset_request_id
 from shared.api import API_PREFIX
 from shared.errors import ErrorCode, TaskgateError
 from shared.logs import current_request_id
 from shared.settings import Settings
+from tests.support.respx_pool import respx_pool
 
 BASE = "http://backend.test"
 TASKS_PATH = f"{API_PREFIX}/tasks"
@@ -35,7 +37,7 @@ AUTH = BearerAuth("agent-token")
 @pytest.fixture
 async def backend() -> AsyncIterator[BackendClient]:
     settings = Settings(_env_file=None, fastapi_base_url=BASE)
-    async with create_http_client(settings) as http:
+    async with create_http_client(settings, transport=respx_pool()) as http:
         yield BackendClient(http)
 
 
@@ -233,13 +235,13 @@ def test_the_pooled_client_has_the_configured_limits_and_timeouts() -> None:
         backend_write_timeout=8,
         backend_pool_timeout=9,
         backend_max_connections=33,
-        backend_max_keepalive=11,
+        backend_keepalive_seconds=3.5,
     )
     http = create_http_client(settings)
     assert http.timeout == httpx.Timeout(connect=1.5, read=7, write=8, pool=9)
-    pool = http._transport._pool  # type: ignore[attr-defined]
-    assert pool._max_connections == 33
-    assert pool._max_keepalive_connections == 11
+    transport = http._transport
+    assert isinstance(transport, AiohttpTransport)
+    assert (transport.limits.max_connections, transport.limits.keepalive_expiry) == (33, 3.5)
 
 
 @respx.mock
@@ -281,7 +283,7 @@ async def test_the_backends_liveness_is_asked_at_the_app_specs_health_path() -> 
     settings = Settings(_env_file=None, fastapi_base_url=BASE)
     alive = respx.get(f"{BASE}/api/v1/utils/health-check/").respond(200, json=True)
     respx.get(f"{BASE}/healthz").respond(404)
-    async with create_http_client(settings) as http:
+    async with create_http_client(settings, transport=respx_pool()) as http:
         await BackendClient(http, "/api/v1/utils/health-check/").check_alive()
         with pytest.raises(httpx.HTTPStatusError):
             await BackendClient(http).check_alive()  # the default, /healthz

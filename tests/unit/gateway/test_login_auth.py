@@ -13,6 +13,7 @@ from gateway.backend_client import BackendClient, create_http_client
 from shared.api import API_PREFIX
 from shared.errors import ErrorCode, TaskgateError
 from shared.settings import Settings
+from tests.support.respx_pool import respx_pool
 
 BASE = "http://backend.test"
 LOGIN = f"{BASE}/api/v1/auth/token"
@@ -24,7 +25,7 @@ TASKS_PATH = f"{API_PREFIX}/tasks"
 @pytest.fixture
 async def backend() -> AsyncIterator[BackendClient]:
     settings = Settings(_env_file=None, fastapi_base_url=BASE)
-    async with create_http_client(settings) as http:
+    async with create_http_client(settings, transport=respx_pool()) as http:
         yield BackendClient(http)
 
 

@@ -19,6 +19,7 @@ from shared.api import API_PREFIX
 from shared.errors import ErrorCode, TaskgateError
 from shared.settings import Settings
 from shared.tokens import GATEWAY_CLIENT_ID, TOKEN_EXCHANGE_GRANT, gateway_client_secret
+from tests.support.respx_pool import respx_pool
 
 TASKS_PATH = f"{API_PREFIX}/tasks"
 
@@ -34,7 +35,7 @@ def settings() -> Settings:
 
 @pytest.fixture
 async def backend(settings: Settings) -> AsyncIterator[BackendClient]:
-    async with create_http_client(settings) as http:
+    async with create_http_client(settings, transport=respx_pool()) as http:
         yield BackendClient(http)
 
 
