@@ -25,9 +25,15 @@ class Written:
     commit_lsn: str
 
 
-# Asked once the COMMIT has returned, so it is at or past the commit record whatever
-# synchronous_commit says (the insert position, unlike the write position, never lags it).
-_INSERT_LSN = text("SELECT pg_current_wal_insert_lsn()::text")
+# Asked once the COMMIT has returned: the flush position, which a replica can reach (a
+# walsender sends flushed WAL only) and which a synchronous commit is within. The insert
+# position may be past records that no one flushes yet (another session's open transaction on
+# a part-filled page): a read would then wait for them, and give up. With synchronous_commit
+# off the commit record itself may not be flushed yet, and only the insert position covers it.
+COMMIT_POSITION = text(
+    "SELECT (CASE current_setting('synchronous_commit') WHEN 'off'"
+    " THEN pg_current_wal_insert_lsn() ELSE pg_current_wal_flush_lsn() END)::text"
+)
 
 
 async def _commit_lsn(session: AsyncSession) -> str:
@@ -35,7 +41,7 @@ async def _commit_lsn(session: AsyncSession) -> str:
     # Outside any transaction: one round trip, where a new transaction took three (BEGIN,
     # SELECT, COMMIT). A transaction's own statements cannot know its commit record's LSN.
     conn = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-    return str(await conn.scalar(_INSERT_LSN))
+    return str(await conn.scalar(COMMIT_POSITION))
 
 
 def _request_hash(data: TaskCreate) -> str:

@@ -12,6 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from backend.openapi import LSN_HEADER
+from backend.services.tasks import COMMIT_POSITION
 from taskgate.pgpair import PgPair
 from tests.support.backend_api import SignedUp
 from tests.support.faults import replay_paused
@@ -110,3 +111,26 @@ async def _title_on(replica: AsyncEngine, task_id: int) -> str | None:
     async with replica.connect() as conn:
         title = await conn.scalar(text("SELECT title FROM tasks WHERE id = :id"), {"id": task_id})
     return None if title is None else str(title)
+
+
+async def test_the_commit_position_is_one_a_replica_reaches_while_another_write_is_open(
+    primary: AsyncEngine, replica: AsyncEngine, user: SignedUp
+) -> None:
+    # After this commit, another session's open transaction adds a WAL record on a part-filled
+    # page, which nothing flushes until it commits: a position past it is never replayed.
+    async with primary.connect() as writer, primary.connect() as other:
+        task_id = await writer.scalar(
+            text("INSERT INTO tasks (user_id, title) VALUES (:u, 'mine') RETURNING id"),
+            {"u": user.id},
+        )
+        await writer.commit()
+        await other.execute(
+            text("INSERT INTO tasks (user_id, title) VALUES (:u, 'open')"), {"u": user.id}
+        )
+        autocommit = await writer.execution_options(isolation_level="AUTOCOMMIT")
+        lsn = str(await autocommit.scalar(COMMIT_POSITION))
+        async with asyncio.timeout(5):
+            while not await _replayed(replica, lsn):
+                await asyncio.sleep(0.02)
+        assert await _title_on(replica, task_id) == "mine"
+        await other.rollback()
