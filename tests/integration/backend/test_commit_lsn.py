@@ -39,9 +39,9 @@ async def _replayed(replica: AsyncEngine, lsn: str) -> bool:
         )
 
 
-async def _wait_for_replay(replica: AsyncEngine, lsn: str) -> None:
+async def _wait_for_replay(replica: AsyncEngine, lsn: str, within: float = 30) -> None:
     """Polls until the replica has replayed lsn; bounded so a broken pair fails, not hangs."""
-    async with asyncio.timeout(30):
+    async with asyncio.timeout(within):
         while True:  # polling: PostgreSQL has no notification for replay progress
             if await _replayed(replica, lsn):
                 return
@@ -129,8 +129,6 @@ async def test_the_commit_position_is_one_a_replica_reaches_while_another_write_
         )
         autocommit = await writer.execution_options(isolation_level="AUTOCOMMIT")
         lsn = str(await autocommit.scalar(COMMIT_POSITION))
-        async with asyncio.timeout(5):
-            while not await _replayed(replica, lsn):
-                await asyncio.sleep(0.02)
+        await _wait_for_replay(replica, lsn, within=5)
         assert await _title_on(replica, task_id) == "mine"
         await other.rollback()
