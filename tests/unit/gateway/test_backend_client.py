@@ -288,3 +288,25 @@ async def test_the_backends_liveness_is_asked_at_the_app_specs_health_path() -> 
         with pytest.raises(httpx.HTTPStatusError):
             await BackendClient(http).check_alive()  # the default, /healthz
     assert alive.call_count == 1
+
+
+@respx.mock
+@pytest.mark.parametrize(
+    ("base", "path", "sent"),
+    [
+        (BASE, TASKS_PATH, TASKS_PATH_URL),
+        (f"{BASE}/prefix", "/notes/a b", f"{BASE}/prefix/notes/a%20b"),
+        (f"{BASE}/prefix/", "notes/a%2Fb", f"{BASE}/prefix/notes/a%2Fb"),
+    ],
+)
+async def test_each_path_goes_where_httpx_itself_would_send_it(
+    base: str, path: str, sent: str
+) -> None:
+    route = respx.get(sent).respond(200, json={})
+    settings = Settings(_env_file=None, fastapi_base_url=base)
+    async with create_http_client(settings, transport=respx_pool()) as http:
+        for _ in range(2):  # parsed once, then remembered
+            await BackendClient(http).send("GET", path, AUTH, params={"q": "x y"})
+        assert http.build_request("GET", path).url.copy_with(query=b"q=x+y") == sent + "?q=x+y"
+    assert route.call_count == 2
+    assert str(route.calls.last.request.url) == sent + "?q=x+y"
