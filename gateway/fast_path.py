@@ -61,6 +61,7 @@ from gateway.tools.read import CachedReadOf
 from shared.asgi_body import content_length, read_body, replaying
 from shared.errors import TaskgateError
 from shared.settings import Settings
+from shared.user_ids import UserId
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ class _Call:
     arguments: dict[str, Any]
     validated: dict[str, Any]
     access: AccessToken | None  # None in trusted mode (AUTH_MODE=user_param): no bearer
-    user_id: int
+    user_id: UserId
 
 
 class _Permitted:
@@ -156,6 +157,7 @@ class ReadResponder:
         self._faulted = False
         # AUTH_MODE=user_param: the caller is the `user_id` argument, and the SDK checks no token.
         self.trusted = self.gate.trusted
+        self.user_ids = self.gate.user_ids
         self.max_body = settings.max_body_bytes
         self.ref = ref
         self.verifier = verifier
@@ -263,7 +265,7 @@ class ReadResponder:
         if validated is None:
             return None
         try:
-            principal = resolve_principal(self.trusted, access, shape.arguments)
+            principal = resolve_principal(self.trusted, access, shape.arguments, self.user_ids)
         except TaskgateError:
             return None  # the SDK path's to refuse
         user_id = principal.user_id
