@@ -1,6 +1,6 @@
 """An app whose user ids are UUIDs, as fastapi/full-stack-fastapi-template's are (UUID owner
 columns and primary keys, the user's UUID in the JWT's `sub`), served by its spec through real
-gateway processes and a real MCP client, on a primary with a streaming replica."""
+gateway processes and a real MCP client, on a primary with two streaming replicas."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ class Items:
 @pytest.fixture(scope="module")
 def items() -> Iterator[Items]:
     with ExitStack() as running:
-        pair = running.enter_context(migrated_cluster("uuid-items-", replicas=1))
+        pair = running.enter_context(migrated_cluster("uuid-items-", replicas=2))
         with mock.patch.dict(os.environ, items_env(pair.database_url)):
             create_app_schema(load_spec(ITEMS_SPEC, str(REPO)), pair.database_url, READER_ROLE)
         app = running.enter_context(running_items_app(pair.database_url))
@@ -120,7 +120,8 @@ async def test_reads_are_the_callers_own_and_another_owners_rows_are_unreachable
         f"INSERT INTO uuid_items (id, owner_id, title) VALUES ('{uuid.uuid4()}', '{other}', "
         "'theirs'); SELECT pg_current_wal_lsn()"
     ).splitlines()[-1]
-    wait_replayed(items.pair, lsn, replica=0)
+    for replica in (0, 1):
+        wait_replayed(items.pair, lsn, replica=replica)
     async with mcp_session(items.two, agent_token(owner)) as mine_elsewhere:
         titles = [i["title"] for i in ok(await mine_elsewhere.call_tool("list_items", {}))["items"]]
     assert titles == ["private"]
@@ -136,7 +137,7 @@ async def test_one_user_spelled_in_upper_case_is_the_same_user(items: Items) -> 
     assert [i["title"] for i in listed] == ["spelled"]
     async with mcp_session(items.one, agent_token(user)) as lower:
         listed = ok(await lower.call_tool("list_items", {}))["items"]
-    assert [i["id"] for i in listed][0] == created["id"]
+    assert listed[0]["id"] == created["id"]
 
 
 async def test_an_agent_sees_its_own_write_through_another_gateway_while_the_replica_lags(
@@ -145,12 +146,15 @@ async def test_an_agent_sees_its_own_write_through_another_gateway_while_the_rep
     token = agent_token(_user())
     async with mcp_session(items.one, token) as one, mcp_session(items.two, token) as two:
         assert ok(await two.call_tool("list_items", {}))["items"] == []  # cached, empty
-        with replay_paused(items.pair, replica=0):
-            item = ok(await one.call_tool("create_item", {"title": "lagging"}))
-            page = ok(await two.call_tool("list_items", {}))
-            assert [i["id"] for i in page["items"]] == [item["id"]]
-            got = ok(await two.call_tool("get_item", {"item_id": item["id"]}))
-            assert got["title"] == "lagging"
+        made: list[str] = []
+        for lagging in (0, 1):  # the other replica, once it has replayed the write, answers
+            with replay_paused(items.pair, replica=lagging):
+                item = ok(await one.call_tool("create_item", {"title": f"lag {lagging}"}))
+                made.insert(0, item["id"])
+                page = ok(await two.call_tool("list_items", {}))
+                assert [i["id"] for i in page["items"]] == made
+                got = ok(await two.call_tool("get_item", {"item_id": item["id"]}))
+                assert got["title"] == f"lag {lagging}"
 
 
 async def test_pages_follow_cursors_over_uuid_keys_and_cache_hits_take_the_fast_path(
