@@ -136,7 +136,7 @@ def user_ids_for(sql_type: TypeEngine[Any]) -> UserIds | None:
     """The kind of id an owner column of this SQL type holds; None for another type (a name).
 
     Integer and BigInteger mean integer ids, sqlalchemy.Uuid and postgresql.UUID (either
-    as_uuid) UUID ids; a type that does not say what it holds gets integers, as before."""
+    as_uuid) UUID ids; a type whose python_type is unknown gets integers, as before."""
     if isinstance(sql_type, TypeDecorator):
         sql_type = sql_type.impl_instance
     if isinstance(sql_type, Uuid):
