@@ -200,8 +200,8 @@ async def test_pages_follow_cursors_over_uuid_keys_and_cache_hits_take_the_fast_
 async def test_a_token_whose_sub_is_not_a_uuid_is_refused_as_an_unverifiable_token(
     items: Items, sub: str
 ) -> None:
-    call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call"}
-    call["params"] = {"name": "list_items", "arguments": {}}  # type: ignore[assignment]
+    params = {"name": "list_items", "arguments": {}}
+    call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params}
     async with httpx.AsyncClient(timeout=30) as http:
         reply = await http.post(
             items.one,

@@ -9,10 +9,18 @@ from typing import Annotated, Any
 from pydantic import Field
 from sqlalchemy import func, select
 
-from taskgate.spec import AppSpec, Identity, ServiceSession, SignedJwt, TokenExchange, Writes
+from taskgate.spec import (
+    AppSpec,
+    BackendAuth,
+    Identity,
+    ServiceSession,
+    SignedJwt,
+    TokenExchange,
+    Writes,
+)
 from tests.support.uuid_items.models import Base, Item, ItemCount, ItemOut
 
-AUTH = {  # how the gateway calls the app; the tests try each
+AUTH: dict[str, BackendAuth] = {  # how the gateway calls the app; the tests try each
     "signed": SignedJwt(secret_env="ITEMS_SECRET"),
     "session": ServiceSession("/service/login", "ITEMS_SERVICE_USER", "ITEMS_SERVICE_PASSWORD"),
     "exchange": TokenExchange(),
