@@ -57,7 +57,7 @@ def resolve_principal(
     trusted: bool,
     access: AccessToken | None,
     arguments: Mapping[str, Any],
-    user_ids: UserIds = INT_IDS,
+    user_ids: UserIds = INT_IDS,  # the gate passes the app's; the task service's by default
 ) -> Principal:
     """The one rule for whom a call is for: trusted mode's `user_id` argument, else the bearer
     token's subject, else (no bearer: stdio, in-process) the configured credentials; an id of
@@ -142,8 +142,8 @@ class Identity:
         self,
         settings: Settings,
         backend: BackendClient,
-        auth_for: AppAuthFor | None = None,
-        user_ids: UserIds = INT_IDS,
+        auth_for: AppAuthFor | None,
+        user_ids: UserIds,
     ) -> None:
         self._settings = settings
         self._backend = backend
@@ -220,7 +220,7 @@ class Identity:
 
 
 def identified(
-    settings: Settings, user_ids: UserIds = INT_IDS
+    settings: Settings, user_ids: UserIds
 ) -> Callable[[Callable[P, Awaitable[R]]], Callable[..., Any]]:
     """Decorates a tool. In trusted mode (AUTH_MODE=user_param) the tool also takes a required
     `user_id` of the app's kind, for its input schema: the call gate resolves it
