@@ -11,12 +11,15 @@ import httpx
 import jwt
 import pytest
 from mcp.server.auth.provider import AccessToken
-from pydantic import TypeAdapter, ValidationError
+from pydantic import SecretStr, TypeAdapter, ValidationError
 from sqlalchemy import BigInteger, Integer, SmallInteger, String, Text, TypeDecorator, Uuid
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.types import NullType, TypeEngine
 
 from gateway.app_auth import ClaimVerifier, ServiceSessionAuth, ServiceSessionLogin, SignedJwtAuth
+from gateway.auth import JwtVerifier
+from gateway.backend_client import BackendClient
+from gateway.identity import Identity as CallerIdentity
 from gateway.identity import resolve_principal
 from shared.appspec import Identity, ServiceSession, SignedJwt
 from shared.cursor import decode_keyset, encode_keyset
@@ -189,3 +192,25 @@ def test_a_page_cursor_keeps_a_uuid_key_exactly() -> None:
     key = uuid.UUID(USER)
     cursor = encode_keyset(b"k", "scope", ("2026-01-01", key))
     assert decode_keyset(b"k", "scope", cursor, 2) == ("2026-01-01", key)
+
+
+async def test_taskgates_own_bearer_and_configured_token_name_a_user_of_the_apps_kind() -> None:
+    settings = Settings(_env_file=None, jwt_secret=SECRET)
+    access = await JwtVerifier(settings).verify_token(issue_gateway_token(settings, USER.upper()))
+    assert access is not None and resolve_principal(False, access, {}, UUID_IDS).user_id == USER
+
+    async with httpx.AsyncClient() as http:
+        backend = BackendClient(http, "/healthz")
+        configured = settings.model_copy(
+            update={"gateway_token": SecretStr(issue_gateway_token(settings, USER))}
+        )
+        caller = await CallerIdentity(configured, backend, None, UUID_IDS).caller()
+        assert caller.user_id == USER
+        # A configured token naming an integer user, at an app whose users are UUIDs.
+        integer = settings.model_copy(
+            update={"gateway_token": SecretStr(issue_gateway_token(settings, 7))}
+        )
+        with pytest.raises(TaskgateError) as refused:
+            await CallerIdentity(integer, backend, None, UUID_IDS).caller()
+        assert refused.value.code == ErrorCode.UNAUTHORIZED
+        assert refused.value.message == "GATEWAY_TOKEN names no user of this app: its ids are UUIDs"
