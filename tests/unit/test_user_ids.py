@@ -26,8 +26,12 @@ from shared.cursor import decode_keyset, encode_keyset
 from shared.errors import ErrorCode, TaskgateError
 from shared.rules import MAX_ID
 from shared.settings import Settings
+from shared.spec_loader import load_spec
 from shared.tokens import issue_gateway_token, issue_token, verify_gateway_token, verify_token
 from shared.user_ids import INT_IDS, UUID_IDS, user_ids_for
+from taskgate.app_stack import DEMO_USER_UUID, UserApp
+from taskgate.dev import app_user_line
+from tests.support.uuid_items.processes import ITEMS_SPEC, REPO
 
 USER = "0b7c5b9e-8f1a-4c3d-9e2f-1a2b3c4d5e6f"
 SECRET = "unit-secret-" + "u" * 32
@@ -214,3 +218,12 @@ async def test_taskgates_own_bearer_and_configured_token_name_a_user_of_the_apps
             await CallerIdentity(integer, backend, None, UUID_IDS).caller()
         assert refused.value.code == ErrorCode.UNAUTHORIZED
         assert refused.value.message == "GATEWAY_TOKEN names no user of this app: its ids are UUIDs"
+
+
+def test_dev_signs_its_token_for_a_uuid_user_of_a_uuid_app(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ITEMS_SECRET", SECRET)
+    app = UserApp(ITEMS_SPEC, load_spec(ITEMS_SPEC, str(REPO)), {})
+    claims = jwt.decode(app.token(SECRET, "http://gw.test/mcp"), SECRET, algorithms=["HS256"])
+    assert claims["sub"] == app.demo_user == DEMO_USER_UUID
+    assert DEMO_USER_UUID in app_user_line(app)
+    assert UUID_IDS.parse(DEMO_USER_UUID) == DEMO_USER_UUID
