@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +22,7 @@ from gateway.auth import JwtVerifier
 from gateway.backend_client import BackendClient
 from gateway.identity import Identity as CallerIdentity
 from gateway.identity import resolve_principal
+from gateway.served_app import AppSpecInvalid, load_served_app
 from shared.appspec import Identity, ServiceSession, SignedJwt
 from shared.cursor import decode_keyset, encode_keyset
 from shared.errors import ErrorCode, TaskgateError
@@ -227,3 +229,45 @@ def test_dev_signs_its_token_for_a_uuid_user_of_a_uuid_app(monkeypatch: pytest.M
     assert claims["sub"] == app.demo_user == DEMO_USER_UUID
     assert DEMO_USER_UUID in app_user_line(app)
     assert UUID_IDS.parse(DEMO_USER_UUID) == DEMO_USER_UUID
+
+
+MIXED_SPEC = """
+from sqlalchemy import BigInteger, Column, MetaData, Table, Uuid
+from sqlalchemy.orm import registry
+from taskgate.spec import AppSpec
+
+METADATA = MetaData()
+NOTES = Table("notes", METADATA, Column("id", BigInteger, primary_key=True),
+              Column("owner_id", BigInteger))
+ITEMS = Table("items", METADATA, Column("id", Uuid, primary_key=True), Column("owner_id", Uuid))
+
+
+class Note:
+    pass
+
+
+class Item:
+    pass
+
+
+mapper = registry(metadata=METADATA)
+mapper.map_imperatively(Note, NOTES)
+mapper.map_imperatively(Item, ITEMS)
+SPEC = AppSpec(name="mixed", openapi="openapi.json",
+               owners={Note: Note.owner_id, Item: Item.owner_id})
+"""
+
+
+def test_a_gateway_refuses_a_spec_with_owner_columns_of_both_kinds_at_start(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "mixed_spec.py").write_text(MIXED_SPEC)
+    (tmp_path / "openapi.json").write_text('{"openapi": "3.1.0", "paths": {}}')
+    settings = Settings(_env_file=None, taskgate_app=f"{tmp_path}/mixed_spec.py:SPEC")
+    with pytest.raises(AppSpecInvalid) as refused:
+        load_served_app(settings)
+    assert str(refused.value) == (
+        f"app spec {tmp_path}/mixed_spec.py:SPEC: owners: the owner columns hold different kinds "
+        "of user id: notes.owner_id (integer), items.owner_id (UUID); one app's user ids are of "
+        "one kind, so every owner column must hold integers or every one UUIDs"
+    )
