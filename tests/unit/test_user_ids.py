@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from mcp import Client
 from mcp.server.auth.provider import AccessToken
 from pydantic import SecretStr, TypeAdapter, ValidationError
 from sqlalchemy import BigInteger, Integer, SmallInteger, String, Text, TypeDecorator, Uuid
@@ -23,6 +24,7 @@ from gateway.backend_client import BackendClient
 from gateway.identity import Identity as CallerIdentity
 from gateway.identity import resolve_principal
 from gateway.served_app import AppSpecInvalid, load_served_app
+from gateway.server import build_server
 from shared.appspec import Identity, ServiceSession, SignedJwt
 from shared.cursor import decode_keyset, encode_keyset
 from shared.errors import ErrorCode, TaskgateError
@@ -33,6 +35,7 @@ from shared.tokens import issue_gateway_token, issue_token, verify_gateway_token
 from shared.user_ids import INT_IDS, UUID_IDS, user_ids_for
 from taskgate.app_stack import DEMO_USER_UUID, UserApp
 from taskgate.dev import app_user_line
+from tests.support.mcp_results import envelope_of
 from tests.support.uuid_items.processes import ITEMS_SPEC, REPO
 
 USER = "0b7c5b9e-8f1a-4c3d-9e2f-1a2b3c4d5e6f"
@@ -271,3 +274,27 @@ def test_a_gateway_refuses_a_spec_with_owner_columns_of_both_kinds_at_start(
         "of user id: notes.owner_id (integer), items.owner_id (UUID); one app's user ids are of "
         "one kind, so every owner column must hold integers or every one UUIDs"
     )
+
+
+async def test_one_uuid_spelled_two_ways_spends_one_rate_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ITEMS_SECRET", SECRET)
+    settings = Settings(
+        _env_file=None,
+        auth_mode="user_param",
+        rate_limit_per_user=0.01,
+        rate_limit_burst=2,
+        read_database_url="postgresql+asyncpg://nobody@127.0.0.1:1/none",
+        taskgate_app=ITEMS_SPEC,
+    )
+    monkeypatch.chdir(REPO)
+    server, _ = build_server(settings)
+    async with Client(server) as client:
+        # Refused without touching the database (an unknown argument), after the limit.
+        answers = [
+            envelope_of(await client.call_tool("count_items", {"user_id": spelled, "x": 1}))
+            for spelled in (USER, USER.upper(), USER)
+        ]
+    codes = [e["error_code"] for e in answers]
+    assert codes == ["validation_error", "validation_error", "rate_limited"]
