@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -461,7 +462,8 @@ def _validated(served: ServedTool, arguments: dict[str, Any]) -> dict[str, Any] 
     """The tool's validated arguments, when its model takes those sent unchanged; else None.
 
     Unknown names are the gateway's validation_error (mcp_server.refuse_unknown_arguments), and a
-    value the model coerces ("10" for 10) is the SDK path's to answer."""
+    value the model coerces ("10" for 10) is the SDK path's to answer; but for a UUID argument
+    in its canonical text, which JSON cannot send as anything else."""
     if not arguments.keys() <= served.properties:
         return None
     try:
@@ -470,6 +472,10 @@ def _validated(served: ServedTool, arguments: dict[str, Any]) -> dict[str, Any] 
         return None
     for key, value in arguments.items():
         kept = validated.get(key)
-        if type(kept) is not type(value) or kept != value:
+        if (type(kept) is not type(value) or kept != value) and not _uuid_as_sent(kept, value):
             return None
     return validated
+
+
+def _uuid_as_sent(kept: object, value: object) -> bool:
+    return isinstance(kept, uuid.UUID) and value == str(kept)

@@ -177,13 +177,17 @@ async def test_pages_follow_cursors_over_uuid_keys_and_cache_hits_take_the_fast_
         assert seen == made[::-1]
         again = ok(await client.call_tool("list_items", {"limit": 2}))  # a hit
         assert [i["id"] for i in again["items"]] == seen[:2]
+        for _ in range(2):  # a miss, then a hit: a UUID argument does not keep it off the path
+            got = ok(await client.call_tool("get_item", {"item_id": made[0]}))
+            assert (got["id"], got["title"]) == (made[0], "t0")
     async with httpx.AsyncClient(timeout=10) as http:
         metrics = (await http.get(items.one.removesuffix("/mcp") + "/metrics")).text
-    hits = [
-        line for line in metrics.splitlines()
-        if line.startswith('taskgate_fast_path_answers_total{cache="hit",tool="list_items"}')
-    ]  # fmt: skip
-    assert hits and float(hits[0].split()[-1]) >= 1, metrics[:2000]
+    for tool in ("list_items", "get_item"):
+        hits = [
+            line for line in metrics.splitlines()
+            if line.startswith(f'taskgate_fast_path_answers_total{{cache="hit",tool="{tool}"}}')
+        ]  # fmt: skip
+        assert hits and float(hits[0].split()[-1]) >= 1, (tool, metrics[:2000])
     assert not any(s in metrics for s in [user, *seen]), "a metric names a user or an item"
 
 
