@@ -18,13 +18,14 @@ import jwt
 from mcp.server.auth.provider import AccessToken
 
 from shared.appspec import AppSpec, Identity, ServiceSession, SignedJwt, TokenExchange
+from shared.user_ids import UserId, UserIds
 
 # The agent's own tokens remembered as verified, each until it expires (as JwtVerifier does).
 VERIFIED_TOKENS_MAX = 10_000
 
 # Who the app is called as, for a caller's user id and their bearer token (None in trusted
 # mode); None: the gateway's own default (token exchange, or trusted mode's service token).
-AppAuthFor = Callable[[int, str | None], httpx.Auth]
+AppAuthFor = Callable[[UserId, str | None], httpx.Auth]
 
 
 class AppAuthInvalid(ValueError):
@@ -39,12 +40,14 @@ def _secret(name: str) -> str:
 
 
 class ClaimVerifier:
-    """The MCP SDK's TokenVerifier for an app's own HS256 tokens: the user id in one claim."""
+    """The MCP SDK's TokenVerifier for an app's own HS256 tokens: the user id in one claim, of
+    the kind the app's owner columns hold."""
 
-    def __init__(self, identity: Identity) -> None:
+    def __init__(self, identity: Identity, user_ids: UserIds) -> None:
         assert identity.secret_env is not None
         self._secret = _secret(identity.secret_env)
         self._claim = identity.claim
+        self._user_ids = user_ids
         self._audience = identity.audience
         self._verified: dict[str, AccessToken] = {}
 
@@ -62,16 +65,15 @@ class ClaimVerifier:
             )
         except jwt.InvalidTokenError:
             return None
-        user = claims.get(self._claim)
-        user_id = str(user) if isinstance(user, int | str) else ""
-        if not (user_id.isascii() and user_id.isdigit()):
-            return None  # owner columns hold integer ids
+        user_id = self._user_ids.parse(claims.get(self._claim))
+        if user_id is None:
+            return None  # names no user of the app's kind
         access = AccessToken(
             token=token,
             client_id=f"user:{user_id}",
             scopes=[],
             expires_at=int(claims["exp"]),
-            subject=user_id,
+            subject=str(user_id),
         )
         if len(self._verified) >= VERIFIED_TOKENS_MAX:
             self._verified.clear()
@@ -82,7 +84,7 @@ class ClaimVerifier:
 class SignedJwtAuth(httpx.Auth):
     """A fresh short-lived token for one caller, signed with the app's own secret."""
 
-    def __init__(self, option: SignedJwt, secret: str, user_id: int) -> None:
+    def __init__(self, option: SignedJwt, secret: str, user_id: UserId) -> None:
         self._option = option
         self._secret = secret
         self._user_id = user_id
@@ -137,7 +139,7 @@ class ServiceSessionLogin:
 class ServiceSessionAuth(httpx.Auth):
     requires_response_body = False
 
-    def __init__(self, login: ServiceSessionLogin, user_id: int) -> None:
+    def __init__(self, login: ServiceSessionLogin, user_id: UserId) -> None:
         self._login = login
         self._user_id = user_id
 
@@ -164,9 +166,11 @@ class ServiceSessionAuth(httpx.Auth):
             yield request
 
 
-def token_verifier(spec: AppSpec) -> ClaimVerifier | None:
+def token_verifier(spec: AppSpec, user_ids: UserIds) -> ClaimVerifier | None:
     """The verifier of the app's own tokens, or None: taskgate's JwtVerifier."""
-    return ClaimVerifier(spec.identity) if spec.identity.secret_env is not None else None
+    if spec.identity.secret_env is None:
+        return None
+    return ClaimVerifier(spec.identity, user_ids)
 
 
 def app_auth_for(spec: AppSpec) -> AppAuthFor | None:

@@ -28,6 +28,7 @@ from gateway.ratelimit import CallLimits
 from gateway.request_id import bind_request_id, reset_request_id
 from shared.errors import ErrorCode, TaskgateError, validation_error
 from shared.settings import Settings
+from shared.user_ids import UserIds
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +61,16 @@ def failure_of(name: str, exc: Exception) -> TaskgateError:
 class CallGate:
     """Request id, caller, limits, failure envelope and metrics for one tool call."""
 
-    def __init__(self, settings: Settings, observer: ToolCallObserver, limits: CallLimits) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        observer: ToolCallObserver,
+        limits: CallLimits,
+        user_ids: UserIds,
+    ) -> None:
         # AUTH_MODE=user_param: the caller is the `user_id` argument, and no bearer is checked.
         self.trusted = settings.auth_mode == "user_param"
+        self.user_ids = user_ids  # the app's kind of user id
         self.observer = observer  # taskgate_tool_calls, latency, one log line per call
         self.limits = limits  # RATE_LIMIT_PER_USER
 
@@ -96,7 +104,7 @@ class CallGate:
         run: Callable[[], Awaitable[T]],
     ) -> tuple[T | CallToolResult, str]:
         try:
-            principal = resolve_principal(self.trusted, access, arguments)
+            principal = resolve_principal(self.trusted, access, arguments, self.user_ids)
             # A bad call counts too; one that read the database pays for it afterwards.
             async with self.limits.admitted(label, principal.limit_key):
                 with acting_for(principal):
@@ -132,15 +140,16 @@ class MethodLimits(ServerMiddleware[Any]):
     """The same per-user limits for every MCP request other than a tool call (tools/list,
     prompts, resources, ping, initialize): the call gate admits tool calls itself."""
 
-    def __init__(self, limits: CallLimits) -> None:
+    def __init__(self, limits: CallLimits, user_ids: UserIds) -> None:
         self.limits = limits
+        self.user_ids = user_ids
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> Any:
         if ctx.method == "tools/call":
             return await call_next(ctx)
         label = ctx.method if ctx.method in _LABELLED_METHODS else "other"
         # The bearer's user; none in trusted mode, where only tool calls name a user.
-        principal = resolve_principal(False, get_access_token(), {})
+        principal = resolve_principal(False, get_access_token(), {}, self.user_ids)
         try:
             async with self.limits.admitted(label, principal.limit_key):
                 return await call_next(ctx)

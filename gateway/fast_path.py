@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -61,6 +62,7 @@ from gateway.tools.read import CachedReadOf
 from shared.asgi_body import content_length, read_body, replaying
 from shared.errors import TaskgateError
 from shared.settings import Settings
+from shared.user_ids import UserId
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +111,7 @@ class _Call:
     arguments: dict[str, Any]
     validated: dict[str, Any]
     access: AccessToken | None  # None in trusted mode (AUTH_MODE=user_param): no bearer
-    user_id: int
+    user_id: UserId
 
 
 class _Permitted:
@@ -156,6 +158,7 @@ class ReadResponder:
         self._faulted = False
         # AUTH_MODE=user_param: the caller is the `user_id` argument, and the SDK checks no token.
         self.trusted = self.gate.trusted
+        self.user_ids = self.gate.user_ids
         self.max_body = settings.max_body_bytes
         self.ref = ref
         self.verifier = verifier
@@ -263,7 +266,7 @@ class ReadResponder:
         if validated is None:
             return None
         try:
-            principal = resolve_principal(self.trusted, access, shape.arguments)
+            principal = resolve_principal(self.trusted, access, shape.arguments, self.user_ids)
         except TaskgateError:
             return None  # the SDK path's to refuse
         user_id = principal.user_id
@@ -459,7 +462,8 @@ def _validated(served: ServedTool, arguments: dict[str, Any]) -> dict[str, Any] 
     """The tool's validated arguments, when its model takes those sent unchanged; else None.
 
     Unknown names are the gateway's validation_error (mcp_server.refuse_unknown_arguments), and a
-    value the model coerces ("10" for 10) is the SDK path's to answer."""
+    value the model coerces ("10" for 10) is the SDK path's to answer; but for a UUID argument
+    in its canonical text, which JSON cannot send as anything else."""
     if not arguments.keys() <= served.properties:
         return None
     try:
@@ -468,6 +472,10 @@ def _validated(served: ServedTool, arguments: dict[str, Any]) -> dict[str, Any] 
         return None
     for key, value in arguments.items():
         kept = validated.get(key)
-        if type(kept) is not type(value) or kept != value:
+        if (type(kept) is not type(value) or kept != value) and not _uuid_as_sent(kept, value):
             return None
     return validated
+
+
+def _uuid_as_sent(kept: object, value: object) -> bool:
+    return isinstance(kept, uuid.UUID) and value == str(kept)

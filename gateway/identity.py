@@ -15,20 +15,19 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import httpx
 import jwt
 from mcp.server.auth.provider import AccessToken
-from pydantic import BeforeValidator, Field
 
 from gateway.app_auth import AppAuthFor
 from gateway.auth import BearerAuth, ExchangeAuth, LoginAuth, TokenExchanger
 from gateway.backend_client import BackendClient
 from shared.errors import ErrorCode, TaskgateError
-from shared.rules import MAX_ID
 from shared.settings import Settings
 from shared.tokens import issue_token, verify_gateway_token, verify_token
+from shared.user_ids import INT_IDS, UserId, UserIds
 
 log = logging.getLogger(__name__)
 
@@ -37,47 +36,15 @@ SERVICE_TOKEN_TTL = 60  # seconds: a trusted-mode token lives for one call, with
 P = ParamSpec("P")
 R = TypeVar("R")
 
-# The longest decimal spelling of an id within MAX_ID.
-_MAX_ID_DIGITS = len(str(MAX_ID))
-
-
-def user_id_of(value: object) -> int | None:
-    """A user id from a JSON integer or a string of ASCII digits, within 1..MAX_ID; else None.
-
-    Nothing else: pydantic's lax mode would take 3.0 and true (user 1) too."""
-    if type(value) is int:
-        user_id = value
-    elif (
-        isinstance(value, str)
-        and 0 < len(value) <= _MAX_ID_DIGITS
-        and value.isascii()
-        and value.isdigit()
-    ):
-        user_id = int(value)
-    else:
-        return None
-    return user_id if 1 <= user_id <= MAX_ID else None
-
-
-def _user_id_argument(value: object) -> object:
-    user_id = user_id_of(value)
-    if user_id is None:
-        raise ValueError(f"must be a JSON integer or a string of ASCII digits, 1 to {MAX_ID}")
-    return user_id
-
-
-UserIdArg = Annotated[
-    int,
-    BeforeValidator(_user_id_argument),
-    Field(description="The id of the user you act for (trusted mode: the gateway believes it)."),
-]
+# The integer kind's rule by its old name (the task service's, and its tests').
+user_id_of = INT_IDS.parse
 
 
 @dataclass(frozen=True)
 class Principal:
     """Whom one tool call is for, as resolve_principal found it."""
 
-    user_id: int | None  # None: the process's configured credentials (stdio, in-process)
+    user_id: UserId | None  # None: the process's configured credentials (stdio, in-process)
     access: AccessToken | None  # the verified bearer; None in trusted mode and stdio
 
     @property
@@ -87,36 +54,41 @@ class Principal:
 
 
 def resolve_principal(
-    trusted: bool, access: AccessToken | None, arguments: Mapping[str, Any]
+    trusted: bool,
+    access: AccessToken | None,
+    arguments: Mapping[str, Any],
+    user_ids: UserIds = INT_IDS,  # the gate passes the app's; the task service's by default
 ) -> Principal:
     """The one rule for whom a call is for: trusted mode's `user_id` argument, else the bearer
-    token's subject, else (no bearer: stdio, in-process) the configured credentials."""
+    token's subject, else (no bearer: stdio, in-process) the configured credentials; an id of
+    the app's kind (`user_ids`), in its one spelling."""
     if trusted:
-        user_id = user_id_of(arguments.get("user_id"))
+        user_id = user_ids.parse(arguments.get("user_id"))
         if user_id is None:
-            missing = "user_id" not in arguments
-            raise TaskgateError(
-                ErrorCode.VALIDATION_ERROR,
-                "user_id is required"
-                if missing
-                else "user_id must be a JSON integer or a string of ASCII digits",
-                {
-                    "errors": [
-                        {
-                            "field": "user_id",
-                            "type": "missing" if missing else "user_id_type",
-                            "message": f"an integer from 1 to {MAX_ID}",
-                        }
-                    ]
-                },
-            )
+            raise _bad_user_id_argument(user_ids, "user_id" not in arguments)
         return Principal(user_id, None)
     if access is None:
         return Principal(None, None)
-    user_id = user_id_of(access.subject)
+    user_id = user_ids.parse(access.subject)
     if user_id is None:  # a verifier that names no user of this service
         raise TaskgateError(ErrorCode.UNAUTHORIZED, "the bearer token names no user")
     return Principal(user_id, access)
+
+
+def _bad_user_id_argument(user_ids: UserIds, missing: bool) -> TaskgateError:
+    return TaskgateError(
+        ErrorCode.VALIDATION_ERROR,
+        "user_id is required" if missing else f"user_id must be {user_ids.spelling}",
+        {
+            "errors": [
+                {
+                    "field": "user_id",
+                    "type": "missing" if missing else "user_id_type",
+                    "message": user_ids.expected,
+                }
+            ]
+        },
+    )
 
 
 _principal: ContextVar[Principal | None] = ContextVar("taskgate_principal", default=None)
@@ -134,14 +106,18 @@ def acting_for(principal: Principal) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Caller:
-    user_id: int
+    user_id: UserId
     auth: httpx.Auth
 
 
-def _user_of(settings: Settings, token: str, what: str, *, gateway: bool = False) -> int:
-    verify = verify_gateway_token if gateway else verify_token
+def _user_of(
+    settings: Settings, user_ids: UserIds, token: str, what: str, *, gateway: bool = False
+) -> UserId:
     try:
-        return verify(settings, token).user_id
+        if gateway:
+            subject = verify_gateway_token(settings, token).user_id
+        else:
+            subject = verify_token(settings, token, subjects=(user_ids,)).user_id
     except jwt.InvalidTokenError:
         raise TaskgateError(
             ErrorCode.UNAUTHORIZED,
@@ -150,16 +126,28 @@ def _user_of(settings: Settings, token: str, what: str, *, gateway: bool = False
             if gateway
             else f"{what} is not a valid token for this gateway's JWT_SECRET",
         ) from None
+    user_id = user_ids.parse(subject)
+    if user_id is None:
+        raise TaskgateError(
+            ErrorCode.UNAUTHORIZED,
+            f"{what} names no user of this app: its ids are {user_ids.name}s",
+        )
+    return user_id
 
 
 class Identity:
     """Resolves the caller of each tool call, by AUTH_MODE and transport."""
 
     def __init__(
-        self, settings: Settings, backend: BackendClient, auth_for: AppAuthFor | None = None
+        self,
+        settings: Settings,
+        backend: BackendClient,
+        auth_for: AppAuthFor | None,
+        user_ids: UserIds,
     ) -> None:
         self._settings = settings
         self._backend = backend
+        self._user_ids = user_ids  # the app's kind: configured credentials must name one
         self._auth_for = auth_for  # the app spec's way to call the app; None: token exchange
         self._exchanger = TokenExchanger(settings)
         self._token_caller: Caller | None = None
@@ -170,7 +158,7 @@ class Identity:
             token = settings.gateway_token.get_secret_value()
             try:
                 self._token_caller = Caller(
-                    _user_of(settings, token, "GATEWAY_TOKEN", gateway=True),
+                    _user_of(settings, user_ids, token, "GATEWAY_TOKEN", gateway=True),
                     ExchangeAuth(self._exchanger, token),
                 )
             except TaskgateError as exc:
@@ -211,7 +199,8 @@ class Identity:
             raise TaskgateError(error.code, error.message, error.details)
         if self._login is not None:
             token = self._login.token or await self._backend.log_in(self._login)
-            return Caller(_user_of(self._settings, token, "the backend's login token"), self._login)
+            user_id = _user_of(self._settings, self._user_ids, token, "the backend's login token")
+            return Caller(user_id, self._login)
         raise TaskgateError(
             ErrorCode.UNAUTHORIZED,
             "no credentials: send a bearer token, or configure GATEWAY_TOKEN or "
@@ -230,23 +219,26 @@ class Identity:
         return Caller(user_id, BearerAuth(token))
 
 
-def identified(settings: Settings) -> Callable[[Callable[P, Awaitable[R]]], Callable[..., Any]]:
+def identified(
+    settings: Settings, user_ids: UserIds
+) -> Callable[[Callable[P, Awaitable[R]]], Callable[..., Any]]:
     """Decorates a tool. In trusted mode (AUTH_MODE=user_param) the tool also takes a required
-    `user_id`, for its input schema: the call gate resolves it (resolve_principal) and
-    Identity.caller() reads that; in token mode the tool is unchanged."""
+    `user_id` of the app's kind, for its input schema: the call gate resolves it
+    (resolve_principal) and Identity.caller() reads that; in token mode the tool is unchanged."""
+    argument = user_ids.argument()
 
     def decorate(tool: Callable[P, Awaitable[R]]) -> Callable[..., Any]:
         if settings.auth_mode != "user_param":
             return tool
 
         @functools.wraps(tool)
-        async def with_user_id(*args: Any, user_id: int, **kwargs: Any) -> R:
+        async def with_user_id(*args: Any, user_id: UserId, **kwargs: Any) -> R:
             return await tool(*args, **kwargs)
 
         # The SDK builds the input schema from the signature: publish user_id first.
         signature = inspect.signature(tool, eval_str=True)
         user_param = inspect.Parameter(
-            "user_id", inspect.Parameter.KEYWORD_ONLY, annotation=UserIdArg
+            "user_id", inspect.Parameter.KEYWORD_ONLY, annotation=argument
         )
         keyword_only = [
             p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in signature.parameters.values()

@@ -22,6 +22,7 @@ from readmodel.replicas import ReplicaSet
 from readmodel.ttl import TtlStore
 from shared.api import LIVENESS_PATH
 from shared.settings import Settings
+from shared.user_ids import INT_IDS, UserIds
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +64,11 @@ async def open_runtime(
     on_response: Sequence[ResponseHook] = (),
     auth_for: AppAuthFor | None = None,
     liveness_path: str = LIVENESS_PATH,
+    user_ids: UserIds = INT_IDS,
 ) -> AsyncIterator[Runtime]:
     """`reads`: the app spec's read tools; `on_response`: httpx hooks for every backend answer
     (the metrics count 5xx); `auth_for`: how the spec says to call the app; `liveness_path`:
-    the app's health route, which /readyz asks."""
+    the app's health route, which /readyz asks; `user_ids`: the kind of its user ids."""
     http = create_http_client(settings, on_response)
     backend = BackendClient(http, liveness_path)
     replicas = ReplicaSet.of(
@@ -100,7 +102,7 @@ async def open_runtime(
             fallback=fallback,
             marks=marks,
         )
-        identity = Identity(settings, backend, auth_for)
+        identity = Identity(settings, backend, auth_for, user_ids)
         await identity.start()
         await marks.prepare()
         buckets = build_buckets(settings, cache.cache, cache.shared)

@@ -13,10 +13,11 @@ from gateway.app_auth import (
     token_verifier,
 )
 from gateway.openapi_tools import OpenApiError, WriteOperation, write_operations
-from readmodel.reads import CompiledRead, SpecError, compile_reads
+from readmodel.reads import CompiledRead, SpecError, compile_reads, owner_id_kind
 from shared.appspec import AppSpec
 from shared.settings import Settings
 from shared.spec_loader import SpecLoadError, load_spec, openapi_document
+from shared.user_ids import UserIds
 
 
 class AppSpecInvalid(ValueError):
@@ -30,6 +31,7 @@ class ServedApp:
     writes: list[WriteOperation]
     verifier: ClaimVerifier | None  # the app's own tokens; None: taskgate's JwtVerifier
     auth_for: AppAuthFor | None  # how calls reach the app; None: token exchange
+    user_ids: UserIds  # the kind of user id its owner columns hold
 
 
 def load_served_app(settings: Settings) -> ServedApp:
@@ -37,8 +39,9 @@ def load_served_app(settings: Settings) -> ServedApp:
     try:
         spec = load_spec(settings.taskgate_app)
         reads = compile_reads(spec)
+        user_ids = owner_id_kind(spec)
         writes = write_operations(openapi_document(spec), spec.writes)
-        verifier, auth_for = token_verifier(spec), app_auth_for(spec)
+        verifier, auth_for = token_verifier(spec, user_ids), app_auth_for(spec)
     except (SpecLoadError, SpecError, OpenApiError, AppAuthInvalid) as exc:
         raise AppSpecInvalid(f"app spec {where}: {exc}") from None
     shared = sorted(set(reads) & {op.name for op in writes})
@@ -50,4 +53,4 @@ def load_served_app(settings: Settings) -> ServedApp:
             f"CACHE_TTL_OVERRIDES names tools that are not read tools of {where}: {unknown}; "
             f"its read tools are: {sorted(reads)}"
         )
-    return ServedApp(spec, reads, writes, verifier, auth_for)
+    return ServedApp(spec, reads, writes, verifier, auth_for, user_ids)

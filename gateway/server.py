@@ -77,6 +77,7 @@ def _build(
                 app.reads,
                 on_response=[backend_error_counter(metrics)],
                 auth_for=app.auth_for,
+                user_ids=app.user_ids,
                 liveness_path=app.spec.health_path,
             ) as rt,
             contextlib.AsyncExitStack() as background,
@@ -105,7 +106,7 @@ def _build(
         )
     limits = CallLimits(settings, lambda: ref.get().buckets, metrics.rate_limited)
     server = TaskgateMCP(
-        gate=CallGate(settings, ToolCallObserver(metrics), limits),
+        gate=CallGate(settings, ToolCallObserver(metrics), limits, app.user_ids),
         name=app.spec.name,
         instructions=app.spec.instructions,
         version="0.1.0",
@@ -113,10 +114,10 @@ def _build(
         auth=auth,
         lifespan=lifespan,
         cache_hints={"tools/list": TOOLS_LIST_HINT},
-        middleware=[MethodLimits(limits)],
+        middleware=[MethodLimits(limits, app.user_ids)],
     )
-    lookups = register_read_tools(server, settings, ref, app.reads)
-    register_write_tools(server, settings, ref, app.writes)
+    lookups = register_read_tools(server, settings, ref, app.reads, app.user_ids)
+    register_write_tools(server, settings, ref, app.writes, app.user_ids)
     if settings.mcp_bench_tools:
         register_bench_tools(server)
     add_health_routes(server, ref)  # /healthz, /readyz

@@ -30,6 +30,7 @@ from redis.commands.core import AsyncScript
 
 from readmodel.redis_keys import MARKS_KEY
 from shared.redis_timing import FAULT_BACKOFF_SECONDS, REDIS_OP_TIMEOUT_SECONDS
+from shared.user_ids import UserId
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +86,10 @@ class LocalMarks:
 
     def __init__(self, max_users: int = LOCAL_MARKS_MAX) -> None:
         self.floor = 0
-        self._marks: OrderedDict[int, int] = OrderedDict()
+        self._marks: OrderedDict[UserId, int] = OrderedDict()
         self._max = max_users
 
-    def raise_mark(self, user_id: int, position: int) -> None:
+    def raise_mark(self, user_id: UserId, position: int) -> None:
         if position <= self._marks.get(user_id, 0):
             return
         self._marks[user_id] = position
@@ -97,10 +98,10 @@ class LocalMarks:
             _, dropped = self._marks.popitem(last=False)
             self.floor = max(self.floor, dropped)
 
-    def mark_for(self, user_id: int) -> int:
+    def mark_for(self, user_id: UserId) -> int:
         return max(self._marks.get(user_id, 0), self.floor)
 
-    def own_mark(self, user_id: int) -> int:
+    def own_mark(self, user_id: UserId) -> int:
         return self._marks.get(user_id, 0)
 
 
@@ -122,12 +123,12 @@ class RedisMarks:
             )
         )
 
-    async def read(self, user_id: int) -> tuple[int | None, int]:
+    async def read(self, user_id: UserId) -> tuple[int | None, int]:
         """(floor, the user's mark); floor None means the store was lost."""
         floor, mark = await self.client.hmget(MARKS_KEY, [FLOOR_FIELD, str(user_id)])
         return decode(floor), decode(mark) or 0
 
-    async def raise_mark(self, user_id: int, position: int) -> bool:
+    async def raise_mark(self, user_id: UserId, position: int) -> bool:
         """False when the store was lost (no floor): the caller restores the floor first."""
         args = [str(user_id), encode(position), FLOOR_FIELD]
         done = await self._raise(keys=[MARKS_KEY], args=args)
@@ -234,7 +235,7 @@ class Marks:
             except MarksUnknown:
                 self._next_floor_try = time.monotonic() + 1.0
 
-    async def raise_mark(self, user_id: int, position: int) -> None:
+    async def raise_mark(self, user_id: UserId, position: int) -> None:
         self.local.raise_mark(user_id, position)
         if self.shared is None:
             return
@@ -248,7 +249,7 @@ class Marks:
         except Exception as exc:  # a Redis fault: the local mark stays, and is republished
             self._fault(exc)
 
-    async def mark_for(self, user_id: int) -> ReadMark:
+    async def mark_for(self, user_id: UserId) -> ReadMark:
         """What a read by this user must see. Raises MarksUnknown when that cannot be known."""
         await self._try_local_floor()
         own = self.local.own_mark(user_id)

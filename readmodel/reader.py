@@ -25,6 +25,7 @@ from readmodel.marks import Marks, MarksUnknown, ReadMark
 from readmodel.reads import CompiledRead, ReadTools, jsonable_rows
 from readmodel.replicas import Replica, ReplicaBehind, ReplicaSet, checked_read
 from shared.errors import ErrorCode, TaskgateError, rate_limited
+from shared.user_ids import UserId
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class CachedRead:
 _EMPTY = b"{}"
 
 
-def _key(tool: str, user_id: int, mark: ReadMark, args: str) -> str:
+def _key(tool: str, user_id: UserId, mark: ReadMark, args: str) -> str:
     # The mark is part of the key: a write makes the user's older entries unreachable.
     return f"{tool}:{user_id}:{mark.position:x}:{args}"
 
@@ -101,7 +102,7 @@ class Reader:
 
     # -- writes leave marks ------------------------------------------------------
 
-    async def note_write(self, user_id: int, commit_lsn: str) -> None:
+    async def note_write(self, user_id: UserId, commit_lsn: str) -> None:
         try:
             position = parse_lsn(commit_lsn)
         except ValueError:
@@ -110,7 +111,7 @@ class Reader:
             return
         await self.marks.raise_mark(user_id, position)
 
-    async def _mark(self, user_id: int) -> ReadMark:
+    async def _mark(self, user_id: UserId) -> ReadMark:
         try:
             return await self.marks.mark_for(user_id)
         except MarksUnknown:
@@ -130,7 +131,9 @@ class Reader:
                 ErrorCode.NOT_FOUND, f"unknown read tool: {name[:100]}", {"tool": name[:100]}
             ) from None
 
-    async def read(self, name: str, user_id: int, arguments: Mapping[str, Any]) -> dict[str, Any]:
+    async def read(
+        self, name: str, user_id: UserId, arguments: Mapping[str, Any]
+    ) -> dict[str, Any]:
         """The tool's answer for the caller: from the cache, else from a replica that has
         replayed the caller's writes. Arguments are checked by the tool's own model."""
         read = self.tool(name)
@@ -150,7 +153,7 @@ class Reader:
         self,
         conn: AsyncConnection,
         read: CompiledRead,
-        user_id: int,
+        user_id: UserId,
         args: dict[str, Any],
         after: tuple[Any, ...] | None,
     ) -> dict[str, Any]:
@@ -159,18 +162,21 @@ class Reader:
         shape = read.tool.shape
         if shape in ("one", "row"):
             # A miss is cached too ({}), so probing for ids does not reach the replica each time.
-            return jsonable_rows(keys, rows[:1])[0] if rows else {}
+            return jsonable_rows(keys, rows[:1], read.uuid_values)[0] if rows else {}
         # One row more than asked says whether a next page exists, so the last page has no
         # cursor to an empty page.
         limit = args["limit"]
         page, more = rows[:limit], len(rows) > limit
         next_cursor = read.next_cursor(self._secret, args, page[-1]._mapping) if more else None
-        return {read.tool.items: jsonable_rows(keys, page), "next_cursor": next_cursor}
+        return {
+            read.tool.items: jsonable_rows(keys, page, read.uuid_values),
+            "next_cursor": next_cursor,
+        }
 
     # -- cache hits alone (gateway.fast_path) -----------------------------------------
 
     async def cached(
-        self, name: str, user_id: int, arguments: Mapping[str, Any]
+        self, name: str, user_id: UserId, arguments: Mapping[str, Any]
     ) -> CachedRead | None:
         """What `read` would answer from the cache, or None; never reads the database. A cached
         miss of a "one" tool is None too: its not_found is `read`'s to raise."""
@@ -186,7 +192,7 @@ class Reader:
     # -- machinery ---------------------------------------------------------------
 
     async def _cached(
-        self, tool: str, user_id: int, args: str, load: Callable[[AsyncConnection], Awaitable[T]]
+        self, tool: str, user_id: UserId, args: str, load: Callable[[AsyncConnection], Awaitable[T]]
     ) -> T:
         mark = await self._mark(user_id)
         key = _key(tool, user_id, mark, args)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,7 +18,7 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 
 from cachetools import LRUCache
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
-from sqlalchemy import ColumnElement, Select, Table
+from sqlalchemy import ColumnElement, Select, Table, Uuid
 from sqlalchemy.sql.selectable import Join
 from sqlalchemy.sql.util import find_tables
 
@@ -26,6 +27,7 @@ from shared.cursor import decode_keyset, encode_keyset, keyset_json
 from shared.errors import ErrorCode, TaskgateError
 from shared.paging import keyset_page, order_columns
 from shared.rules import CURSOR_MAX, LIMIT_DEFAULT, LIMIT_MAX, LIMIT_MIN, PageLimit
+from shared.user_ids import INT_IDS, UserId, UserIds, user_ids_for
 
 PAGE_ARGUMENTS = ("limit", "cursor")
 Limit = Annotated[PageLimit, Field(description=f"How many per page, {LIMIT_MIN} to {LIMIT_MAX}.")]
@@ -62,6 +64,8 @@ class CompiledRead:
     owners: Mapping[Table, ColumnElement[Any]]
     order: tuple[ColumnElement[Any], ...]
     order_keys: tuple[str, ...]  # where each order column's value sits in a row
+    user_ids: UserIds  # the kind of id the owner columns hold
+    uuid_values: bool  # it selects UUID columns, which a row's JSON holds as text
     # The owner columns of each statement shape (by SQLAlchemy cache key) the query built.
     owner_shapes: LRUCache[Any, tuple[ColumnElement[Any], ...]] = field(
         default_factory=lambda: LRUCache(maxsize=OWNER_SHAPES_MAX), compare=False, repr=False
@@ -87,10 +91,11 @@ class CompiledRead:
         values = [_jsonable(arguments[f]) for f in self.filters]
         return json.dumps([self.name, values], default=str)  # a UUID or a Decimal, as text
 
-    def statement(self, user_id: int, arguments: Mapping[str, Any], after: Any = None) -> Any:
+    def statement(self, user_id: UserId, arguments: Mapping[str, Any], after: Any = None) -> Any:
         query = self.tool.query(**{f: arguments[f] for f in self.filters})
+        owner = self.user_ids.bind(user_id)
         for column in _owner_columns(self, query):
-            query = query.where(column == user_id)
+            query = query.where(column == owner)
         if self.tool.shape == "page":
             query = keyset_page(query, self.order, after, arguments["limit"] + 1)
         return query
@@ -122,15 +127,48 @@ ReadTools = Mapping[str, CompiledRead]
 def compile_reads(spec: AppSpec) -> dict[str, CompiledRead]:
     """Every read tool of the spec, checked: SpecError names the first that cannot be served."""
     owners = _owner_table(spec)
+    user_ids = owner_id_kind(spec)
     compiled: dict[str, CompiledRead] = {}
     for tool in spec.reads:
         if tool.name in compiled:
             raise SpecError(f"read tool {tool.name!r} is declared twice")
         try:
-            compiled[tool.name] = _compile(tool, owners)
+            compiled[tool.name] = _compile(tool, owners, user_ids)
         except SpecError as exc:
             raise SpecError(f"read tool {tool.name!r}: {exc}") from None
     return compiled
+
+
+def owner_id_kind(spec: AppSpec) -> UserIds:
+    """The kind of user id the spec's owner columns hold, declared once by their SQL type:
+    integers (Integer, BigInteger) or UUIDs (Uuid, postgresql.UUID), the same for every owner
+    column; SpecError names the columns otherwise. No owner columns: integers."""
+    kinds = {
+        f"{table.name}.{column.name}": _kind_of(table, column)
+        for table, column in _owner_table(spec).items()
+    }
+    found = set(kinds.values())
+    if len(found) > 1:
+        named = ", ".join(f"{where} ({kind.name})" for where, kind in kinds.items())
+        raise SpecError(
+            f"owners: the owner columns hold different kinds of user id: {named}; one app's "
+            "user ids are of one kind, so every owner column must hold integers or every one "
+            "UUIDs"
+        )
+    return found.pop() if found else INT_IDS
+
+
+def _kind_of(table: Table, column: Any) -> UserIds:
+    kind = user_ids_for(column.type)
+    if kind is None:
+        held = _python_type(column)
+        raise SpecError(
+            f"owners: the owner column {table.name}.{column.name} holds "
+            f"{getattr(held, '__name__', held)} values: an owner column must hold the user's id, "
+            "as integers (Integer, BigInteger) or UUIDs (sqlalchemy.Uuid, postgresql.UUID); "
+            "another type (a name, an email) is not supported"
+        )
+    return kind
 
 
 def _owner_table(spec: AppSpec) -> dict[Table, ColumnElement[Any]]:
@@ -143,14 +181,6 @@ def _owner_table(spec: AppSpec) -> dict[Table, ColumnElement[Any]]:
         expression: ColumnElement[Any] = column.expression
         if getattr(expression, "table", None) is not table:
             raise SpecError(f"owners: the owner column of {table.name} is not one of its columns")
-        held = _python_type(expression)
-        if held not in (int, None):
-            # The caller's id is an integer end to end (tokens, cache keys, read marks).
-            raise SpecError(
-                f"owners: the owner column {table.name}.{expression.name} holds "
-                f"{getattr(held, '__name__', held)} values, and taskgate's user ids are integers: "
-                "an owner column of another type (a UUID, a name) is not supported"
-            )
         owners[table] = expression
     return owners
 
@@ -158,12 +188,14 @@ def _owner_table(spec: AppSpec) -> dict[Table, ColumnElement[Any]]:
 def _python_type(column: ColumnElement[Any]) -> type | None:
     try:
         python_type: type = column.type.python_type
-    except NotImplementedError:  # a type that does not say: given the benefit of the doubt
+    except NotImplementedError:  # a type that does not say
         return None
     return python_type
 
 
-def _compile(tool: ReadTool, owners: Mapping[Table, ColumnElement[Any]]) -> CompiledRead:
+def _compile(
+    tool: ReadTool, owners: Mapping[Table, ColumnElement[Any]], user_ids: UserIds
+) -> CompiledRead:
     signature = inspect.signature(tool.query, eval_str=True)
     fields: dict[str, Any] = {}
     for name, parameter in signature.parameters.items():
@@ -202,7 +234,8 @@ def _compile(tool: ReadTool, owners: Mapping[Table, ColumnElement[Any]]) -> Comp
         order, keys = _checked_order(tool, query, read_tables)
     elif tool.order:
         raise SpecError("only a page tool takes an order")
-    return CompiledRead(tool, arguments, filters, owners, order, keys)
+    uuids = any(_holds_uuids(column.type) for column in query.selected_columns)
+    return CompiledRead(tool, arguments, filters, owners, order, keys, user_ids, uuids)
 
 
 def _checked_order(
@@ -283,13 +316,16 @@ def _sample(parameter: inspect.Parameter) -> Any:
     return _sample_of(parameter.annotation)
 
 
+_NIL = uuid.UUID(int=0)  # a UUID argument's value at start
+
+
 def _sample_of(annotation: Any) -> Any:
     origin = get_origin(annotation)
     if origin is Annotated:
         return _sample_of(get_args(annotation)[0])
     if origin is Literal:
         return get_args(annotation)[0]
-    for kind, value in ((bool, True), (int, 1), (float, 1.0), (str, "x")):
+    for kind, value in ((bool, True), (int, 1), (float, 1.0), (str, "x"), (uuid.UUID, _NIL)):
         if annotation is kind:
             return value
     for option in get_args(annotation):
@@ -298,13 +334,28 @@ def _sample_of(annotation: Any) -> Any:
     return None
 
 
+def _holds_uuids(sql_type: Any) -> bool:
+    return isinstance(getattr(sql_type, "impl_instance", sql_type), Uuid)
+
+
 def _jsonable(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-def jsonable_rows(keys: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
-    """Rows as dicts of JSON-safe values (a datetime as its ISO text), in one comprehension: a
-    page's hundreds of values make a call per value a tenth of a miss's CPU."""
+def _text(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value) if isinstance(value, uuid.UUID) else value
+
+
+def jsonable_rows(
+    keys: Sequence[str], rows: Sequence[Sequence[Any]], uuids: bool = False
+) -> list[dict[str, Any]]:
+    """Rows as dicts of JSON-safe values (a datetime as its ISO text, a UUID as its text when
+    `uuids`: a hit and a miss answer alike), in one comprehension: a page's hundreds of values
+    make a call per value a tenth of a miss's CPU, so a read without UUIDs makes none."""
+    if uuids:
+        return [{k: _text(v) for k, v in zip(keys, row, strict=True)} for row in rows]
     return [
         {k: v.isoformat() if isinstance(v, datetime) else v for k, v in zip(keys, row, strict=True)}
         for row in rows

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 
 from shared.errors import ErrorCode, TaskgateError
@@ -22,14 +23,19 @@ def _tag(secret: bytes, payload: bytes) -> bytes:
 
 
 def _value_json(value: object) -> object:
-    # Datetimes as exact microseconds, tagged, so a page boundary survives the round trip.
+    # Datetimes as exact microseconds, and UUIDs (a primary key), tagged, so a page boundary
+    # survives the round trip with its type.
     if isinstance(value, datetime):
         return {"us": (value - _EPOCH) // _MICRO}
+    if isinstance(value, uuid.UUID):
+        return {"uuid": value.hex}
     return value
 
 
 def _value_of(raw: object) -> object:
     if isinstance(raw, dict):
+        if raw.keys() == {"uuid"} and isinstance(raw["uuid"], str):
+            return uuid.UUID(hex=raw["uuid"])  # ValueError for a bad one
         micros = raw.get("us")
         if raw.keys() != {"us"} or not isinstance(micros, int):
             raise ValueError("not a keyset value")

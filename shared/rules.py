@@ -15,7 +15,6 @@ MAX_ID = 2**63 - 1
 TaskId = Annotated[
     int, Field(ge=1, le=MAX_ID, description="The task's id, as returned by the other tools.")
 ]
-UserId = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 # Tasks per page of list_tasks and GET /tasks.
 LIMIT_MIN, LIMIT_MAX, LIMIT_DEFAULT = 1, 200, 50

@@ -13,24 +13,29 @@ import jwt
 
 from shared.errors import ErrorCode, TaskgateError
 from shared.settings import Settings
+from shared.user_ids import INT_IDS, UUID_IDS, UserId, UserIds, parse_as_any
 
 ALGORITHM = "HS256"
 TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"  # RFC 8693
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 # The one client allowed to exchange a gateway token for a backend token.
 GATEWAY_CLIENT_ID = "taskgate-gateway"
+# The user id kinds a gateway token may name: the backend's own tokens name integer ids, and the
+# gateway of an app with UUID ids (shared.user_ids) takes its tokens' UUIDs; the caller's kind is
+# checked against the app's when the call is resolved (gateway.identity).
+GATEWAY_SUBJECTS: tuple[UserIds, ...] = (INT_IDS, UUID_IDS)
 
 
 @dataclass(frozen=True)
 class TokenClaims:
-    user_id: int
+    user_id: UserId
     expires_at: int
     issued_at: int
 
 
 def issue_token(
     settings: Settings,
-    user_id: int,
+    user_id: UserId,
     ttl_seconds: int | None = None,
     *,
     audience: str | None = None,
@@ -51,16 +56,20 @@ def issue_token(
     return jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm=ALGORITHM)
 
 
-def issue_gateway_token(settings: Settings, user_id: int, ttl_seconds: int | None = None) -> str:
+def issue_gateway_token(settings: Settings, user_id: UserId, ttl_seconds: int | None = None) -> str:
     """A token that the gateway at MCP_PUBLIC_URL accepts, and the backend's REST API refuses."""
     return issue_token(settings, user_id, ttl_seconds, audience=settings.mcp_url)
 
 
 def verify_token(
-    settings: Settings, token: str, audience: str | list[str] | None = None
+    settings: Settings,
+    token: str,
+    audience: str | list[str] | None = None,
+    subjects: tuple[UserIds, ...] = (INT_IDS,),
 ) -> TokenClaims:
     """Verify signature, expiry, issuer and audience (the backend's unless named; with a list,
-    any one of them). Raises jwt.InvalidTokenError."""
+    any one of them), and that the subject is a user id of one of `subjects`' kinds (the
+    backend's integers unless named). Raises jwt.InvalidTokenError."""
     claims = jwt.decode(
         token,
         settings.jwt_secret.get_secret_value(),
@@ -70,16 +79,15 @@ def verify_token(
         options={"require": ["sub", "exp", "iat", "iss", "aud"]},
     )
     sub = claims["sub"]
-    # ASCII digits within bigint: str.isdigit() alone also takes '²', which int() refuses.
-    if not isinstance(sub, str) or not (sub.isascii() and sub.isdigit()) or len(sub) > 18:
+    user_id = parse_as_any(subjects, sub)
+    if not isinstance(sub, str) or user_id is None:
         raise jwt.InvalidTokenError("subject is not a user id")
-    return TokenClaims(
-        user_id=int(sub), expires_at=int(claims["exp"]), issued_at=int(claims["iat"])
-    )
+    return TokenClaims(user_id=user_id, expires_at=int(claims["exp"]), issued_at=int(claims["iat"]))
 
 
 def verify_gateway_token(settings: Settings, token: str) -> TokenClaims:
-    return verify_token(settings, token, audience=settings.mcp_url)
+    """A token for this gateway, naming a user id of either kind (GATEWAY_SUBJECTS)."""
+    return verify_token(settings, token, audience=settings.mcp_url, subjects=GATEWAY_SUBJECTS)
 
 
 def gateway_client_secret(settings: Settings) -> str:

@@ -17,13 +17,16 @@ from dataclasses import dataclass
 import jwt
 
 from gateway.openapi_tools import OpenApiError, write_operations
-from readmodel.reads import SpecError, compile_reads
+from readmodel.reads import SpecError, compile_reads, owner_id_kind
 from shared.appspec import AppSpec, ServiceSession, SignedJwt
 from shared.spec_loader import load_spec, openapi_document
 from shared.tokens import issue_token
+from shared.user_ids import INT_IDS, UserId
 from taskgate.app_schema import SchemaError, check_app_schema
 
 DEMO_USER_ID = 1
+# An app with UUID user ids (shared.user_ids) has no "first user"; the token names this one.
+DEMO_USER_UUID = "00000000-0000-4000-8000-000000000001"
 DEMO_TOKEN_SECONDS = 86_400
 
 
@@ -36,6 +39,11 @@ class UserApp:
     reference: str  # as given to --app
     spec: AppSpec
     env: dict[str, str]  # the secrets the spec names, for the app and the gateways
+
+    @property
+    def demo_user(self) -> UserId:
+        """The user dev's bearer token names, of the kind the app's owner columns hold."""
+        return DEMO_USER_ID if owner_id_kind(self.spec) is INT_IDS else DEMO_USER_UUID
 
     @property
     def asgi(self) -> str:
@@ -52,24 +60,25 @@ class UserApp:
                 "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
 
     def token(self, jwt_secret: str, mcp_url: str) -> str:
-        """A bearer token for the demo user (id 1), of the kind the gateway accepts."""
+        """A bearer token for the demo user, of the kind the gateway accepts."""
         identity = self.spec.identity
+        user = self.demo_user
         if identity.secret_env is None:  # taskgate's own tokens
-            return issue_token_for(jwt_secret, mcp_url)
+            return issue_token_for(jwt_secret, mcp_url, user)
         now = int(time.time())
         claims: dict[str, object] = {"exp": now + DEMO_TOKEN_SECONDS, "iat": now}
-        claims[identity.claim] = str(DEMO_USER_ID) if identity.claim == "sub" else DEMO_USER_ID
+        claims[identity.claim] = str(user) if identity.claim == "sub" else user
         if identity.audience:
             claims["aud"] = identity.audience
         secret = os.environ.get(identity.secret_env) or self.env[identity.secret_env]
         return jwt.encode(claims, secret, "HS256")
 
 
-def issue_token_for(jwt_secret: str, mcp_url: str) -> str:
+def issue_token_for(jwt_secret: str, mcp_url: str, user: UserId) -> str:
     from shared.settings import Settings
 
     settings = Settings(_env_file=None, jwt_secret=jwt_secret, mcp_public_url=mcp_url)
-    return issue_token(settings, DEMO_USER_ID, DEMO_TOKEN_SECONDS, audience=settings.mcp_url)
+    return issue_token(settings, user, DEMO_TOKEN_SECONDS, audience=settings.mcp_url)
 
 
 def load_user_app(reference: str) -> UserApp:

@@ -22,7 +22,7 @@ from types import FrameType
 
 from shared.spec_loader import SpecLoadError
 from taskgate.app_schema import SchemaError
-from taskgate.app_stack import AppStartError, load_user_app
+from taskgate.app_stack import DEMO_USER_ID, AppStartError, UserApp, load_user_app
 from taskgate.devenv import (
     ADMIN_URL_KEY,
     DevFolderLock,
@@ -170,6 +170,8 @@ def dev_settings(
 DEMO_LOGIN_LINE = (
     f"Demo login: {DEMO_EMAIL} with DEMO_PASSWORD from the settings file (OAuth login page)"
 )
+
+
 # A user's app (--app) has its own accounts, and no OAuth server of taskgate's.
 APP_USER_LINE = (
     "Token user: id 1 of your app, which dev does not create: sign a user up through your app "
@@ -177,9 +179,23 @@ APP_USER_LINE = (
 )
 
 
+def app_user_line(app: UserApp) -> str:
+    """What the banner says of the token's user, whom dev does not create."""
+    if app.demo_user == DEMO_USER_ID:
+        return APP_USER_LINE
+    return (
+        f"Token user: id {app.demo_user} of your app, which dev does not create: its user ids "
+        "are UUIDs, so create that user in your app, or sign a token for your own user with the "
+        "app's secret from the settings file"
+    )
+
+
 def banner(
-    stack: Stack, token: DevToken, settings_file: Path, seconds: float, demo_login: bool = True
+    stack: Stack, token: DevToken, settings_file: Path, seconds: float, app: UserApp | None = None
 ) -> str:
+    """`app`: a user's app (--app), which has its own accounts, and no OAuth server of
+    taskgate's; None: the task service, with its demo login."""
+    demo_login = app is None
     logs = [c.log for c in stack.components if c.log is not None]
     if stack.redis is not None and stack.redis.logfile is not None:
         logs.append(stack.redis.logfile)
@@ -192,7 +208,7 @@ def banner(
         f"Token lifetime: {round((token.expires_at - time.time()) / 3600)}h, until "
         f"{token.expires} (MCP_TOKEN_EXPIRES_AT); then restart dev"
         + (", or use OAuth, which refreshes" if demo_login else ""),
-        DEMO_LOGIN_LINE if demo_login else APP_USER_LINE,
+        DEMO_LOGIN_LINE if app is None else app_user_line(app),
         f"Settings file: {settings_file}",
         *(f"Log: {path}" for path in logs),
         "Admin CLI: taskgate cache show   (run it as you ran dev; it reads the settings file)",
@@ -259,13 +275,13 @@ def _run_dev_locked(options: DevOptions, lock: DevFolderLock) -> int:
             if app is None:
                 password = secrets.token_urlsafe(16)
                 token = long_lived_demo_token(stack, password)
-            else:  # the app's own accounts: no demo account, a token for user 1
+            else:  # the app's own accounts: no demo account, a token for its demo user
                 password = None
                 token = DevToken.of(app.token(stack.env["JWT_SECRET"], stack.mcp_url))
             app_secrets = {} if app is None else app.env
             write_dev_env(settings_file, dev_settings(stack, token, password, app_secrets))
             elapsed = time.monotonic() - started
-            print(banner(stack, token, settings_file, elapsed, password is not None), flush=True)
+            print(banner(stack, token, settings_file, elapsed, app), flush=True)
             return _watch(stack)
     except KeyboardInterrupt:
         say("stopping")

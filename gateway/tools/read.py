@@ -16,10 +16,11 @@ from gateway.runtime import RuntimeRef
 from readmodel.reader import CachedRead, Reader
 from readmodel.reads import CompiledRead, ReadTools
 from shared.settings import Settings
+from shared.user_ids import UserId, UserIds
 
 # A read tool's value: the JSON form of its output model, as the read model's cache holds it.
 JsonObject = Mapping[str, Any]
-CachedReadOf = Callable[[Reader, int, Mapping[str, Any]], Awaitable[CachedRead | None]]
+CachedReadOf = Callable[[Reader, UserId, Mapping[str, Any]], Awaitable[CachedRead | None]]
 
 
 def read_only(title: str) -> ToolAnnotations:
@@ -72,12 +73,12 @@ def _tool_function(read: CompiledRead, ref: RuntimeRef) -> Callable[..., Awaitab
 
 
 def register_read_tools(
-    server: MCPServer, settings: Settings, ref: RuntimeRef, reads: ReadTools
+    server: MCPServer, settings: Settings, ref: RuntimeRef, reads: ReadTools, user_ids: UserIds
 ) -> dict[str, CachedReadOf]:
     """Registers every read tool, and returns the table of their cache look-ups (the fast
     path answers exactly these): the read a tool's body makes, on its validated arguments,
     for a hit alone."""
-    with_identity = identified(settings)
+    with_identity = identified(settings, user_ids)
     lookups: dict[str, CachedReadOf] = {}
     for name, read in reads.items():
         server.add_tool(
@@ -94,7 +95,7 @@ def _cached_lookup(read: CompiledRead) -> CachedReadOf:
     names = tuple(read.arguments.model_fields)
 
     async def cached(
-        reader: Reader, user_id: int, validated: Mapping[str, Any]
+        reader: Reader, user_id: UserId, validated: Mapping[str, Any]
     ) -> CachedRead | None:
         # The validated arguments hold trusted mode's user_id too: not the tool's to read.
         return await reader.cached(read.name, user_id, {n: validated[n] for n in names})

@@ -21,6 +21,7 @@ from gateway.runtime import Runtime, RuntimeRef
 from shared.api import LSN_HEADER
 from shared.errors import ErrorCode, TaskgateError, validation_error
 from shared.settings import Settings
+from shared.user_ids import UserId, UserIds
 
 # An argument the agent left out: not sent to the app, so the app's own default applies.
 _OMITTED: Any = type("Omitted", (), {"__repr__": lambda _self: "<omitted>"})()
@@ -63,7 +64,7 @@ def _refuse_bad_arguments(validator: Draft202012Validator, arguments: dict[str, 
     )
 
 
-async def _committed(rt: Runtime, user_id: int, commit_lsn: str | None) -> None:
+async def _committed(rt: Runtime, user_id: UserId, commit_lsn: str | None) -> None:
     """The caller's next reads wait for this write: at its commit position when the app sent
     one (taskgate.fastapi), else at the primary's position now (one round trip more)."""
     if commit_lsn is None:
@@ -112,9 +113,13 @@ def _tool_function(op: WriteOperation, ref: RuntimeRef) -> Callable[..., Awaitab
 
 
 def register_write_tools(
-    server: MCPServer, settings: Settings, ref: RuntimeRef, operations: list[WriteOperation]
+    server: MCPServer,
+    settings: Settings,
+    ref: RuntimeRef,
+    operations: list[WriteOperation],
+    user_ids: UserIds,
 ) -> None:
-    with_identity = identified(settings)
+    with_identity = identified(settings, user_ids)
     for op in operations:
         with warnings.catch_warnings():
             # The schema the SDK derives (with _OMITTED defaults) is replaced just below.

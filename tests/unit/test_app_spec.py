@@ -22,12 +22,13 @@ import shared.models
 import taskgate.fastapi
 from backend.app import create_app
 from gateway.openapi_tools import OpenApiError, write_operations
-from readmodel.reads import SpecError, compile_reads
+from readmodel.reads import SpecError, compile_reads, owner_id_kind
 from shared import api
 from shared.appspec import AppSpec, Rename, Writes
 from shared.settings import Settings
 from shared.spec_loader import SpecLoadError, load_spec
 from shared.task_service import TASKS
+from shared.user_ids import INT_IDS, UUID_IDS
 from tests.support.config import TEST_JWT_SECRET
 from tests.support.notes_app import NOTES_DIR, notes_env
 
@@ -124,9 +125,50 @@ def test_a_model_that_is_not_mapped_or_an_owner_column_of_another_table_is_refus
         compile_reads(AppSpec(name="x", openapi="x.json", owners={Board: Card.board_id}))
 
 
-def test_an_owner_column_that_is_not_an_integer_is_refused_at_start_naming_it() -> None:
+class SheetOut(BaseModel):
+    id: uuid.UUID
+
+
+class Label(Base):  # owned by a name: no kind of user id taskgate knows
+    __tablename__ = "labels"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    owner_name: Mapped[str] = mapped_column(String(40))
+
+
+def test_uuid_owner_columns_make_uuid_user_ids_bound_as_uuids() -> None:
     spec = AppSpec(name="sheets", openapi="x.json", owners={Sheet: Sheet.owner_id})
-    refusal = r"sheets\.owner_id holds UUID values, .* user ids are integers"
+
+    @spec.one(SheetOut, title="Sheet", missing="no sheet")
+    def get_sheet(sheet_id: uuid.UUID) -> Any:
+        return select(Sheet.id).where(Sheet.id == sheet_id)
+
+    assert owner_id_kind(spec) is UUID_IDS
+    read = compile_reads(spec)["get_sheet"]
+    assert (read.user_ids, read.uuid_values) == (UUID_IDS, True)
+    owner = "0b7c5b9e-8f1a-4c3d-9e2f-1a2b3c4d5e6f"
+    statement = read.statement(owner, read.checked({"sheet_id": str(uuid.uuid4())}))
+    bound = statement.compile().params
+    assert bound["owner_id_1"] == uuid.UUID(owner)  # a UUID parameter, not text
+    assert owner_id_kind(_spec()) is INT_IDS
+    assert compile_reads(TASKS)["get_task"].uuid_values is False
+
+
+def test_owner_columns_of_two_kinds_are_refused_at_start_naming_each() -> None:
+    owners = {Board: Board.owner_id, Sheet: Sheet.owner_id}
+    spec = AppSpec(name="mixed", openapi="x.json", owners=owners)
+    refusal = (
+        r"owners: the owner columns hold different kinds of user id: "
+        r"boards\.owner_id \(integer\), sheets\.owner_id \(UUID\)"
+    )
+    with pytest.raises(SpecError, match=refusal):
+        compile_reads(spec)
+    with pytest.raises(SpecError, match=refusal):
+        owner_id_kind(spec)
+
+
+def test_an_owner_column_of_another_type_is_refused_at_start_naming_it() -> None:
+    spec = AppSpec(name="labels", openapi="x.json", owners={Label: Label.owner_name})
+    refusal = r"labels\.owner_name holds str values: .* integers .* or UUIDs"
     with pytest.raises(SpecError, match=refusal):
         compile_reads(spec)
 

@@ -23,13 +23,13 @@ METADATA = MetaData()
 THINGS = Table("things", METADATA, Column("id", BigInteger, primary_key=True))
 SPEC = AppSpec(name="things", openapi="openapi.json", owners={}, health_path="health")
 """
-UUID_OWNERS = """
-from sqlalchemy import Column, MetaData, Table, Uuid
+NAME_OWNERS = """
+from sqlalchemy import Column, MetaData, String, Table, Uuid
 from sqlalchemy.orm import registry
 from taskgate.spec import AppSpec
 
 METADATA = MetaData()
-THINGS = Table("things", METADATA, Column("id", Uuid, primary_key=True), Column("owner_id", Uuid))
+THINGS = Table("things", METADATA, Column("id", Uuid, primary_key=True), Column("owner", String))
 
 
 class Thing:
@@ -37,14 +37,14 @@ class Thing:
 
 
 registry(metadata=METADATA).map_imperatively(Thing, THINGS)
-SPEC = AppSpec(name="things", openapi="openapi.json", owners={Thing: Thing.owner_id},
+SPEC = AppSpec(name="things", openapi="openapi.json", owners={Thing: Thing.owner},
                metadata=METADATA)
 """
 EMPTY_OPENAPI = '{"openapi": "3.1.0", "info": {"title": "t", "version": "1"}, "paths": {}}'
 
 
-def test_dev_refuses_a_spec_with_uuid_owners_in_one_line_before_starting(tmp_path: Path) -> None:
-    (tmp_path / "things_spec.py").write_text(UUID_OWNERS)
+def test_dev_refuses_a_spec_with_name_owners_in_one_line_before_starting(tmp_path: Path) -> None:
+    (tmp_path / "things_spec.py").write_text(NAME_OWNERS)
     (tmp_path / "openapi.json").write_text(EMPTY_OPENAPI)
     ports = [str(free_port()), str(free_port())]
     done = subprocess.run(
@@ -59,9 +59,10 @@ def test_dev_refuses_a_spec_with_uuid_owners_in_one_line_before_starting(tmp_pat
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert done.stderr == (
-        "taskgate dev: app spec things_spec:SPEC: owners: the owner column things.owner_id holds "
-        "UUID values, and taskgate's user ids are integers: an owner column of another type (a "
-        "UUID, a name) is not supported\n"
+        "taskgate dev: app spec things_spec:SPEC: owners: the owner column things.owner holds str "
+        "values: an owner column must hold the user's id, as integers (Integer, BigInteger) or "
+        "UUIDs (sqlalchemy.Uuid, postgresql.UUID); another type (a name, an email) is not "
+        "supported\n"
     )
 
 
