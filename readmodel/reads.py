@@ -290,8 +290,11 @@ def _from_tables(query: Select[Any]) -> set[Table]:
 def _owner_columns(read: CompiledRead, query: Select[Any]) -> tuple[ColumnElement[Any], ...]:
     """The owner column of each table the query reads. A select's FROM list is a function of its
     SQLAlchemy cache key (the shape it compiles to, literal values aside), and finding it
-    compiles the statement, so it is found once per shape; a shape without a key, every time."""
-    cache_key = query._generate_cache_key()
+    compiles the statement, so it is found once per shape; a shape without a key, every time.
+    The key is SQLAlchemy's own (a private name): should a release drop it, every read finds
+    its owners afresh, slower and still right."""
+    key_of = getattr(query, "_generate_cache_key", None)
+    cache_key = key_of() if key_of is not None else None
     if cache_key is None:
         return _find_owner_columns(read, query)
     found = read.owner_shapes.get(cache_key.key)
