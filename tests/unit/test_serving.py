@@ -20,6 +20,7 @@ from shared.settings import Settings
 from taskgate.cli import main
 from taskgate.serving import (
     FLOOD_CONNECTIONS,
+    RELEASE_SETTLE_TICKS,
     SERVING_LOOP,
     ConnectionLimits,
     FloodRelease,
@@ -118,16 +119,23 @@ def test_accept_errors_are_logged_once_per_interval_with_their_count(
     assert "(1000 since" in lines[1]
 
 
-def test_memory_is_given_back_once_after_a_flood_of_connections_ends() -> None:
+def test_memory_is_given_back_once_after_a_flood_of_connections_ends_and_settles() -> None:
     released: list[int] = []
     release = FloodRelease(lambda: released.append(1))
-    for open_now in (10, FLOOD_CONNECTIONS - 1, 10):
+    for open_now in (10, FLOOD_CONNECTIONS - 1, *[10] * RELEASE_SETTLE_TICKS):
         release.observe(open_now)
     assert released == []  # never a flood: nothing to give back
-    for open_now in (FLOOD_CONNECTIONS * 2, FLOOD_CONNECTIONS, FLOOD_CONNECTIONS // 4):
+    for open_now in (FLOOD_CONNECTIONS * 2, FLOOD_CONNECTIONS):
         release.observe(open_now)
-    assert released == [1]  # fallen to an eighth of the peak
-    for open_now in (FLOOD_CONNECTIONS // 4, 1, 0):
+    for _ in range(RELEASE_SETTLE_TICKS - 1):
+        release.observe(FLOOD_CONNECTIONS // 4)
+    release.observe(FLOOD_CONNECTIONS // 2)  # back over an eighth of the peak: not settled
+    for _ in range(RELEASE_SETTLE_TICKS - 1):
+        release.observe(FLOOD_CONNECTIONS // 4)
+    assert released == []  # the last connections are still closing: not yet
+    release.observe(FLOOD_CONNECTIONS // 4)
+    assert released == [1]  # at an eighth of the peak or under, for RELEASE_SETTLE_TICKS
+    for open_now in (FLOOD_CONNECTIONS // 4, 1, *[0] * RELEASE_SETTLE_TICKS * 3):
         release.observe(open_now)
     assert released == [1]  # once per flood
 
