@@ -39,7 +39,7 @@ import resource
 import socket
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping, MutableSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -193,13 +193,51 @@ def _break_transport_cycle(transport: asyncio.BaseTransport) -> None:
         transport._read_ready_cb = None
 
 
-def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol with the bounds above; one class per server."""
-    per_client: Counter[str] = Counter()
+def compact(table: MutableMapping[Any, Any] | MutableSet[Any]) -> None:
+    """Rebuild a dict or set in place at the size of what it holds now, order kept. One keeps
+    the table it grew to (a flood's thousands of slots) after its entries leave, until cleared."""
+    if isinstance(table, MutableMapping):
+        items = list(table.items())
+        table.clear()
+        for key, value in items:  # not update(): a Counter's would count the pairs
+            table[key] = value
+    else:
+        members = list(table)
+        table.clear()
+        for member in members:
+            table.add(member)
+
+
+@dataclass
+class ConnectionTables:
+    """What the guarded protocol counts across connections, one per server."""
+
+    per_client: Counter[str] = dataclasses.field(default_factory=Counter)
     # Connections waiting for a request (idle, or still receiving one), oldest first: all of
     # them, and by client address. At a cap, the oldest of these makes room for a newcomer.
-    waiting: OrderedDict[HttpToolsProtocol, None] = OrderedDict()
-    waiting_by_client: dict[str, OrderedDict[HttpToolsProtocol, None]] = {}
+    waiting: OrderedDict[HttpToolsProtocol, None] = dataclasses.field(default_factory=OrderedDict)
+    waiting_by_client: dict[str, OrderedDict[HttpToolsProtocol, None]] = dataclasses.field(
+        default_factory=dict
+    )
+
+    def compact(self) -> None:
+        """Give back the slots a flood grew these tables to (an address's own waiting table is
+        dropped once empty)."""
+        compact(self.per_client)
+        compact(self.waiting)
+        compact(self.waiting_by_client)
+        for mine in self.waiting_by_client.values():
+            compact(mine)
+
+
+def guarded_protocol(
+    limits: ConnectionLimits, tables: ConnectionTables | None = None
+) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol with the bounds above; one class per server."""
+    tables = tables or ConnectionTables()
+    per_client = tables.per_client
+    waiting = tables.waiting
+    waiting_by_client = tables.waiting_by_client
     refusals = ThrottledLog()
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -431,11 +469,24 @@ class GuardedServer(uvicorn.Server):
     """uvicorn's server on a RateLimitedListener when a new-connection rate is set, giving
     memory back after a flood and forgetting idle addresses' rates as it ticks."""
 
-    def __init__(self, config: uvicorn.Config, limits: ConnectionLimits) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        limits: ConnectionLimits,
+        tables: ConnectionTables | None = None,
+    ) -> None:
         super().__init__(config)
         self.limits = limits
+        self.tables = tables or ConnectionTables()
         self.listener: RateLimitedListener | None = None
-        self.flood_release = FloodRelease(release_memory)
+        self.flood_release = FloodRelease(self.release_memory)
+
+    def release_memory(self) -> None:
+        """The tables that grew with the flood, compacted, then the heap given back."""
+        self.tables.compact()
+        compact(self.server_state.connections)
+        compact(self.server_state.tasks)
+        release_memory()
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         if sockets is None and self.limits.new_per_second > 0:
@@ -481,6 +532,7 @@ def serve(
     """Serve `app` on host:port until SIGINT/SIGTERM, with the bounds above; without the
     new-connection rate when `rate_new_connections` is False (the backend: see cli.py)."""
     limits = ConnectionLimits.from_settings(settings)
+    tables = ConnectionTables()
     if not rate_new_connections:
         limits = dataclasses.replace(limits, new_per_second=0)
     config = uvicorn.Config(
@@ -490,11 +542,11 @@ def serve(
         log_config=None,
         access_log=False,
         loop=SERVING_LOOP,
-        http=guarded_protocol(limits),
+        http=guarded_protocol(limits, tables),
         timeout_keep_alive=int(settings.keep_alive_timeout_seconds),
         **proxy_options(settings),
     )
-    server = GuardedServer(config, limits)
+    server = GuardedServer(config, limits, tables)
     freeze_startup_heap()
 
     async def run() -> None:
