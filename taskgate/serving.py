@@ -28,7 +28,6 @@ request head is complete, so connections that never send one are held without bo
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import dataclasses
 import gc
 import ipaddress
@@ -41,6 +40,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, MutableMapping, MutableSet
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -48,6 +48,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from shared.errors import ErrorCode, ErrorEnvelope
 from shared.settings import Settings
+from taskgate.allocator import heap_release
 from taskgate.connection_rate import NewConnectionRate, client_key
 
 log = logging.getLogger(__name__)
@@ -435,25 +436,28 @@ class FloodRelease:
 
 
 def release_memory() -> None:
-    started = time.perf_counter()
+    started, before = time.perf_counter(), _rss_mb()
     collected = gc.collect()
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
+    give_back = heap_release()
+    if give_back is not None:
+        give_back()
     log.info(
-        "connections fell back after a flood: %d objects collected, heap trimmed, in %.0f ms",
+        "connections fell back after a flood: %d objects collected, heap given back "
+        "(RSS %.1f -> %.1f MB), in %.0f ms",
         collected,
+        before,
+        _rss_mb(),
         (time.perf_counter() - started) * 1000,
     )
 
 
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's malloc_trim (free heap pages back to the system); None elsewhere."""
+def _rss_mb() -> float:
+    """This process's resident set size in MB (0 where /proc is missing)."""
     try:
-        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
-        return None
-    return trim
+        resident = Path("/proc/self/statm").read_text().split()[1]
+    except (OSError, IndexError):
+        return 0.0
+    return int(resident) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def _without_nagle(conn: socket.socket) -> socket.socket:
