@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -98,6 +99,8 @@ def test_the_gateway_gives_back_what_a_connection_flood_took_once_it_ends(
 ) -> None:
     component, mcp_url, agent = gateway
     pid = component.process.pid
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    assert "libjemalloc" in maps  # devstack started it on jemalloc (taskgate.allocator)
     with httpx.Client(timeout=30) as http:
         for limit in range(1, 30):  # every code path the flood's calls take, warmed
             _read(http, mcp_url, agent, limit)
