@@ -22,10 +22,12 @@ import ctypes
 from collections.abc import Callable
 from pathlib import Path
 
-# Where Debian's libjemalloc2 puts the library, per architecture; the image links one of these
-# to JEMALLOC_IMAGE_PATH.
+# Where the image links Debian's library for its architecture (Dockerfile), which compose.yaml and
+# deploy/k8s/gateway.yaml preload.
+JEMALLOC_IMAGE_PATH = "/usr/local/lib/libjemalloc.so.2"
+# Where a machine may have it: the image's link, then Debian's libjemalloc2 per architecture.
 JEMALLOC_PATHS = (
-    "/usr/local/lib/libjemalloc.so.2",
+    JEMALLOC_IMAGE_PATH,
     "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
     "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2",
 )
