@@ -22,6 +22,13 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 
 # -- run: only the virtualenv (code and migrations included), as an unprivileged user -------
 FROM python:3.12-slim AS run
+# jemalloc, linked at one path for every architecture: the gateway runs on it (compose.yaml,
+# deploy/k8s/gateway.yaml set LD_PRELOAD and PYTHONMALLOC), so a flood's memory goes back
+# (taskgate/allocator.py).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libjemalloc2 \
+ && rm -rf /var/lib/apt/lists/* \
+ && ln -s "/usr/lib/$(uname -m)-linux-gnu/libjemalloc.so.2" /usr/local/lib/libjemalloc.so.2
 RUN groupadd --system --gid 10001 taskgate \
  && useradd --system --uid 10001 --gid taskgate --no-create-home taskgate
 WORKDIR /app

@@ -18,6 +18,7 @@ import httpx
 
 from shared.api import API_PREFIX, LOGIN_PATH
 from shared.migrate import upgrade_to_head
+from taskgate.allocator import gateway_allocator_env
 from taskgate.app_schema import create_app_schema
 from taskgate.app_stack import UserApp
 from taskgate.dev_logs import copy_to_rotating_log
@@ -61,6 +62,10 @@ def spawn_component(
     # -P: the working folder is not put first on sys.path, where a user's app (taskgate dev
     # --app) may have packages named like taskgate's own.
     argv = [sys.executable, "-P", "-m", "taskgate", *args]
+    if args[:1] == ["gateway"]:
+        # On jemalloc where the machine has it, so a flood's memory goes back (taskgate.allocator);
+        # `env` may still choose otherwise.
+        env = {**gateway_allocator_env(), **env}
     return spawn_process(name, argv, env, health_url, log)
 
 

@@ -28,7 +28,6 @@ request head is complete, so connections that never send one are held without bo
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import dataclasses
 import gc
 import ipaddress
@@ -39,8 +38,9 @@ import resource
 import socket
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping, MutableSet
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -48,6 +48,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from shared.errors import ErrorCode, ErrorEnvelope
 from shared.settings import Settings
+from taskgate.allocator import heap_release
 from taskgate.connection_rate import NewConnectionRate, client_key
 
 log = logging.getLogger(__name__)
@@ -193,13 +194,51 @@ def _break_transport_cycle(transport: asyncio.BaseTransport) -> None:
         transport._read_ready_cb = None
 
 
-def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol with the bounds above; one class per server."""
-    per_client: Counter[str] = Counter()
+def compact(table: MutableMapping[Any, Any] | MutableSet[Any]) -> None:
+    """Rebuild a dict or set in place at the size of what it holds now, order kept. One keeps
+    the table it grew to (a flood's thousands of slots) after its entries leave, until cleared."""
+    if isinstance(table, MutableMapping):
+        items = list(table.items())
+        table.clear()
+        for key, value in items:  # not update(): a Counter's would count the pairs
+            table[key] = value
+    else:
+        members = list(table)
+        table.clear()
+        for member in members:
+            table.add(member)
+
+
+@dataclass
+class ConnectionTables:
+    """What the guarded protocol counts across connections, one per server."""
+
+    per_client: Counter[str] = dataclasses.field(default_factory=Counter)
     # Connections waiting for a request (idle, or still receiving one), oldest first: all of
     # them, and by client address. At a cap, the oldest of these makes room for a newcomer.
-    waiting: OrderedDict[HttpToolsProtocol, None] = OrderedDict()
-    waiting_by_client: dict[str, OrderedDict[HttpToolsProtocol, None]] = {}
+    waiting: OrderedDict[HttpToolsProtocol, None] = dataclasses.field(default_factory=OrderedDict)
+    waiting_by_client: dict[str, OrderedDict[HttpToolsProtocol, None]] = dataclasses.field(
+        default_factory=dict
+    )
+
+    def compact(self) -> None:
+        """Give back the slots a flood grew these tables to (an address's own waiting table is
+        dropped once empty)."""
+        compact(self.per_client)
+        compact(self.waiting)
+        compact(self.waiting_by_client)
+        for mine in self.waiting_by_client.values():
+            compact(mine)
+
+
+def guarded_protocol(
+    limits: ConnectionLimits, tables: ConnectionTables | None = None
+) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol with the bounds above; one class per server."""
+    tables = tables or ConnectionTables()
+    per_client = tables.per_client
+    waiting = tables.waiting
+    waiting_by_client = tables.waiting_by_client
     refusals = ThrottledLog()
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -267,6 +306,14 @@ def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
             if per_client[self._peer] <= 0:
                 del per_client[self._peer]
             super().connection_lost(exc)
+            # uvicorn cancels its keep-alive timer only when the connection ended without an
+            # error: after a reset (a client that closes with our reply unread) the timer stays
+            # armed, and once it has fired, the protocol, its timer and the bound method make a
+            # cycle that only a full collection frees. A flood's worth of them (1,200 protocols,
+            # with their request cycles and transports: 8 MB) outlived the release after it.
+            if self.timeout_keep_alive_task is not None:
+                self.timeout_keep_alive_task.cancel()
+                self.timeout_keep_alive_task = None
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
@@ -327,6 +374,11 @@ def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
 
 # Open connections that make a flood, whose end gives memory back (FloodRelease).
 FLOOD_CONNECTIONS = 512
+# uvicorn ticks (0.1 s each) that open connections must stay at or under an eighth of the flood's
+# peak before memory is given back: the last connections and what they hold are freed as they
+# close, after the count has fallen. Measured on the attacks bench's re-opening flood: a trim at
+# the fall returned 1 MB, one 5 ticks later 50 MB, later ones under 1 MB more.
+RELEASE_SETTLE_TICKS = 10
 # uvicorn ticks every 0.1 s: idle addresses leave the new-connection rate table every 10 s.
 RATE_SWEEP_TICKS = 100
 # Over-rate connections refused in one accept() call at most; then the loop's other work gets
@@ -369,41 +421,51 @@ class RateLimitedListener(socket.socket):
 
 class FloodRelease:
     """Gives memory back once a flood of connections has ended: when the open connections have
-    been at least FLOOD_CONNECTIONS and have since fallen to an eighth of their peak, one full
-    garbage collection (what died in cycles, and the interpreter's free lists) and malloc_trim.
-    Never on the hot path: it looks at one count per uvicorn tick (0.1 s)."""
+    been at least FLOOD_CONNECTIONS and have since stayed at or under an eighth of their peak for
+    RELEASE_SETTLE_TICKS, one full garbage collection (what died in cycles, and the interpreter's
+    free lists) and malloc_trim. Never on the hot path: it looks at one count per uvicorn tick
+    (0.1 s)."""
 
     def __init__(self, release: Callable[[], None]) -> None:
         self._release = release
         self._peak = 0
+        self._settled_ticks = 0
 
     def observe(self, open_connections: int) -> None:
         self._peak = max(self._peak, open_connections)
-        if self._peak >= FLOOD_CONNECTIONS and open_connections <= self._peak // 8:
+        if self._peak < FLOOD_CONNECTIONS or open_connections > self._peak // 8:
+            self._settled_ticks = 0
+            return
+        self._settled_ticks += 1
+        if self._settled_ticks >= RELEASE_SETTLE_TICKS:
             self._peak = open_connections
+            self._settled_ticks = 0
             self._release()
 
 
 def release_memory() -> None:
-    started = time.perf_counter()
+    started, before = time.perf_counter(), _rss_mb()
     collected = gc.collect()
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
+    give_back = heap_release()
+    if give_back is not None:
+        give_back()
     log.info(
-        "connections fell back after a flood: %d objects collected, heap trimmed, in %.0f ms",
+        "connections fell back after a flood: %d objects collected, heap given back "
+        "(RSS %.1f -> %.1f MB), in %.0f ms",
         collected,
+        before,
+        _rss_mb(),
         (time.perf_counter() - started) * 1000,
     )
 
 
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's malloc_trim (free heap pages back to the system); None elsewhere."""
+def _rss_mb() -> float:
+    """This process's resident set size in MB (0 where /proc is missing)."""
     try:
-        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
-        return None
-    return trim
+        resident = Path("/proc/self/statm").read_text().split()[1]
+    except (OSError, IndexError):
+        return 0.0
+    return int(resident) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def _without_nagle(conn: socket.socket) -> socket.socket:
@@ -419,11 +481,24 @@ class GuardedServer(uvicorn.Server):
     """uvicorn's server on a RateLimitedListener when a new-connection rate is set, giving
     memory back after a flood and forgetting idle addresses' rates as it ticks."""
 
-    def __init__(self, config: uvicorn.Config, limits: ConnectionLimits) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        limits: ConnectionLimits,
+        tables: ConnectionTables | None = None,
+    ) -> None:
         super().__init__(config)
         self.limits = limits
+        self.tables = tables or ConnectionTables()
         self.listener: RateLimitedListener | None = None
-        self.flood_release = FloodRelease(release_memory)
+        self.flood_release = FloodRelease(self.release_memory)
+
+    def release_memory(self) -> None:
+        """The tables that grew with the flood, compacted, then the heap given back."""
+        self.tables.compact()
+        compact(self.server_state.connections)
+        compact(self.server_state.tasks)
+        release_memory()
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         if sockets is None and self.limits.new_per_second > 0:
@@ -469,6 +544,7 @@ def serve(
     """Serve `app` on host:port until SIGINT/SIGTERM, with the bounds above; without the
     new-connection rate when `rate_new_connections` is False (the backend: see cli.py)."""
     limits = ConnectionLimits.from_settings(settings)
+    tables = ConnectionTables()
     if not rate_new_connections:
         limits = dataclasses.replace(limits, new_per_second=0)
     config = uvicorn.Config(
@@ -478,11 +554,11 @@ def serve(
         log_config=None,
         access_log=False,
         loop=SERVING_LOOP,
-        http=guarded_protocol(limits),
+        http=guarded_protocol(limits, tables),
         timeout_keep_alive=int(settings.keep_alive_timeout_seconds),
         **proxy_options(settings),
     )
-    server = GuardedServer(config, limits)
+    server = GuardedServer(config, limits, tables)
     freeze_startup_heap()
 
     async def run() -> None:

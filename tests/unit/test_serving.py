@@ -9,22 +9,28 @@ import errno
 import gc
 import logging
 import socket
+import sys
+from collections import Counter, OrderedDict
 from secrets import token_urlsafe
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import uvicorn
 from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from shared.settings import Settings
 from taskgate.cli import main
 from taskgate.serving import (
     FLOOD_CONNECTIONS,
+    RELEASE_SETTLE_TICKS,
     SERVING_LOOP,
     ConnectionLimits,
+    ConnectionTables,
     FloodRelease,
     RateLimitedListener,
     ThrottledLog,
+    compact,
     throttle_accept_errors,
 )
 
@@ -118,18 +124,50 @@ def test_accept_errors_are_logged_once_per_interval_with_their_count(
     assert "(1000 since" in lines[1]
 
 
-def test_memory_is_given_back_once_after_a_flood_of_connections_ends() -> None:
+def test_memory_is_given_back_once_after_a_flood_of_connections_ends_and_settles() -> None:
     released: list[int] = []
     release = FloodRelease(lambda: released.append(1))
-    for open_now in (10, FLOOD_CONNECTIONS - 1, 10):
+    for open_now in (10, FLOOD_CONNECTIONS - 1, *[10] * RELEASE_SETTLE_TICKS):
         release.observe(open_now)
     assert released == []  # never a flood: nothing to give back
-    for open_now in (FLOOD_CONNECTIONS * 2, FLOOD_CONNECTIONS, FLOOD_CONNECTIONS // 4):
+    for open_now in (FLOOD_CONNECTIONS * 2, FLOOD_CONNECTIONS):
         release.observe(open_now)
-    assert released == [1]  # fallen to an eighth of the peak
-    for open_now in (FLOOD_CONNECTIONS // 4, 1, 0):
+    for _ in range(RELEASE_SETTLE_TICKS - 1):
+        release.observe(FLOOD_CONNECTIONS // 4)
+    release.observe(FLOOD_CONNECTIONS // 2)  # back over an eighth of the peak: not settled
+    for _ in range(RELEASE_SETTLE_TICKS - 1):
+        release.observe(FLOOD_CONNECTIONS // 4)
+    assert released == []  # the last connections are still closing: not yet
+    release.observe(FLOOD_CONNECTIONS // 4)
+    assert released == [1]  # at an eighth of the peak or under, for RELEASE_SETTLE_TICKS
+    for open_now in (FLOOD_CONNECTIONS // 4, 1, *[0] * RELEASE_SETTLE_TICKS * 3):
         release.observe(open_now)
     assert released == [1]  # once per flood
+
+
+def test_the_tables_a_flood_grew_shrink_back_to_what_they_hold_when_memory_is_given_back() -> None:
+    tables, connections = ConnectionTables(), set[HttpToolsProtocol]()
+    quiet = sys.getsizeof(tables.waiting), sys.getsizeof(connections)
+    flood = [cast(HttpToolsProtocol, object()) for _ in range(4 * FLOOD_CONNECTIONS)]
+    for n, conn in enumerate(flood):
+        tables.waiting[conn] = None
+        tables.waiting_by_client.setdefault(f"127.0.3.{n % 20}", OrderedDict())[conn] = None
+        tables.per_client[f"127.0.3.{n % 20}"] += 1
+        connections.add(conn)
+    stay = flood[-3:]  # the connections still open after it
+    for conn in flood[:-3]:
+        del tables.waiting[conn]
+        connections.discard(conn)
+    grown = sys.getsizeof(tables.waiting), sys.getsizeof(connections)
+    assert grown[0] > 20 * quiet[0] and grown[1] > 20 * quiet[1]  # emptied, still at flood size
+    tables.compact()
+    compact(connections)
+    # The size of a table made afresh with what stays.
+    assert sys.getsizeof(tables.waiting) == sys.getsizeof(OrderedDict.fromkeys(stay))
+    assert sys.getsizeof(connections) == sys.getsizeof(set(stay))
+    assert list(tables.waiting) == stay and connections == set(stay)  # order and entries kept
+    assert tables.per_client == Counter(f"127.0.3.{n % 20}" for n in range(len(flood)))
+    assert sum(len(mine) for mine in tables.waiting_by_client.values()) == len(flood)
 
 
 def test_the_rate_limited_listener_hands_out_connections_without_nagle_and_closes_the_excess() -> (
