@@ -3,9 +3,6 @@ that serve it by its spec, on a cluster of their own."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,8 +10,8 @@ from pathlib import Path
 
 import jwt
 
-from taskgate.devstack import Component, spawn_component, wait_healthy
-from taskgate.pgpair import free_port
+from taskgate.devstack import Component
+from tests.support.served_app_processes import running_app, spawn_spec_gateway
 
 NOTES_DIR = Path(__file__).resolve().parents[2] / "examples" / "notes"
 NOTES_SPEC = f"{NOTES_DIR / 'notes_spec'}:SPEC"
@@ -40,31 +37,12 @@ def agent_token(user_id: int) -> str:
 @contextmanager
 def running_notes_app(database_url: str, commit_lsn: bool = True) -> Iterator[str]:
     """The notes app under uvicorn, from its own folder; yields its base URL."""
-    port = free_port()
-    env = {**os.environ, **notes_env(database_url), "NOTES_COMMIT_LSN": "1" if commit_lsn else "0"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "backend.main:app", "--app-dir", str(NOTES_DIR),
-         "--port", str(port), "--log-level", "warning"],
-        cwd=NOTES_DIR,
-        env=env,
-        stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    app = Component("notes app", process, f"{url}/healthz")
-    try:
-        wait_healthy(app, timeout=60)
+    env = {**notes_env(database_url), "NOTES_COMMIT_LSN": "1" if commit_lsn else "0"}
+    args = ["backend.main:app", "--app-dir", str(NOTES_DIR)]
+    with running_app("notes app", args, NOTES_DIR, env, "/healthz") as url:
         yield url
-    finally:
-        app.stop()
 
 
 def spawn_notes_gateway(env: dict[str, str]) -> tuple[Component, str]:
     """A gateway serving the notes spec with `env` (FASTAPI_BASE_URL, READ_DATABASE_URLS, ...)."""
-    port = free_port()
-    gateway = spawn_component(
-        "notes gateway",
-        ["gateway", "--transport", "http", "--port", str(port)],
-        {"TASKGATE_APP": NOTES_SPEC, "MCP_TRANSPORT": "http", "LOG_LEVEL": "WARNING", **env},
-        f"http://127.0.0.1:{port}/healthz",
-    )
-    return gateway, f"http://127.0.0.1:{port}/mcp"
+    return spawn_spec_gateway("notes gateway", NOTES_SPEC, env)

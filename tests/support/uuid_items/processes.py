@@ -3,9 +3,6 @@ gateways that serve it by its spec."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,8 +10,8 @@ from pathlib import Path
 
 import jwt
 
-from taskgate.devstack import Component, spawn_component, wait_healthy
-from taskgate.pgpair import free_port
+from taskgate.devstack import Component
+from tests.support.served_app_processes import running_app, spawn_spec_gateway
 
 REPO = Path(__file__).resolve().parents[3]
 ITEMS_SPEC = "tests.support.uuid_items.spec:SPEC"
@@ -40,30 +37,12 @@ def agent_token(sub: str) -> str:
 @contextmanager
 def running_items_app(database_url: str) -> Iterator[str]:
     """The app under uvicorn, from the repository's root; yields its base URL."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "tests.support.uuid_items.app:app",
-         "--port", str(port), "--log-level", "warning"],
-        cwd=REPO,
-        env={**os.environ, **items_env(database_url)},
-        stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    app = Component("uuid items app", process, f"{url}/api/v1/utils/health-check/")
-    try:
-        wait_healthy(app, timeout=60)
+    args = ["tests.support.uuid_items.app:app"]
+    health = "/api/v1/utils/health-check/"
+    with running_app("uuid items app", args, REPO, items_env(database_url), health) as url:
         yield url
-    finally:
-        app.stop()
 
 
 def spawn_items_gateway(env: dict[str, str]) -> tuple[Component, str]:
     """A gateway serving the items spec with `env` (FASTAPI_BASE_URL, READ_DATABASE_URLS, ...)."""
-    port = free_port()
-    gateway = spawn_component(
-        "uuid items gateway",
-        ["gateway", "--transport", "http", "--port", str(port)],
-        {"TASKGATE_APP": ITEMS_SPEC, "MCP_TRANSPORT": "http", "LOG_LEVEL": "WARNING", **env},
-        f"http://127.0.0.1:{port}/healthz",
-    )
-    return gateway, f"http://127.0.0.1:{port}/mcp"
+    return spawn_spec_gateway("uuid items gateway", ITEMS_SPEC, env)
