@@ -231,11 +231,9 @@ class ConnectionTables:
             compact(mine)
 
 
-def guarded_protocol(
-    limits: ConnectionLimits, tables: ConnectionTables | None = None
-) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol with the bounds above; one class per server."""
-    tables = tables or ConnectionTables()
+def guarded_protocol(limits: ConnectionLimits, tables: ConnectionTables) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol with the bounds above, counting in `tables`; one class per
+    server."""
     per_client = tables.per_client
     waiting = tables.waiting
     waiting_by_client = tables.waiting_by_client
@@ -485,11 +483,11 @@ class GuardedServer(uvicorn.Server):
         self,
         config: uvicorn.Config,
         limits: ConnectionLimits,
-        tables: ConnectionTables | None = None,
+        tables: ConnectionTables,  # the protocol's (guarded_protocol), compacted after a flood
     ) -> None:
         super().__init__(config)
         self.limits = limits
-        self.tables = tables or ConnectionTables()
+        self.tables = tables
         self.listener: RateLimitedListener | None = None
         self.flood_release = FloodRelease(self.release_memory)
 
