@@ -34,6 +34,9 @@ _MAYBE_SENT = (httpx.ReadTimeout, httpx.WriteTimeout, httpx.ReadError, httpx.Wri
 
 
 URLS_KEPT = 4096  # distinct backend paths remembered parsed (ids in paths make many)
+# Longer paths (a caller's long string argument in the path) are parsed each time, so one user's
+# distinct long paths cannot fill the memo: it holds at most URLS_KEPT x this many characters.
+URL_KEPT_MAX_CHARS = 256
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -157,7 +160,10 @@ class BackendClient:
         # httpx parses a relative path and merges it into base_url on every request (100 us
         # of a forward's 1.9 ms); the same few paths come again and again, so each is parsed
         # once, merged as httpx merges it.
-        self._url = functools.lru_cache(maxsize=URLS_KEPT)(self._absolute)
+        self._kept_url = functools.lru_cache(maxsize=URLS_KEPT)(self._absolute)
+
+    def _url(self, path: str) -> httpx.URL:
+        return self._kept_url(path) if len(path) <= URL_KEPT_MAX_CHARS else self._absolute(path)
 
     def _absolute(self, path: str) -> httpx.URL:
         relative, base = httpx.URL(path), self.http.base_url

@@ -310,3 +310,18 @@ async def test_each_path_goes_where_httpx_itself_would_send_it(
         assert http.build_request("GET", path).url.copy_with(query=b"q=x+y") == sent + "?q=x+y"
     assert route.call_count == 2
     assert str(route.calls.last.request.url) == sent + "?q=x+y"
+
+
+@respx.mock
+async def test_long_paths_go_out_right_and_are_not_kept() -> None:
+    settings = Settings(_env_file=None, fastapi_base_url=BASE)
+    long_path = f"{TASKS_PATH}/{'x' * 5000}"
+    route = respx.get(f"{BASE}{long_path}").respond(200, json={})
+    respx.get(TASKS_PATH_URL).respond(200, json={})
+    async with create_http_client(settings, transport=respx_pool()) as http:
+        backend = BackendClient(http)
+        await backend.send("GET", long_path, AUTH)
+        await backend.send("GET", TASKS_PATH, AUTH)
+        kept = backend._kept_url.cache_info().currsize
+    assert route.call_count == 1
+    assert kept == 1  # the short path only
