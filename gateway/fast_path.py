@@ -1,23 +1,26 @@
-"""Read tool calls, answered in front of the MCP SDK: a hit from bytes encoded once, a miss
-loaded by the tool itself and encoded by the SDK's own writer.
+"""Tool calls answered in front of the MCP SDK: a read's hit from bytes encoded once, a read's
+miss loaded by the tool itself, and a write forwarded by its tool, each encoded by the SDK's own
+writer.
 
 The path answers only a request it fully understands, and only where every check the SDK
 would make passes: a POST on the MCP path; Content-Type, Host and Origin as the SDK's transport
 security checks them; an Accept that takes JSON; a protocol version of either era (none or a
 handshake version: the 2025 transport; a 2026-07-28 version: the per-request entry, with its
 envelope, routing headers and surface validation run by the SDK's own functions); one JSON-RPC
-`tools/call` of a read tool, with nothing in it the path does not handle, and arguments the
-tool's own model accepts unchanged; and a bearer token the gateway's verifier accepts. Then the
-call gate admits it (once: the SDK never sees this call) and it answers: from the read cache,
-or, on a miss, by running the registered tool as the SDK would (TaskgateMCP.run_tool: the same
-read, cache fill and result conversion) and encoding its result as the SDK's writer does. A
-miss skips the SDK's request parsing, dispatch and reply writing, which cost more than the
-read itself. Anything else, and any doubt, goes to the SDK untouched, with the body replayed,
-so every error reply the path does not make through the gate is the SDK's own.
+`tools/call` of a read or write tool, with nothing in it the path does not handle, and arguments
+the tool's own model accepts unchanged; and a bearer token the gateway's verifier accepts. Then
+the call gate admits it (once: the SDK never sees this call) and it answers: a read from the
+read cache, or, on a miss or a write, by running the registered tool as the SDK would
+(TaskgateMCP.run_tool: the same validation, read or forward, and result conversion) and
+encoding its result as the SDK's writer does. That skips the SDK's request parsing, dispatch
+and reply writing, which cost more than a read and a fifth of a forward. Anything else, and any
+doubt, goes to the SDK untouched, with the body replayed, so every error reply the path does not
+make through the gate is the SDK's own. Once a write's tool has run, the request is the path's
+to answer whatever happens: replaying it would send the write again.
 
 The call passes the same gate as the SDK path's (gateway.call_gate: request id, caller, limits,
 failure envelope, metrics), and is counted in taskgate_fast_path_answers_total, by tool and by
-whether the cache held it. The SDK's OpenTelemetry middleware sees none of these calls (the
+cache: hit, miss, or write. The SDK's OpenTelemetry middleware sees none of these calls (the
 gateway configures no tracer).
 """
 
@@ -26,7 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +48,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import sdk_fence
+from gateway.call_gate import error_result
 from gateway.encoded_results import ReplyEncoder
 from gateway.identity import resolve_principal
 from gateway.mcp_server import TaskgateMCP
@@ -60,7 +64,7 @@ from gateway.sdk_fence import (
 )
 from gateway.tools.read import CachedReadOf
 from shared.asgi_body import content_length, read_body, replaying
-from shared.errors import TaskgateError
+from shared.errors import ErrorCode, TaskgateError
 from shared.settings import Settings
 from shared.user_ids import UserId
 
@@ -86,12 +90,12 @@ MEMO_SHARE = 4
 class ServedTool:
     tool: Tool
     properties: frozenset[str]
-    cached_read: CachedReadOf
+    cached_read: CachedReadOf | None  # None: a write tool, never answered from the cache
 
 
 @dataclass(frozen=True)
 class _Shape:
-    """A body that is one tools/call of a served read tool, before the SDK's checks."""
+    """A body that is one tools/call of a served tool, before the SDK's checks."""
 
     message: dict[str, Any]
     request_id: RequestId
@@ -137,7 +141,7 @@ class _Permitted:
         return True
 
 
-class ReadResponder:
+class ToolResponder:
     """What the path needs of the gateway, and its one decision: answer, or pass through."""
 
     def __init__(
@@ -148,6 +152,7 @@ class ReadResponder:
         verifier: TokenVerifier | None,
         security: TransportSecuritySettings,
         lookups: Mapping[str, CachedReadOf],
+        writes: Collection[str],
     ) -> None:
         self.path = settings.mcp_path
         self.server = server
@@ -165,11 +170,11 @@ class ReadResponder:
         self.encoder = ReplyEncoder.of(server, settings.cache_max_bytes // MEMO_SHARE)
         self.answers = Counter(
             "taskgate_fast_path_answers",
-            "Read tool calls answered in front of the MCP SDK, by tool and cache hit or miss.",
+            "Tool calls answered in front of the MCP SDK, by tool and cache: hit, miss or write.",
             ["tool", "cache"],
             registry=self.gate.observer.metrics.registry,
         )
-        self.tools = _served_tools(server, lookups)
+        self.tools = _served_tools(server, lookups, writes)
         self.checks = TransportChecks(security)
         self.rebinding = security.enable_dns_rebinding_protection
         self.host_ok = _Permitted(security.allowed_hosts, self.checks.host_ok)
@@ -229,7 +234,7 @@ class ReadResponder:
         return json.loads(body) if modern else pydantic_core.from_json(body)
 
     def shape_of(self, message: Any, modern: bool) -> _Shape | None:
-        """The body as one tools/call of a served read tool with nothing else in it, or None.
+        """The body as one tools/call of a served tool with nothing else in it, or None.
         First and cheap, so that every other request goes to the SDK at little cost."""
         if not (isinstance(message, dict) and message.keys() == _ENVELOPE_KEYS):
             return None
@@ -287,9 +292,12 @@ class ReadResponder:
 
     async def answer(self, call: _Call, headers: Headers) -> tuple[Reply, bytes] | None:
         """The reply and its body, the call observed; or None: the SDK answers it."""
+        cached_read = call.tool.cached_read
+        if cached_read is None:
+            return await self._written(call, headers)
         try:
             reader = self.ref.get().reader
-            hit = await call.tool.cached_read(reader, call.user_id, call.validated)
+            hit = await cached_read(reader, call.user_id, call.validated)
             reply = None
             if hit is not None:
                 convert = call.tool.tool.fn_metadata.convert_result
@@ -312,11 +320,30 @@ class ReadResponder:
         self.answers.labels(call.name, "miss" if reply is None else "hit").inc()
         return answered, body_of(answered, call.version, call.request_id)
 
+    async def _written(self, call: _Call, headers: Headers) -> tuple[Reply, bytes]:
+        """A write, forwarded by its tool. From here on the request is answered, never passed
+        on: the tool may have sent the write, and the SDK would send it again."""
+
+        async def run() -> CallToolResult:
+            return await self.server.run_tool(call.name, call.arguments)
+
+        try:
+            result = await self.gate.call(
+                call.name, call.name, headers, call.access, call.arguments, run
+            )
+            self.answers.labels(call.name, "write").inc()
+            reply = await self.encoder.encode_once(result, call.version)
+        except Exception as exc:  # the gate's envelope and the SDK's writer failed
+            log.error("the fast path could not answer %s", call.name, exc_info=exc)
+            failed = error_result(TaskgateError(ErrorCode.SERVER_ERROR, "the tool failed"))
+            reply = await self.encoder.encode(failed, call.version)
+        return reply, body_of(reply, call.version, call.request_id)
+
 
 class FastPath:
     """The ASGI middleware: the responder's request checks, body reading and replay."""
 
-    def __init__(self, app: ASGIApp, responder: ReadResponder) -> None:
+    def __init__(self, app: ASGIApp, responder: ToolResponder) -> None:
         self.app = app
         self.responder = responder
 
@@ -394,6 +421,7 @@ def install_fast_path(
     ref: RuntimeRef,
     security: TransportSecuritySettings,
     lookups: Mapping[str, CachedReadOf],
+    writes: Collection[str],
 ) -> bool:
     """Put the fast path in front of the SDK's MCP endpoint, where it can answer as the SDK
     does: stateless, JSON responses, and the authentication it knows (a bearer checked by the
@@ -419,7 +447,7 @@ def install_fast_path(
         return False
     enabled = server.gate.observer.metrics.fast_path_enabled
     try:
-        responder = ReadResponder(settings, server, ref, verifier, security, lookups)
+        responder = ToolResponder(settings, server, ref, verifier, security, lookups, writes)
     except Exception as exc:  # an SDK whose internals the fence no longer finds
         log.error("the fast path stays off: %s: %s", type(exc).__name__, exc)
         enabled.set(0)
@@ -438,12 +466,13 @@ def install_fast_path(
 
 
 def _served_tools(
-    server: TaskgateMCP, lookups: Mapping[str, CachedReadOf]
+    server: TaskgateMCP, lookups: Mapping[str, CachedReadOf], writes: Collection[str]
 ) -> dict[str, ServedTool]:
-    """The read tools the path answers: every one in the table of read tools
-    (gateway.tools.read), but any with Mcp-Param headers to check (x-mcp-header)."""
+    """The tools the path answers: every one in the table of read tools (gateway.tools.read)
+    and every write tool, but any with Mcp-Param headers to check (x-mcp-header)."""
+    chosen: dict[str, CachedReadOf | None] = {**dict.fromkeys(writes), **lookups}
     served: dict[str, ServedTool] = {}
-    for name, lookup in lookups.items():
+    for name, lookup in chosen.items():
         tool = sdk_fence.registered_tool(server, name)
         if tool is None or sdk_fence.declares_param_headers(tool):
             continue

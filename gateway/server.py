@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from mcp.server.auth.provider import TokenVerifier
@@ -60,9 +61,15 @@ def build_server(
     return server, ref
 
 
-def _build(
-    settings: Settings, app: ServedApp
-) -> tuple[TaskgateMCP, RuntimeRef, dict[str, CachedReadOf]]:
+@dataclass(frozen=True)
+class _Served:
+    """The tools the fast path may answer: the table of read tools, and the write tools."""
+
+    reads: dict[str, CachedReadOf]
+    writes: list[str]
+
+
+def _build(settings: Settings, app: ServedApp) -> tuple[TaskgateMCP, RuntimeRef, _Served]:
     ref = RuntimeRef()
     registry = CollectorRegistry()
     metrics = GatewayMetrics(registry)
@@ -117,13 +124,13 @@ def _build(
         middleware=[MethodLimits(limits, app.user_ids)],
     )
     lookups = register_read_tools(server, settings, ref, app.reads, app.user_ids)
-    register_write_tools(server, settings, ref, app.writes, app.user_ids)
+    writes = register_write_tools(server, settings, ref, app.writes, app.user_ids)
     if settings.mcp_bench_tools:
         register_bench_tools(server)
     add_health_routes(server, ref)  # /healthz, /readyz
     add_admin_routes(server, AdminApi(settings, ref))  # /admin/cache...
     server.custom_route("/metrics", methods=["GET"])(metrics_endpoint.scrape)
-    return server, ref, lookups
+    return server, ref, _Served(lookups, writes)
 
 
 async def _cancelled(task: asyncio.Task[None]) -> None:
@@ -160,7 +167,7 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
 
 
 def build_http_app(settings: Settings, app: ServedApp | None = None) -> Starlette:
-    server, ref, lookups = _build(settings, app or load_served_app(settings))
+    server, ref, served = _build(settings, app or load_served_app(settings))
     security = transport_security(settings)
     http_app = server.streamable_http_app(
         streamable_http_path=settings.mcp_path,
@@ -171,7 +178,7 @@ def build_http_app(settings: Settings, app: ServedApp | None = None) -> Starlett
         host=settings.mcp_host,
     )
     # Added first, so it runs inside StripHeaderWhitespace and sees the headers the SDK sees.
-    install_fast_path(http_app, settings, server, ref, security, lookups)
+    install_fast_path(http_app, settings, server, ref, security, served.reads, served.writes)
     http_app.add_middleware(StripHeaderWhitespace)
     if settings.mcp_stateless:
         http_app.add_middleware(RefuseStandaloneStream, path=settings.mcp_path)

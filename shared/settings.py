@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     mcp_json_response: bool = True
     mcp_allowed_hosts: list[str] = Field(default_factory=list)
     mcp_allowed_origins: list[str] = Field(default_factory=list)
-    # Cached read tool calls answered in front of the MCP SDK (gateway.fast_path), in either
+    # Read and write tool calls answered in front of the MCP SDK (gateway.fast_path), in either
     # AUTH_MODE, when MCP_STATELESS and MCP_JSON_RESPONSE are on. Off: the SDK answers all.
     mcp_fast_path: bool = True
     # Registers the no-op `ping` tool that the benchmark uses as the transport floor.

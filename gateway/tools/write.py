@@ -118,7 +118,8 @@ def register_write_tools(
     ref: RuntimeRef,
     operations: list[WriteOperation],
     user_ids: UserIds,
-) -> None:
+) -> list[str]:
+    """Registers a tool per operation; returns their names."""
     with_identity = identified(settings, user_ids)
     for op in operations:
         with warnings.catch_warnings():
@@ -138,6 +139,7 @@ def register_write_tools(
         user = tool.parameters.get("properties", {}).get("user_id")  # trusted mode's
         tool.parameters = _with_user(op.input_schema, user)
         tool.fn_metadata.output_schema = op.output_schema
+    return [op.name for op in operations]
 
 
 def _with_user(schema: dict[str, Any], user: dict[str, Any] | None) -> dict[str, Any]:

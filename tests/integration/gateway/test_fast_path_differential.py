@@ -700,3 +700,86 @@ async def test_framing_and_pipelining_are_answered_as_the_sdk_does(
         assert one, label
         if label in ("chunked", "pipelined"):
             assert answered(await scrape(fast)) > answers, label
+
+
+_MADE_BY_EACH_WRITE = frozenset({"id", "created_at", "updated_at", "completed_at"})
+
+
+def _unmade(value: Any) -> Any:
+    """A write's answer without what each write makes anew (ids, times); JSON in a text block
+    is opened, so the text the agent reads is compared too."""
+    if isinstance(value, dict):
+        return {k: "<made>" if k in _MADE_BY_EACH_WRITE else _unmade(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unmade(v) for v in value]
+    if isinstance(value, str) and value.startswith("{"):
+        try:
+            return ("json", _unmade(json.loads(value)))
+        except ValueError:
+            return value
+    return value
+
+
+def _write_corpus(agent: Agent, own: int, others: int) -> Corpus:
+    """Write calls, valid and not. True: the fast path answers it (the tool runs, whatever it
+    then answers); False: the SDK must (arguments the tool's model would not take unchanged)."""
+    c = Corpus(agent.token)
+    for version in (None, "2025-06-18", MODERN):
+        for label, tool, arguments, fast in [
+            ("create", "create_task", {"title": "differential"}, True),
+            ("create with details", "create_task", {"title": "d", "description": "x" * 300}, True),
+            ("create, no title", "create_task", {}, True),
+            ("create, empty title", "create_task", {"title": ""}, True),
+            ("create, title a number", "create_task", {"title": 5}, True),
+            ("create, title too long", "create_task", {"title": "t" * 10_000}, True),
+            ("create, unknown argument", "create_task", {"title": "t", "owner": 1}, False),
+            ("complete own", "complete_task", {"task_id": own}, True),
+            ("complete another user's", "complete_task", {"task_id": others}, True),
+            ("complete, id as text", "complete_task", {"task_id": str(own)}, True),
+            ("complete, id 0", "complete_task", {"task_id": 0}, True),
+            ("update, nothing to change", "update_task", {"task_id": own}, True),
+            ("update another user's", "update_task", {"task_id": others, "title": "x"}, True),
+            ("delete another user's", "delete_task", {"task_id": others}, True),
+            ("delete none", "delete_task", {"task_id": 2**62}, True),
+        ]:
+            c.call(f"{label} at {version}", tool, arguments, version=version, fast=fast)
+    return c
+
+
+async def test_write_calls_are_answered_as_the_sdk_does(
+    gateways: tuple[str, str], backend_url: str, pg_pair: PgPair
+) -> None:
+    """Each write is sent to both gateways; their answers are equal but for what each write
+    makes anew. The fast path must answer every call it can and nothing else, and each call is
+    applied once by each gateway (never passed on after its tool ran)."""
+    fast, sdk = gateways
+    agent, other = sign_up(backend_url), sign_up(backend_url)
+    wait_replayed(pg_pair, insert_tasks(pg_pair, agent.id, 1, spacing=1))
+    wait_replayed(pg_pair, insert_tasks(pg_pair, other.id, 1, spacing=1))
+    own = int(pg_pair.psql(f"SELECT min(id) FROM tasks WHERE user_id = {agent.id}"))
+    others = int(pg_pair.psql(f"SELECT min(id) FROM tasks WHERE user_id = {other.id}"))
+    original = pg_pair.psql(f"SELECT title FROM tasks WHERE id = {others}")
+    corpus = _write_corpus(agent, own, others)
+    mismatches, misrouted, answered_writes = [], [], 0
+    for case in corpus.cases:
+        before = answered(await scrape(fast), "write")
+        one = await send_raw(fast, case.method, case.headers, case.body)
+        two = await send_raw(sdk, case.method, case.headers, case.body)
+        mine, theirs = comparable(one, fast), comparable(two, sdk)
+        mine["body"], theirs["body"] = _unmade(one.json()), _unmade(two.json())
+        if mine != theirs:
+            mismatches.append((case.name, mine, theirs))
+        if (answered(await scrape(fast), "write") > before) != case.fast:
+            misrouted.append(case.name)
+        answered_writes += bool(case.fast)
+    assert not mismatches, json.dumps(mismatches, indent=1, default=str)[:8000]
+    assert not misrouted, misrouted
+    # Every create was applied once per gateway: 3 eras x 2 valid creates, twice, and the seed.
+    created = pg_pair.psql(f"SELECT count(*) FROM tasks WHERE user_id = {agent.id}")
+    assert int(created) == 1 + 3 * 2 * 2
+    untouched = pg_pair.psql(
+        f"SELECT count(*), bool_or(completed) FROM tasks WHERE user_id = {other.id}"
+    )
+    title = pg_pair.psql(f"SELECT title FROM tasks WHERE id = {others}")
+    assert (untouched, title) == ("1|f", original)
+    assert answered_writes > 30

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.types import Message, Scope
 
-from gateway.fast_path import FastPath, ReadResponder
+from gateway.fast_path import FastPath, ToolResponder
 from gateway.sdk_fence import token_verifier
 from gateway.server import build_server, transport_security
 from shared.settings import Settings
@@ -13,8 +13,8 @@ from shared.settings import Settings
 async def test_a_content_length_that_is_not_ascii_digits_goes_to_the_sdk() -> None:
     settings = Settings(_env_file=None)
     server, ref = build_server(settings)
-    responder = ReadResponder(
-        settings, server, ref, token_verifier(server), transport_security(settings), {}
+    responder = ToolResponder(
+        settings, server, ref, token_verifier(server), transport_security(settings), {}, ()
     )
     responder.enabled = True  # as its start-up self-test leaves it
     reached: list[Scope] = []
