@@ -4,8 +4,11 @@
     install_commit_lsn(app, engine)   # engine: the app's SQLAlchemy engine on the primary
 
 Every write response (POST, PUT, PATCH, DELETE, below 400) then carries X-Commit-LSN, the
-primary's WAL position once the handler has returned (so after its commit: commit before
-returning, not in a dependency's teardown), and GET /wal-position answers the position now. The
+primary's flushed WAL position once the handler has returned (so after its commit: commit before
+returning, not in a dependency's teardown), and GET /wal-position answers the position now.
+A commit made with synchronous_commit off only by SET LOCAL is not covered until PostgreSQL
+flushes it (at most a few wal_writer_delay): set it per role or server, where the position
+query sees it. The
 gateway makes the caller's next reads wait until a replica has replayed that position.
 
 With `commit_lsn=False` only /wal-position is added: the gateway asks it after each write,
@@ -26,12 +29,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-# shared.api's names, spelled again: this module runs inside the user's app, whose own packages
-# may be named `shared` (tests/unit/test_app_spec.py holds the two spellings equal).
+# shared.api's names and shared.wal_position's rule, spelled again: this module runs inside the
+# user's app, whose own packages may be named `shared` (tests/unit/test_app_spec.py holds the
+# spellings equal).
 LSN_HEADER = "X-Commit-LSN"
 WAL_POSITION_PATH = "/wal-position"
 _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-_POSITION = text("SELECT pg_current_wal_lsn()::text")
+# The flush position (a replica can reach it; a synchronous commit is within it), or the insert
+# position when commits are not synchronous.
+_POSITION = text(
+    "SELECT (CASE current_setting('synchronous_commit') WHEN 'off'"
+    " THEN pg_current_wal_insert_lsn() ELSE pg_current_wal_flush_lsn() END)::text"
+)
 
 
 AnyEngine = AsyncEngine | Engine

@@ -12,6 +12,7 @@ from backend.errors import RETRY_AFTER_SECONDS, envelope_response
 from backend.openapi import error_responses
 from shared.api import LIVENESS_PATH, READINESS_PATH, WAL_POSITION_PATH
 from shared.errors import ErrorCode
+from shared.wal_position import COMMITTED_POSITION_SQL
 
 router = APIRouter(tags=["health"])
 
@@ -62,8 +63,8 @@ async def readyz(request: Request) -> Ready | JSONResponse:
 
 @router.get(WAL_POSITION_PATH, response_model=WalPosition, responses=error_responses(500, 503))
 async def wal_position(request: Request) -> WalPosition | JSONResponse:
-    """The primary's current WAL position. A gateway whose shared write marks were lost (Redis
-    restarted, or evicted them) makes every read wait for it, so no acknowledged write is missed.
-    """
-    answer = await _on_primary(request, "SELECT pg_current_wal_lsn()::text", "WAL position")
+    """The primary's position now, as a write's commit position (shared.wal_position): asked
+    after a write whose reply carried none, and by a gateway whose shared write marks were lost
+    (Redis restarted, or evicted them), which makes every read wait for it."""
+    answer = await _on_primary(request, COMMITTED_POSITION_SQL, "WAL position")
     return answer if isinstance(answer, JSONResponse) else WalPosition(lsn=str(answer))

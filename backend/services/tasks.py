@@ -15,6 +15,7 @@ from shared.models import IdempotencyKey, Task
 from shared.paging import TaskKeyset, newest_first
 from shared.rules import Status
 from shared.schemas import TaskCreate, TaskUpdate
+from shared.wal_position import COMMITTED_POSITION_SQL
 
 
 @dataclass(frozen=True)
@@ -25,15 +26,7 @@ class Written:
     commit_lsn: str
 
 
-# Asked once the COMMIT has returned: the flush position, which a replica can reach (a
-# walsender sends flushed WAL only) and which a synchronous commit is within. The insert
-# position may be past records that no one flushes yet (another session's open transaction on
-# a part-filled page): a read would then wait for them, and give up. With synchronous_commit
-# off the commit record itself may not be flushed yet, and only the insert position covers it.
-COMMIT_POSITION = text(
-    "SELECT (CASE current_setting('synchronous_commit') WHEN 'off'"
-    " THEN pg_current_wal_insert_lsn() ELSE pg_current_wal_flush_lsn() END)::text"
-)
+COMMIT_POSITION = text(COMMITTED_POSITION_SQL)
 
 
 async def _commit_lsn(session: AsyncSession) -> str:

@@ -42,7 +42,7 @@ def _app(engine: Engine) -> FastAPI:
         with engine.begin() as conn:
             thing = conn.scalar(text(f"INSERT INTO {PROBE} DEFAULT VALUES RETURNING id"))
         with engine.connect() as conn:
-            committed = conn.scalar(text("SELECT pg_current_wal_lsn()::text"))
+            committed = conn.scalar(text("SELECT pg_current_wal_flush_lsn()::text"))
         return {"id": thing, "committed_at": committed}
 
     install_commit_lsn(app, engine)

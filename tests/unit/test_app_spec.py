@@ -29,6 +29,7 @@ from shared.settings import Settings
 from shared.spec_loader import SpecLoadError, load_spec
 from shared.task_service import TASKS
 from shared.user_ids import INT_IDS, UUID_IDS
+from shared.wal_position import COMMITTED_POSITION_SQL
 from tests.support.config import TEST_JWT_SECRET
 from tests.support.notes_app import NOTES_DIR, notes_env
 
@@ -252,6 +253,10 @@ def test_taskgate_fastapi_speaks_the_headers_the_gateway_reads() -> None:
         api.LSN_HEADER,
         api.WAL_POSITION_PATH,
     )
+
+
+def test_taskgate_fastapi_answers_the_commit_position_by_the_one_rule() -> None:
+    assert str(taskgate.fastapi._POSITION) == COMMITTED_POSITION_SQL
 
 
 def test_an_app_with_packages_named_backend_and_shared_loads_beside_taskgates_own() -> None:
