@@ -28,9 +28,12 @@ from taskgate.serving import (
     ConnectionLimits,
     ConnectionTables,
     FloodRelease,
+    GuardedServer,
     RateLimitedListener,
     ThrottledLog,
+    WholeReplies,
     compact,
+    guarded_protocol,
     throttle_accept_errors,
 )
 
@@ -200,3 +203,125 @@ def test_the_rate_limited_listener_hands_out_connections_without_nagle_and_close
             sock.close()
     finally:
         listener.close()
+
+
+class _Recording:
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n"
+CHUNKED = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+
+
+def _replies(holds: bool = True) -> tuple[WholeReplies, _Recording]:
+    recording = _Recording()
+    return WholeReplies(cast(asyncio.Transport, recording), holds), recording
+
+
+def test_a_reply_of_known_length_leaves_in_one_send_and_anything_else_at_once() -> None:
+    replies, sent = _replies()
+    replies.write(HEAD)
+    assert sent.sent == []
+    replies.write(b"{}")
+    assert sent.sent == [HEAD + b"{}"]
+
+    replies, sent = _replies()  # 100 Continue first: sent as it comes, the reply still whole
+    replies.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    replies.write(HEAD)
+    replies.write(b"{}")
+    assert sent.sent == [b"HTTP/1.1 100 Continue\r\n\r\n", HEAD + b"{}"]
+
+    replies, sent = _replies()  # streamed: each part as soon as it is written
+    for part in (CHUNKED, b"2\r\n{}\r\n", b"0\r\n\r\n"):
+        replies.write(part)
+        assert sent.sent[-1] == part
+    assert len(sent.sent) == 3
+
+    replies, sent = _replies(holds=False)  # a HEAD request's: no body will follow
+    replies.write(HEAD)
+    assert sent.sent == [HEAD]
+
+    replies, sent = _replies()  # closed between head and body (the app failed): head first
+    replies.write(HEAD)
+    replies.close()
+    assert (sent.sent, sent.closed) == ([HEAD], True)
+
+
+async def test_each_reply_of_the_guarded_server_leaves_in_one_send(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a real socket: JSON replies, pipelined, a HEAD request and a streamed reply all arrive
+    whole, and each JSON reply's head went out in the same send as its body."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse, StreamingResponse
+    from starlette.routing import Route
+
+    async def numbers(request: Any) -> JSONResponse:
+        return JSONResponse({"n": int(request.query_params.get("n", "0"))})
+
+    async def stream(_request: Any) -> StreamingResponse:
+        async def parts() -> Any:
+            for part in (b"one,", b"two"):
+                yield part
+                await asyncio.sleep(0)
+
+        return StreamingResponse(parts(), media_type="text/plain")
+
+    app = Starlette(
+        routes=[Route("/n", numbers, methods=["GET", "HEAD"]), Route("/stream", stream)]
+    )
+    sends: list[bytes] = []
+    real_write = asyncio.selector_events._SelectorSocketTransport.write  # type: ignore[attr-defined]
+
+    def recording_write(self: Any, data: bytes) -> None:
+        if bytes(data).startswith(b"HTTP/1.1 200"):
+            sends.append(bytes(data))
+        real_write(self, data)
+
+    monkeypatch.setattr(
+        asyncio.selector_events._SelectorSocketTransport,  # type: ignore[attr-defined]
+        "write",
+        recording_write,
+    )
+    settings = Settings(_env_file=None, new_connections_per_client_per_second=0)
+    limits, tables = ConnectionLimits.from_settings(settings), ConnectionTables()
+    config = Config(
+        app, host="127.0.0.1", port=0, log_config=None, http=guarded_protocol(limits, tables)
+    )
+    server = GuardedServer(config, limits, tables)
+    sock = config.bind_socket()
+    sock.listen()  # connections queue until the server accepts them
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        reader, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+        host = b"Host: t\r\n"
+        writer.write(
+            b"GET /n?n=1 HTTP/1.1\r\n"
+            + host
+            + b"\r\n"
+            + b"GET /n?n=2 HTTP/1.1\r\n"
+            + host
+            + b"\r\n"
+        )
+        writer.write(b"HEAD /n HTTP/1.1\r\n" + host + b"\r\n")
+        writer.write(b"GET /stream HTTP/1.1\r\n" + host + b"Connection: close\r\n\r\n")
+        received = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+    finally:
+        server.should_exit = True
+        await serving
+    assert received.count(b"HTTP/1.1 200 OK") == 4, received
+    assert b'{"n":1}' in received and b'{"n":2}' in received
+    assert received.endswith(b"one,\r\n3\r\ntwo\r\n0\r\n\r\n"), received[-80:]
+    json_sends = [s for s in sends if b"application/json" in s]
+    assert len(json_sends) == 3  # two GETs and the HEAD
+    assert json_sends[0].endswith(b'{"n":1}') and json_sends[1].endswith(b'{"n":2}')
+    assert json_sends[2].endswith(b"\r\n\r\n")  # HEAD: the head alone, at once
