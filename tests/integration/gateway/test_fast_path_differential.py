@@ -4,6 +4,7 @@ to two gateways over one backend and replica, with the fast path on and off, get
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -783,3 +784,36 @@ async def test_write_calls_are_answered_as_the_sdk_does(
     title = pg_pair.psql(f"SELECT title FROM tasks WHERE id = {others}")
     assert (untouched, title) == ("1|f", original)
     assert answered_writes > 30
+
+
+async def test_trusted_mode_writes_are_answered_as_the_sdk_does(
+    settings: Settings, backend_url: str, pg_pair: PgPair
+) -> None:
+    """AUTH_MODE=user_param: a write names its user in `user_id`; the fast path answers what
+    the SDK would, for that user only, and leaves to the SDK what it would refuse."""
+    agent = sign_up(backend_url)
+    c = Corpus("unused")
+    for version in (None, MODERN):
+        headers = [h for h in c.headers(version, "create_task") if h[0] != "Authorization"]
+        for label, arguments, served in [
+            ("create", {"user_id": agent.id, "title": "trusted"}, True),
+            ("create, bad title", {"user_id": agent.id, "title": ""}, True),
+            ("create, user_id as text", {"user_id": str(agent.id), "title": "t"}, False),
+            ("create, no user_id", {"title": "t"}, False),
+        ]:
+            c.call(f"{label} at {version}", "create_task", arguments, version, headers=headers)
+            c.cases[-1] = dataclasses.replace(c.cases[-1], fast=served)
+    env = {"AUTH_MODE": "user_param", "CACHE_TTL": "600", **NO_LIMIT}
+    with (
+        running_gateway(settings, backend_url, {**env, "MCP_FAST_PATH": "true"}) as fast,
+        running_gateway(settings, backend_url, {**env, "MCP_FAST_PATH": "false"}) as sdk,
+    ):
+        for case in c.cases:
+            before = answered(await scrape(fast), "write")
+            one = await send_raw(fast, "POST", case.headers, case.body)
+            two = await send_raw(sdk, "POST", case.headers, case.body)
+            assert _unmade(one.json()) == _unmade(two.json()), case.name
+            assert (answered(await scrape(fast), "write") > before) == case.fast, case.name
+    created = pg_pair.psql(f"SELECT count(*) FROM tasks WHERE user_id = {agent.id}")
+    # "trusted" and the id as text (which the SDK takes) at both versions, through both gateways
+    assert created == "8"
