@@ -17,6 +17,10 @@ FAULT_ENV = {
     # A loaded test machine can lag the replica past the default 1 s; a refusal for lag is not
     # what these tests are about (the lag test still sees it, after this longer wait).
     "RYW_WAIT_TIMEOUT": "5",
+    # The agents here call back to back; once the backend is gone a write fails in a
+    # millisecond, and an agent passes the default 50 calls/s. Limits have tests of their own.
+    "RATE_LIMIT_PER_USER": "1000",
+    "RATE_LIMIT_BURST": "2000",
     "LOG_LEVEL": "WARNING",
     "REPLICA_LAG_SAMPLE_SECONDS": "1",
 }
