@@ -29,7 +29,7 @@ async def test_a_write_whose_answer_fails_to_encode_is_answered_once_and_not_rep
     async def broken(self: ReplyEncoder, *args: object) -> object:
         raise RuntimeError("the writer broke")
 
-    monkeypatch.setattr(ReplyEncoder, "encode_once", broken)
+    monkeypatch.setattr(ReplyEncoder, "encode", broken)
     app = build_http_app(settings.model_copy(update={"fastapi_base_url": backend_url}))
     c = Corpus(agent.token)
     c.call("create", "create_task", {"title": "sent once"})
