@@ -217,8 +217,8 @@ class ReadCache:
         self.stats = CacheStats()
         self.shared = isinstance(cache, RedisCache)
         # In this process a read is a dict look-up: asked directly, without aiocache's wrappers
-        # around get() (an environment read, plugin hooks, a debug log line and two clock
-        # reads per call cost more than the look-up: 5% of a cached read's gateway CPU).
+        # around get() (an environment read, plugin hooks, a debug log call and two clock reads
+        # per call cost more than the look-up: 5.7 against 2.3 us, in-process).
         self._memory = cache if isinstance(cache, BoundedMemoryCache) else None
         self._in_flight: dict[str, asyncio.Task[Any]] = {}
         self._down_until = 0.0

@@ -5,11 +5,11 @@
 
 Every write response (POST, PUT, PATCH, DELETE, below 400) then carries X-Commit-LSN, the
 primary's flushed WAL position once the handler has returned (so after its commit: commit before
-returning, not in a dependency's teardown), and GET /wal-position answers the position now.
-A commit made with synchronous_commit off only by SET LOCAL is not covered until PostgreSQL
-flushes it (at most a few wal_writer_delay): set it per role or server, where the position
-query sees it. The
-gateway makes the caller's next reads wait until a replica has replayed that position.
+returning, not in a dependency's teardown), and GET /wal-position answers the position now. The
+gateway makes the caller's next reads wait until a replica has replayed that position. A commit
+made asynchronous only by SET LOCAL synchronous_commit = off is not covered until PostgreSQL
+flushes it (within a few wal_writer_delay): set it per role or server, where the position query
+sees it.
 
 With `commit_lsn=False` only /wal-position is added: the gateway asks it after each write,
 which is as safe and one round trip slower.
