@@ -58,12 +58,13 @@ class _CookielessClient(httpx.AsyncClient):
     call: 14% of a forwarded write's gateway CPU); this client's jar reads none. The refusing
     policy stays underneath, in case an httpx release reaches its jar another way."""
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._no_cookies = _NoCookies()
+
     @property
     def cookies(self) -> httpx.Cookies:
-        jar = self.__dict__.get("_no_cookies")
-        if jar is None:
-            jar = self.__dict__["_no_cookies"] = _NoCookies()
-        return jar
+        return self._no_cookies
 
     @cookies.setter
     def cookies(self, cookies: Any) -> None:

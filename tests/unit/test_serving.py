@@ -16,6 +16,9 @@ from typing import Any, cast
 
 import pytest
 import uvicorn
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.routing import Route
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -260,9 +263,6 @@ async def test_each_reply_of_the_guarded_server_leaves_in_one_send(
 ) -> None:
     """On a real socket: JSON replies, pipelined, a HEAD request and a streamed reply all arrive
     whole, and each JSON reply's head went out in the same send as its body."""
-    from starlette.applications import Starlette
-    from starlette.responses import JSONResponse, StreamingResponse
-    from starlette.routing import Route
 
     async def numbers(request: Any) -> JSONResponse:
         return JSONResponse({"n": int(request.query_params.get("n", "0"))})
